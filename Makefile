@@ -1,0 +1,85 @@
+# routing-persistence: the two commands that matter are `make run` (the main job) and `make test`.
+# Both set up everything they need: a .venv, the Python dependencies, Kafka's jars and a throwaway
+# PostgreSQL cluster (deploy/local/stack), with no Docker.
+
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+STACK := deploy/local/stack
+PYTEST_ARGS ?=
+
+.PHONY: help venv lint fmt typecheck test test-only run demo stack-up stack-down stack-status bench bench-quick fuzz constraints clean
+
+help:
+	@echo "make run      set up everything, start the consumer, feed it sample events, show the outcome"
+	@echo "make test     venv + local stack + ruff + mypy --strict + pytest; stops the stack after"
+	@echo "make bench    the full benchmark (bench/run); make bench-quick for the short one"
+	@echo "make stack-up / stack-down / stack-status   the local Kafka + PostgreSQL"
+
+$(STAMP): pyproject.toml constraints.txt
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -c constraints.txt -e '.[dev]'
+	@touch $@
+
+venv: $(STAMP)
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy consumer schemas migrations tests bench
+
+fmt: $(STAMP)
+	$(VENV)/bin/ruff format .
+	$(VENV)/bin/ruff check --fix .
+
+# The stack is brought down afterwards only if this run started it (a developer's running stack
+# is left alone), and also when lint or a test fails.
+test: $(STAMP)
+	@started=0; $(STACK) status >/dev/null 2>&1 || started=1; \
+	status=0; $(STACK) up >/dev/null || status=$$?; \
+	if [ $$status -eq 0 ]; then \
+	  eval "$$($(STACK) env)"; \
+	  $(MAKE) --no-print-directory lint || status=$$?; \
+	  if [ $$status -eq 0 ]; then $(PY) -m pytest $(PYTEST_ARGS) || status=$$?; fi; \
+	  if [ $$status -eq 0 ]; then $(PY) -m bench.run --quick || status=$$?; fi; \
+	fi; \
+	if [ $$started -eq 1 ]; then $(STACK) down; fi; \
+	exit $$status
+
+# pytest alone, against a stack you keep running (fast inner loop).
+test-only: $(STAMP)
+	@$(STACK) up >/dev/null && eval "$$($(STACK) env)" && $(PY) -m pytest $(PYTEST_ARGS)
+
+run: $(STAMP)
+	@$(STACK) up >/dev/null
+	@eval "$$($(STACK) env)" && $(PY) -m consumer.demo_main
+
+stack-up:
+	@$(STACK) up
+
+stack-down:
+	@$(STACK) down
+
+stack-status:
+	@$(STACK) status
+
+bench: $(STAMP)
+	@$(STACK) up >/dev/null && eval "$$($(STACK) env)" && $(PY) -m bench.run $(BENCH_ARGS)
+
+bench-quick: $(STAMP)
+	@$(STACK) up >/dev/null && eval "$$($(STACK) env)" && $(PY) -m bench.run --quick
+
+fuzz: $(STAMP)
+	$(PY) -m bench.fuzz $(FUZZ_ARGS)
+
+constraints: $(STAMP)
+	@{ echo '# Pinned versions that `make test` installs (pip -c): CI resolves the same set every run.'; \
+	   echo '# Refresh with: make constraints'; \
+	   $(PY) -m pip freeze --exclude-editable | grep -v '^routing-persistence'; } > constraints.txt
+
+clean:
+	-$(STACK) down
+	rm -rf .local $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis build *.egg-info

@@ -1,0 +1,216 @@
+"""The ``routing-persistence`` command line (``CONTRACT.md`` §5): a thin layer over the modules.
+
+Each command builds :class:`~consumer.settings.Settings` once (environment, then flags), then calls
+one coroutine of the module that owns the concept. Exit codes: 0 success, 1 failure or threshold
+exceeded (``lag --max-lag``), 2 bad usage or configuration.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import datetime
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from pydantic import ValidationError
+
+from consumer.logs import configure_logging
+from consumer.settings import Settings
+
+__all__ = ["app", "main"]
+
+app = typer.Typer(
+    name="routing-persistence",
+    help="Persist the routing engine's Kafka events into PostgreSQL, idempotently.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+dlq_app = typer.Typer(help="Work with the dead-letter topic.", no_args_is_help=True)
+schemas_app = typer.Typer(help="The event contract as JSON Schema.", no_args_is_help=True)
+app.add_typer(dlq_app, name="dlq")
+app.add_typer(schemas_app, name="schemas")
+
+
+def _settings(ctx: typer.Context) -> Settings:
+    settings = ctx.obj
+    assert isinstance(settings, Settings)
+    return settings
+
+
+@app.callback()
+def _main(
+    ctx: typer.Context,
+    bootstrap_servers: Annotated[
+        str | None, typer.Option(help="Overrides ROUTING_KAFKA_BOOTSTRAP_SERVERS.")
+    ] = None,
+    database_url: Annotated[
+        str | None, typer.Option(help="Overrides ROUTING_DATABASE_URL.", show_default=False)
+    ] = None,
+    group_id: Annotated[str | None, typer.Option(help="Overrides ROUTING_GROUP_ID.")] = None,
+    metrics_port: Annotated[
+        int | None, typer.Option(help="Overrides ROUTING_METRICS_PORT (0 turns it off).")
+    ] = None,
+) -> None:
+    """Global options: each overrides the ROUTING_* variable of the same meaning."""
+    overrides: dict[str, Any] = {
+        "kafka_bootstrap_servers": bootstrap_servers,
+        "database_url": database_url,
+        "group_id": group_id,
+        "metrics_port": metrics_port,
+    }
+    try:
+        settings = Settings(**{k: v for k, v in overrides.items() if v is not None})
+    except ValidationError as exc:
+        # hide_input_in_errors keeps values (and so secrets) out of this message.
+        typer.echo(f"configuration error: {exc}", err=True)
+        raise typer.Exit(2) from exc
+    configure_logging(settings.log_level, settings.log_format)
+    ctx.obj = settings
+
+
+@app.command()
+def run(ctx: typer.Context) -> None:
+    """Consume until SIGTERM/SIGINT, then finish the batch in hand, commit and exit 0."""
+    from consumer.service import run_service
+
+    raise typer.Exit(asyncio.run(run_service(_settings(ctx))))
+
+
+@app.command()
+def migrate(
+    ctx: typer.Context,
+    sql: Annotated[
+        bool, typer.Option("--sql", help="Print the SQL for a DBA instead of running it.")
+    ] = False,
+) -> None:
+    """Bring the database to the newest migration (Alembic ``upgrade head``); idempotent."""
+    from consumer.migrate import upgrade
+
+    upgrade(_settings(ctx), sql=sql)
+
+
+@app.command()
+def replay(
+    ctx: typer.Context,
+    from_beginning: Annotated[
+        bool, typer.Option("--from-beginning", help="Start at each partition's first offset.")
+    ] = False,
+    since: Annotated[
+        datetime | None, typer.Option(help="Start at the first record at or after this time.")
+    ] = None,
+    until: Annotated[
+        datetime | None, typer.Option(help="Ignore records stamped after this time.")
+    ] = None,
+    topic: Annotated[
+        list[str] | None, typer.Option(help="Only this topic (repeatable). Default: all three.")
+    ] = None,
+    partition: Annotated[
+        list[int] | None, typer.Option(help="Only this partition (repeatable).")
+    ] = None,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Validate and count; write nothing.")
+    ] = False,
+) -> None:
+    """Re-read topics into the database through the same apply path, up to today's end offsets."""
+    from consumer.replay import replay_topics
+
+    if from_beginning == (since is not None):
+        typer.echo("replay: give exactly one of --from-beginning or --since", err=True)
+        raise typer.Exit(2)
+    raise typer.Exit(
+        asyncio.run(
+            replay_topics(
+                _settings(ctx),
+                since=since,
+                until=until,
+                topics=topic or None,
+                partitions=partition or None,
+                dry_run=dry_run,
+            )
+        )
+    )
+
+
+@app.command()
+def lag(
+    ctx: typer.Context,
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+    max_lag: Annotated[
+        int | None, typer.Option(help="Exit 1 when the total lag exceeds N records.")
+    ] = None,
+    max_lag_seconds: Annotated[
+        float | None, typer.Option(help="Exit 1 when any partition lags more than S seconds.")
+    ] = None,
+    watch: Annotated[
+        bool, typer.Option("--watch", help="Refresh a live table until interrupted.")
+    ] = False,
+) -> None:
+    """Per topic and partition: committed offset, end offset, lag, lag in seconds."""
+    from consumer.lag import show_lag
+
+    raise typer.Exit(
+        asyncio.run(
+            show_lag(
+                _settings(ctx),
+                as_json=as_json,
+                max_lag=max_lag,
+                max_lag_seconds=max_lag_seconds,
+                watch=watch,
+            )
+        )
+    )
+
+
+@dlq_app.command("redrive")
+def dlq_redrive(
+    ctx: typer.Context,
+    reason: Annotated[
+        list[str] | None, typer.Option(help="Only dead letters with this reason (repeatable).")
+    ] = None,
+    since: Annotated[
+        datetime | None, typer.Option(help="Only dead letters written at or after this time.")
+    ] = None,
+    limit: Annotated[int | None, typer.Option(help="At most N records.")] = None,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="List what would be published; publish nothing.")
+    ] = False,
+) -> None:
+    """Publish dead letters back to their original topics, with their original key and bytes."""
+    from consumer.redrive import redrive
+
+    raise typer.Exit(
+        asyncio.run(
+            redrive(_settings(ctx), reasons=reason or None, since=since, limit=limit, dry_run=dry_run)
+        )
+    )
+
+
+@schemas_app.command("export")
+def schemas_export(
+    directory: Annotated[Path, typer.Argument(help="Folder to write the *.json files into.")],
+) -> None:
+    """Write the JSON Schema (draft 2020-12) of the envelope and of each payload."""
+    from schemas.export import export_json_schemas
+
+    for path in export_json_schemas(directory):
+        typer.echo(str(path))
+
+
+@app.command()
+def demo(
+    ctx: typer.Context,
+    events: Annotated[int, typer.Option(help="How many events to publish.")] = 2000,
+    rate: Annotated[float, typer.Option(help="Events per second (0 = as fast as possible).")] = 0.0,
+    seed: Annotated[int, typer.Option(help="Random seed: the same seed sends the same events.")] = 7,
+) -> None:
+    """Publish realistic sample events (with duplicates, reordering and bad records)."""
+    from consumer.demo import run_demo
+
+    raise typer.Exit(asyncio.run(run_demo(_settings(ctx), events=events, rate=rate, seed=seed)))
+
+
+def main() -> None:
+    """Console-script entry point."""
+    app()

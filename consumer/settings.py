@@ -1,0 +1,127 @@
+"""Configuration: one pydantic-settings model, built once at the edge (the CLI) and passed down.
+
+Every variable of ``CONTRACT.md`` §4 is a field here under the ``ROUTING_`` prefix; the rest are
+tuning knobs with production defaults. Secrets are ``SecretStr`` and the database URL is redacted
+whenever it is shown, so neither ever reaches a log line, a metric label or an error message.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+from urllib.parse import urlsplit, urlunsplit
+
+from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+__all__ = ["DEFAULT_DATABASE_URL", "Settings", "redact_url"]
+
+DEFAULT_DATABASE_URL = "postgresql://postgres@localhost:5432/routing"
+
+_ACCEPTED_SCHEMES = ("postgresql", "postgresql+asyncpg", "postgres")
+
+
+def redact_url(url: str) -> str:
+    """Return ``url`` with any password replaced by ``***`` (safe to log)."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.rsplit("@", 1)
+    userinfo = netloc[0].split(":", 1)[0]
+    return urlunsplit(parts._replace(netloc=f"{userinfo}:***@{netloc[1]}"))
+
+
+class Settings(BaseSettings):
+    """The service's whole configuration (env prefix ``ROUTING_``; CLI flags override).
+
+    Raises ``pydantic.ValidationError`` at construction when a value is malformed, naming the
+    variable; the CLI turns that into exit code 2 with the message (never the secret values).
+    """
+
+    model_config = SettingsConfigDict(
+        env_prefix="ROUTING_",
+        extra="ignore",
+        frozen=True,
+        hide_input_in_errors=True,
+    )
+
+    # --- contract §4 -------------------------------------------------------------------------
+    kafka_bootstrap_servers: str = "localhost:9092"
+    database_url: SecretStr = SecretStr(DEFAULT_DATABASE_URL)
+    group_id: str = Field(default="routing-persistence", min_length=1)
+    topic_snapshots: str = Field(default="routing.snapshots", min_length=1)
+    topic_costs: str = Field(default="routing.costs", min_length=1)
+    topic_policies: str = Field(default="routing.tenant-policies", min_length=1)
+    topic_dlq: str = Field(default="routing.dlq", min_length=1)
+    metrics_port: int = Field(default=9464, ge=0, le=65535)
+    kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    kafka_sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = None
+    kafka_sasl_username: str | None = None
+    kafka_sasl_password: SecretStr | None = None
+    kafka_ssl_cafile: Path | None = None
+
+    # --- tuning (not in the contract; defaults suit one pod with 1 CPU) ---------------------
+    kafka_client_id: str = "routing-persistence"
+    #: Upper bound of records taken by one ``getmany()``: bounds memory and batch latency.
+    batch_max_records: int = Field(default=2000, ge=1, le=100_000)
+    #: How long one ``getmany()`` waits for records before handing back a partial batch.
+    batch_timeout_ms: int = Field(default=200, ge=1, le=60_000)
+    #: Records larger than this are dead-lettered as ``payload_too_large`` (1 MiB default).
+    max_payload_bytes: int = Field(default=1_048_576, ge=1024)
+    #: 0 means retry transient faults forever (the contract's default).
+    retry_max_attempts: int = Field(default=0, ge=0)
+    retry_initial_delay_s: float = Field(default=0.2, gt=0)
+    retry_max_delay_s: float = Field(default=30.0, gt=0)
+    db_pool_size: int = Field(default=4, ge=1, le=100)
+    db_statement_timeout_ms: int = Field(default=60_000, ge=0)
+    #: After SIGTERM, how long the batch in hand may take before the process gives up on it
+    #: (uncommitted, so it is redelivered) and exits.
+    shutdown_timeout_s: float = Field(default=25.0, gt=0)
+    lag_refresh_interval_s: float = Field(default=10.0, gt=0)
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    log_format: Literal["json", "console", "auto"] = "auto"
+
+    @field_validator("database_url")
+    @classmethod
+    def _check_database_url(cls, value: SecretStr) -> SecretStr:
+        scheme = urlsplit(value.get_secret_value()).scheme
+        if scheme not in _ACCEPTED_SCHEMES:
+            # Only the scheme is echoed: the rest of the URL may hold a password.
+            raise ValueError(
+                f"scheme {scheme!r} is not supported; use postgresql:// or postgresql+asyncpg://"
+            )
+        return value
+
+    @model_validator(mode="after")
+    def _check_sasl(self) -> Settings:
+        if self.kafka_security_protocol.startswith("SASL_"):
+            if self.kafka_sasl_mechanism is None:
+                raise ValueError("ROUTING_KAFKA_SASL_MECHANISM is required with SASL_* protocols")
+            if not self.kafka_sasl_username or self.kafka_sasl_password is None:
+                raise ValueError(
+                    "ROUTING_KAFKA_SASL_USERNAME and ROUTING_KAFKA_SASL_PASSWORD are required "
+                    "with SASL_* protocols"
+                )
+        return self
+
+    @property
+    def async_database_url(self) -> str:
+        """The database URL for SQLAlchemy's asyncpg dialect (contains the password: never log)."""
+        parts = urlsplit(self.database_url.get_secret_value())
+        return urlunsplit(parts._replace(scheme="postgresql+asyncpg"))
+
+    @property
+    def plain_database_url(self) -> str:
+        """The database URL as libpq/asyncpg accept it (contains the password: never log)."""
+        parts = urlsplit(self.database_url.get_secret_value())
+        return urlunsplit(parts._replace(scheme="postgresql"))
+
+    @property
+    def redacted_database_url(self) -> str:
+        """The database URL with its password masked, for logs and error messages."""
+        return redact_url(self.database_url.get_secret_value())
+
+    @property
+    def source_topics(self) -> tuple[str, str, str]:
+        """The three topics the consumer reads: snapshots, costs, policies."""
+        return (self.topic_snapshots, self.topic_costs, self.topic_policies)

@@ -259,3 +259,76 @@ def settings(services: Services, topics: Topics, database: Database) -> Settings
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "partitions(n): how many partitions the test's topics get")
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@dataclass
+class PrivateStack:
+    """A second instance of ``deploy/local/stack`` that one test owns and may stop at will.
+
+    Fault tests stop and start *this* PostgreSQL or Kafka, never the shared one, so they can run
+    beside other tests. It uses the same script (and so the same binaries and configuration) as
+    the shared stack, in its own folder with its own ports.
+    """
+
+    directory: Path
+    pg_port: int
+    kafka_port: int
+    controller_port: int
+
+    def _env(self) -> dict[str, str]:
+        return {
+            **os.environ,
+            "ROUTING_STACK_DIR": str(self.directory),
+            "ROUTING_STACK_PG_PORT": str(self.pg_port),
+            "ROUTING_STACK_KAFKA_PORT": str(self.kafka_port),
+            "ROUTING_STACK_KAFKA_CONTROLLER_PORT": str(self.controller_port),
+            "ROUTING_STACK_KAFKA_HEAP": "384m",
+        }
+
+    def _run(self, *args: str) -> str:
+        done = subprocess.run(
+            [str(STACK), *args], env=self._env(), capture_output=True, text=True, check=False
+        )
+        if done.returncode != 0:
+            raise RuntimeError(f"stack {' '.join(args)} failed: {done.stderr}")
+        return done.stdout
+
+    def up(self, service: str = "all") -> None:
+        """Start ``postgres``, ``kafka`` or ``all`` and wait until they accept connections."""
+        self._run("up", service)
+
+    def down(self, service: str = "all") -> None:
+        """Stop ``postgres``, ``kafka`` or ``all`` (clean shutdown, like an operator's restart)."""
+        self._run("down", service)
+
+    @property
+    def database_url(self) -> str:
+        return f"postgresql://postgres@127.0.0.1:{self.pg_port}/routing"
+
+    @property
+    def kafka_bootstrap(self) -> str:
+        return f"127.0.0.1:{self.kafka_port}"
+
+
+@pytest.fixture
+def private_stack() -> Iterator[PrivateStack]:
+    """A private stack (nothing started yet: call ``up('postgres')`` etc.); torn down after."""
+    if os.environ.get("ROUTING_TEST_KAFKA_BOOTSTRAP"):
+        pytest.fail("fault tests need the native local stack's script (deploy/local/stack)")
+    directory = ROOT / ".local" / "tests" / unique("stack")
+    directory.mkdir(parents=True)
+    stack = PrivateStack(directory, free_port(), free_port(), free_port())
+    try:
+        yield stack
+    finally:
+        stack.down()
+        shutil.rmtree(directory, ignore_errors=True)

@@ -8,8 +8,8 @@ whenever it is shown, so neither ever reaches a log line, a metric label or an e
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
-from urllib.parse import urlsplit, urlunsplit
+from typing import Any, Literal
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -19,6 +19,16 @@ __all__ = ["DEFAULT_DATABASE_URL", "Settings", "redact_url"]
 DEFAULT_DATABASE_URL = "postgresql://postgres@localhost:5432/routing"
 
 _ACCEPTED_SCHEMES = ("postgresql", "postgresql+asyncpg", "postgres")
+
+# libpq's TLS parameters, which asyncpg reads from a DSN but SQLAlchemy's asyncpg dialect would pass
+# on as unknown keyword arguments (TypeError): see Settings.async_database_url.
+_LIBPQ_TLS_PARAMS = frozenset(
+    {"sslmode", "sslrootcert", "sslcert", "sslkey", "sslcrl", "sslpassword", "sslnegotiation"}
+)
+
+
+def _with_query(url: str, query: list[tuple[str, str]]) -> str:
+    return urlunsplit(urlsplit(url)._replace(query=urlencode(query)))
 
 
 def redact_url(url: str) -> str:
@@ -106,15 +116,49 @@ class Settings(BaseSettings):
 
     @property
     def async_database_url(self) -> str:
-        """The database URL for SQLAlchemy's asyncpg dialect (contains the password: never log)."""
+        """The database URL for SQLAlchemy's asyncpg dialect (contains the password: never log).
+
+        libpq TLS parameters (``sslmode=verify-full&sslrootcert=/ca.pem``) are taken out, because
+        the dialect would hand them to ``asyncpg.connect`` as unknown keywords; ``sslmode`` stays
+        as the dialect's ``ssl=<mode>``, so TLS is never silently dropped (without the CA file a
+        verifying mode fails closed). Pass :attr:`database_connect_args` too for the CA file.
+        """
         parts = urlsplit(self.database_url.get_secret_value())
-        return urlunsplit(parts._replace(scheme="postgresql+asyncpg"))
+        query = []
+        for name, value in parse_qsl(parts.query, keep_blank_values=True):
+            if name == "sslmode":
+                query.append(("ssl", value))
+            elif name not in _LIBPQ_TLS_PARAMS:
+                query.append((name, value))
+        return _with_query(urlunsplit(parts._replace(scheme="postgresql+asyncpg")), query)
+
+    @property
+    def database_connect_args(self) -> dict[str, Any]:
+        """``connect_args`` for ``create_async_engine(self.async_database_url, ...)``.
+
+        When the URL carries libpq TLS parameters, asyncpg gets the whole libpq-style DSN and reads
+        ``sslmode``, ``sslrootcert``, ``sslcert``, ``sslkey`` itself (explicit keywords from the
+        URL win and are the same values). Holds the password: never log.
+        """
+        names = {
+            name for name, _ in parse_qsl(urlsplit(self.database_url.get_secret_value()).query)
+        }
+        if names & _LIBPQ_TLS_PARAMS:
+            return {"dsn": self.plain_database_url}
+        return {}
 
     @property
     def plain_database_url(self) -> str:
-        """The database URL as libpq/asyncpg accept it (contains the password: never log)."""
+        """The database URL as libpq/asyncpg accept it (contains the password: never log).
+
+        SQLAlchemy's ``ssl=<mode>`` spelling is turned into libpq's ``sslmode=<mode>``.
+        """
         parts = urlsplit(self.database_url.get_secret_value())
-        return urlunsplit(parts._replace(scheme="postgresql"))
+        query = [
+            ("sslmode" if name == "ssl" else name, value)
+            for name, value in parse_qsl(parts.query, keep_blank_values=True)
+        ]
+        return _with_query(urlunsplit(parts._replace(scheme="postgresql")), query)
 
     @property
     def redacted_database_url(self) -> str:

@@ -1,4 +1,4 @@
-"""routing-persistence: the idempotent Kafka → PostgreSQL consumer of the routing engine's events."""
+"""routing-persistence: the idempotent Kafka to PostgreSQL consumer of the routing events."""
 
 __all__ = ["__version__"]
 

@@ -182,7 +182,9 @@ def dlq_redrive(
 
     raise typer.Exit(
         asyncio.run(
-            redrive(_settings(ctx), reasons=reason or None, since=since, limit=limit, dry_run=dry_run)
+            redrive(
+                _settings(ctx), reasons=reason or None, since=since, limit=limit, dry_run=dry_run
+            )
         )
     )
 
@@ -203,7 +205,9 @@ def demo(
     ctx: typer.Context,
     events: Annotated[int, typer.Option(help="How many events to publish.")] = 2000,
     rate: Annotated[float, typer.Option(help="Events per second (0 = as fast as possible).")] = 0.0,
-    seed: Annotated[int, typer.Option(help="Random seed: the same seed sends the same events.")] = 7,
+    seed: Annotated[
+        int, typer.Option(help="Random seed: the same seed sends the same events.")
+    ] = 7,
 ) -> None:
     """Publish realistic sample events (with duplicates, reordering and bad records)."""
     from consumer.demo import run_demo

@@ -34,7 +34,7 @@ class TransientError(RoutingPersistenceError):
 
 
 class ConfigurationError(RoutingPersistenceError):
-    """The configuration cannot work (bad URL, wrong credentials, missing topic): fix and restart."""
+    """The configuration cannot work (bad URL, wrong credentials): fix it and restart."""
 
 
 class RejectedRecord(RoutingPersistenceError):

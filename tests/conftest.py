@@ -147,9 +147,7 @@ async def topics(services: Services, request: pytest.FixtureRequest) -> Topics:
         dlq=f"{base}.dlq",
         partitions=partitions,
     )
-    await create_topics(
-        services.kafka_bootstrap, [*made.sources, made.dlq], partitions
-    )
+    await create_topics(services.kafka_bootstrap, [*made.sources, made.dlq], partitions)
     return made
 
 
@@ -208,7 +206,7 @@ async def empty_database(services: Services) -> AsyncIterator[Database]:
 
 @pytest.fixture(scope="session")
 async def migrated_template(services: Services) -> AsyncIterator[str]:
-    """A database migrated to head once per session; tests clone it (CREATE DATABASE ... TEMPLATE)."""
+    """A database at the newest migration, made once per session; tests clone it."""
     from consumer.migrate import upgrade
 
     name = unique("tmpl").replace("-", "_")
@@ -284,7 +282,7 @@ class PrivateStack:
     kafka_port: int
     controller_port: int
 
-    def _env(self) -> dict[str, str]:
+    def env(self) -> dict[str, str]:
         return {
             **os.environ,
             "ROUTING_STACK_DIR": str(self.directory),
@@ -296,7 +294,7 @@ class PrivateStack:
 
     def _run(self, *args: str) -> str:
         done = subprocess.run(
-            [str(STACK), *args], env=self._env(), capture_output=True, text=True, check=False
+            [str(STACK), *args], env=self.env(), capture_output=True, text=True, check=False
         )
         if done.returncode != 0:
             raise RuntimeError(f"stack {' '.join(args)} failed: {done.stderr}")

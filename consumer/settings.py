@@ -84,6 +84,11 @@ class Settings(BaseSettings):
     retry_max_delay_s: float = Field(default=30.0, gt=0)
     db_pool_size: int = Field(default=4, ge=1, le=100)
     db_statement_timeout_ms: int = Field(default=60_000, ge=0)
+    #: ``migrate``: each DDL statement waits at most this long for its table lock, so it never
+    #: queues traffic behind it for longer; then it backs off and tries again.
+    migrate_lock_timeout_ms: int = Field(default=2000, ge=1, le=600_000)
+    #: ``migrate``: how many lock attempts before giving up (exit 1, nothing half-applied).
+    migrate_max_attempts: int = Field(default=20, ge=1)
     #: After SIGTERM, how long the batch in hand may take before the process gives up on it
     #: (uncommitted, so it is redelivered) and exits.
     shutdown_timeout_s: float = Field(default=25.0, gt=0)

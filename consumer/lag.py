@@ -1,0 +1,468 @@
+"""``routing-persistence lag``: how far the consumer group is behind, per topic and partition.
+
+What ``kafka-consumer-groups --describe`` shows, plus the age of the oldest record not yet
+committed (LAG-SECONDS), an exit code an alert can use, ``--json`` and a live ``--watch`` view.
+
+Everything is fetched in a handful of batched calls, whatever the partition count:
+
+* one ``Metadata`` request for the partitions of the configured topics;
+* one ``OffsetFetch`` for every committed offset of the group (``list_consumer_group_offsets``);
+* one ``DescribeGroups`` for the members and their assignments (CONSUMER-ID, HOST);
+* one ``ListOffsets`` per leader broker for the log-end offsets, one more for the log-start ones;
+* one fetch round (per leader) for the record at each lagging partition's committed offset,
+  whose own timestamp gives LAG-SECONDS.
+
+A partition where the group has committed nothing shows CURRENT-OFFSET ``-``; its lag counts from
+the log-start offset, because the consumer starts there (``auto_offset_reset="earliest"``).
+A committed offset below the log-start offset (records removed by retention) counts from the
+log start too: records that no longer exist cannot be consumed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import sys
+import time
+from collections.abc import AsyncIterator, Iterable, Sequence
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.coordinator.protocol import ConsumerProtocolMemberAssignment
+from aiokafka.errors import KafkaError
+from rich.console import Console
+from rich.live import Live
+from rich.table import Table
+
+from consumer.kafka import client_options
+from consumer.settings import Settings
+
+__all__ = [
+    "LagError",
+    "LagReport",
+    "PartitionLag",
+    "measure_lag",
+    "render_plain_table",
+    "show_lag",
+]
+
+#: Bound of every admin or fetch call: an unreachable broker gives exit 2, never a hang.
+CALL_TIMEOUT_S = 15.0
+#: How long the LAG-SECONDS fetch may take in all before the missing ages are reported unknown.
+_AGE_FETCH_TIMEOUT_S = 5.0
+#: Refresh period of ``lag --watch``.
+WATCH_INTERVAL_S = 2.0
+
+_COLUMNS = (
+    "GROUP",
+    "TOPIC",
+    "PARTITION",
+    "CURRENT-OFFSET",
+    "LOG-END-OFFSET",
+    "LAG",
+    "LAG-SECONDS",
+    "CONSUMER-ID",
+    "HOST",
+)
+
+
+class LagError(Exception):
+    """The lag could not be measured (broker unreachable, topic missing, timeout): exit 2."""
+
+
+@dataclass(frozen=True)
+class PartitionLag:
+    """One row of the report.
+
+    ``committed`` is ``None`` when the group has no offset for the partition; ``lag_seconds`` is
+    the age of the record at the committed offset (0.0 when ``lag`` is 0, ``None`` when that
+    record could not be fetched in time); ``consumer_id``/``host``/``client_id`` are ``None``
+    when no live member owns the partition.
+    """
+
+    group: str
+    topic: str
+    partition: int
+    committed: int | None
+    log_start: int
+    log_end: int
+    lag: int
+    lag_seconds: float | None
+    consumer_id: str | None
+    host: str | None
+    client_id: str | None
+
+
+@dataclass(frozen=True)
+class LagReport:
+    """The group's lag at ``measured_at`` (one row per partition, sorted by topic, partition)."""
+
+    group: str
+    state: str
+    measured_at: datetime
+    partitions: list[PartitionLag] = field(default_factory=list)
+
+    @property
+    def total_lag(self) -> int:
+        """Records not yet committed, over all partitions."""
+        return sum(p.lag for p in self.partitions)
+
+    @property
+    def max_lag_seconds(self) -> float:
+        """The largest known LAG-SECONDS (0.0 when every partition is caught up)."""
+        return max((p.lag_seconds or 0.0 for p in self.partitions), default=0.0)
+
+    def to_json(self) -> dict[str, Any]:
+        """A JSON-ready dict of the report, with ``total_lag`` and ``max_lag_seconds``."""
+        return {
+            "group": self.group,
+            "state": self.state,
+            "measured_at": self.measured_at.isoformat(),
+            "total_lag": self.total_lag,
+            "max_lag_seconds": round(self.max_lag_seconds, 3),
+            "partitions": [asdict(p) for p in self.partitions],
+        }
+
+
+# --- measuring ------------------------------------------------------------------------------
+
+
+def _describe(exc: BaseException) -> str:
+    """One line naming the error (aiokafka's messages may already start with the class name)."""
+    text = " ".join(str(exc).split())
+    name = type(exc).__name__
+    if isinstance(exc, TimeoutError):
+        return f"no answer within {CALL_TIMEOUT_S:g} s"
+    return text if text.startswith(name) else f"{name}: {text}" if text else name
+
+
+@contextlib.asynccontextmanager
+async def _clients(
+    settings: Settings,
+) -> AsyncIterator[tuple[AIOKafkaAdminClient, AIOKafkaConsumer]]:
+    """An admin client and a group-less consumer (it never joins or commits for any group)."""
+    options = client_options(settings)
+    timeout_ms = int(CALL_TIMEOUT_S * 1000)
+    admin = AIOKafkaAdminClient(**options, request_timeout_ms=timeout_ms)
+    consumer = AIOKafkaConsumer(
+        **options,
+        group_id=None,
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+        request_timeout_ms=timeout_ms,
+        # Only the first record of each lagging partition is needed; the broker still returns
+        # a whole first batch when it is larger than this.
+        max_partition_fetch_bytes=64 * 1024,
+        fetch_max_wait_ms=100,
+    )
+    try:
+        async with asyncio.timeout(CALL_TIMEOUT_S):
+            await admin.start()
+            await consumer.start()
+        yield admin, consumer
+    except (KafkaError, OSError, TimeoutError) as exc:
+        raise LagError(
+            f"cannot reach Kafka at {settings.kafka_bootstrap_servers}: {_describe(exc)}"
+        ) from exc
+    finally:
+        await consumer.stop()
+        await admin.close()
+
+
+async def _partitions(admin: AIOKafkaAdminClient, topics: Sequence[str]) -> list[TopicPartition]:
+    described = await admin.describe_topics(list(topics))
+    missing = [t["topic"] for t in described if t["error_code"] != 0]
+    if missing:
+        raise LagError(f"topic(s) not found on the broker: {', '.join(sorted(missing))}")
+    return sorted(
+        TopicPartition(t["topic"], p["partition"]) for t in described for p in t["partitions"]
+    )
+
+
+async def _owners(
+    admin: AIOKafkaAdminClient, group: str
+) -> tuple[str, dict[TopicPartition, tuple[str, str, str]]]:
+    """The group's state and, per assigned partition, (member id, host, client id)."""
+    responses = await admin.describe_consumer_groups([group])
+    owners: dict[TopicPartition, tuple[str, str, str]] = {}
+    state = "Unknown"
+    for response in responses:
+        for described in response.to_object()["groups"]:
+            state = described["state"] or state
+            for member in described["members"]:
+                raw = member["member_assignment"]
+                if not raw:  # a member between join and sync has no assignment yet
+                    continue
+                assignment = ConsumerProtocolMemberAssignment.decode(raw)
+                for tp in assignment.partitions():
+                    owners[tp] = (
+                        member["member_id"],
+                        member["client_host"].lstrip("/"),
+                        member["client_id"],
+                    )
+    return state, owners
+
+
+async def _record_ages(
+    consumer: AIOKafkaConsumer, positions: dict[TopicPartition, int], now_ms: int
+) -> dict[TopicPartition, float]:
+    """Seconds since the timestamp of the first record at or after each position.
+
+    One fetch round per leader for all partitions at once; a partition whose record does not
+    arrive within ``_AGE_FETCH_TIMEOUT_S`` is absent from the result.
+    """
+    ages: dict[TopicPartition, float] = {}
+    if not positions:
+        return ages
+    consumer.assign(list(positions))
+    for tp, offset in positions.items():
+        consumer.seek(tp, offset)
+    deadline = time.monotonic() + _AGE_FETCH_TIMEOUT_S
+    while len(ages) < len(positions) and time.monotonic() < deadline:
+        fetched = await consumer.getmany(timeout_ms=200)
+        for tp, records in fetched.items():
+            if records and tp not in ages:
+                ages[tp] = max(0.0, (now_ms - records[0].timestamp) / 1000)
+                consumer.pause(tp)
+    consumer.assign([])
+    return ages
+
+
+async def measure_lag(
+    settings: Settings,
+    *,
+    clients: tuple[AIOKafkaAdminClient, AIOKafkaConsumer] | None = None,
+) -> LagReport:
+    """Measure ``settings.group_id``'s lag on the three source topics.
+
+    ``clients`` lets ``--watch`` reuse its connections; without it, clients are opened and closed
+    here. Raises :class:`LagError` when Kafka cannot be reached, a topic is missing or a call
+    exceeds ``CALL_TIMEOUT_S``.
+    """
+    if clients is None:
+        async with _clients(settings) as opened:
+            return await measure_lag(settings, clients=opened)
+    admin, consumer = clients
+    group = settings.group_id
+    try:
+        async with asyncio.timeout(CALL_TIMEOUT_S):
+            tps = await _partitions(admin, settings.source_topics)
+            committed_raw, (state, owners), ends, starts = await asyncio.gather(
+                admin.list_consumer_group_offsets(group),
+                _owners(admin, group),
+                consumer.end_offsets(tps),
+                consumer.beginning_offsets(tps),
+            )
+        now_ms = int(time.time() * 1000)
+        committed = {tp: meta.offset for tp, meta in committed_raw.items() if meta.offset >= 0}
+        positions = {
+            tp: max(committed.get(tp, starts[tp]), starts[tp])
+            for tp in tps
+            if ends[tp] > max(committed.get(tp, starts[tp]), starts[tp])
+        }
+        ages = await _record_ages(consumer, positions, now_ms)
+    except (KafkaError, OSError, TimeoutError) as exc:
+        raise LagError(f"measuring the lag of group {group!r} failed: {_describe(exc)}") from exc
+    rows = []
+    for tp in tps:
+        lag = ends[tp] - positions[tp] if tp in positions else 0
+        owner = owners.get(tp)
+        rows.append(
+            PartitionLag(
+                group=group,
+                topic=tp.topic,
+                partition=tp.partition,
+                committed=committed.get(tp),
+                log_start=starts[tp],
+                log_end=ends[tp],
+                lag=lag,
+                lag_seconds=(round(ages[tp], 3) if tp in ages else None) if lag else 0.0,
+                consumer_id=owner[0] if owner else None,
+                host=owner[1] if owner else None,
+                client_id=owner[2] if owner else None,
+            )
+        )
+    return LagReport(group, state, datetime.now(UTC), rows)
+
+
+# --- rendering ------------------------------------------------------------------------------
+
+
+def _cells(row: PartitionLag) -> list[str]:
+    return [
+        row.group,
+        row.topic,
+        str(row.partition),
+        "-" if row.committed is None else str(row.committed),
+        str(row.log_end),
+        str(row.lag),
+        "-" if row.lag_seconds is None else f"{row.lag_seconds:.1f}",
+        row.consumer_id or "-",
+        row.host or "-",
+    ]
+
+
+def _total_cells(report: LagReport) -> list[str]:
+    return [
+        "TOTAL",
+        "",
+        "",
+        "",
+        "",
+        str(report.total_lag),
+        f"{report.max_lag_seconds:.1f}",
+        "",
+        "",
+    ]
+
+
+def render_plain_table(header: Sequence[str], rows: Iterable[Sequence[str]]) -> str:
+    """Columns aligned with spaces, numbers right-aligned (for pipes, logs and ``watch``)."""
+    materialised = [list(header), *(list(r) for r in rows)]
+    widths = [max(len(r[i]) for r in materialised) for i in range(len(header))]
+
+    def line(cells: Sequence[str]) -> str:
+        out = []
+        for i, cell in enumerate(cells):
+            numeric = cell.replace(".", "", 1).lstrip("-").isdigit()
+            out.append(cell.rjust(widths[i]) if numeric else cell.ljust(widths[i]))
+        return "  ".join(out).rstrip()
+
+    return "\n".join(line(r) for r in materialised)
+
+
+def _rich_table(
+    report: LagReport, max_lag: int | None, max_lag_seconds: float | None, title: str | None
+) -> Table:
+    table = Table(title=title, title_justify="left", show_footer=True)
+    footer = _total_cells(report)
+    for i, name in enumerate(_COLUMNS):
+        numeric = name in {"PARTITION", "CURRENT-OFFSET", "LOG-END-OFFSET", "LAG", "LAG-SECONDS"}
+        table.add_column(name, footer=footer[i], justify="right" if numeric else "left")
+    for row in report.partitions:
+        too_old = max_lag_seconds is not None and (row.lag_seconds or 0.0) > max_lag_seconds
+        style = "red" if too_old else ("yellow" if row.lag else None)
+        table.add_row(*_cells(row), style=style)
+    if max_lag is not None and report.total_lag > max_lag:
+        table.footer_style = "bold red"
+    return table
+
+
+def _verdict(report: LagReport, max_lag: int | None, max_lag_seconds: float | None) -> list[str]:
+    """The thresholds exceeded, as sentences (empty when none is)."""
+    problems = []
+    if max_lag is not None and report.total_lag > max_lag:
+        problems.append(f"total lag {report.total_lag} exceeds --max-lag {max_lag}")
+    if max_lag_seconds is not None:
+        for row in report.partitions:
+            if (row.lag_seconds or 0.0) > max_lag_seconds:
+                problems.append(
+                    f"{row.topic}[{row.partition}] lags {row.lag_seconds:.1f} s, "
+                    f"over --max-lag-seconds {max_lag_seconds:g}"
+                )
+    return problems
+
+
+async def _watch(
+    settings: Settings,
+    console: Console,
+    max_lag: int | None,
+    max_lag_seconds: float | None,
+    as_json: bool,
+) -> int:
+    """Refresh every ``WATCH_INTERVAL_S`` until interrupted; shows consume/produce rates."""
+    async with _clients(settings) as clients:
+        previous: LagReport | None = None
+        live = None if as_json else Live(console=console, auto_refresh=False, transient=False)
+        with live if live is not None else contextlib.nullcontext():
+            while True:
+                report = await measure_lag(settings, clients=clients)
+                if as_json:
+                    print(json.dumps(report.to_json()), flush=True)
+                else:
+                    assert live is not None
+                    title = _watch_title(report, previous, max_lag, max_lag_seconds)
+                    live.update(_rich_table(report, max_lag, max_lag_seconds, title), refresh=True)
+                previous = report
+                await asyncio.sleep(WATCH_INTERVAL_S)
+
+
+def _watch_title(
+    report: LagReport,
+    previous: LagReport | None,
+    max_lag: int | None,
+    max_lag_seconds: float | None,
+) -> str:
+    title = (
+        f"group {report.group} ({report.state}) at {report.measured_at:%H:%M:%S} UTC, "
+        f"every {WATCH_INTERVAL_S:g} s, Ctrl-C to quit"
+    )
+    if previous is not None:
+        seconds = (report.measured_at - previous.measured_at).total_seconds() or 1.0
+        consumed = sum(
+            (p.committed or 0) - (q.committed or 0)
+            for p, q in zip(report.partitions, previous.partitions, strict=True)
+        )
+        produced = sum(
+            p.log_end - q.log_end
+            for p, q in zip(report.partitions, previous.partitions, strict=True)
+        )
+        consume_rate, produce_rate = consumed / seconds, produced / seconds
+        title += f"\nconsumed {consume_rate:.0f} rec/s, produced {produce_rate:.0f} rec/s"
+        if report.total_lag and consume_rate > produce_rate:
+            title += f", caught up in ~{report.total_lag / (consume_rate - produce_rate):.0f} s"
+    problems = _verdict(report, max_lag, max_lag_seconds)
+    if problems:
+        title += "\n[bold red]" + "; ".join(problems) + "[/]"
+    return title
+
+
+async def show_lag(
+    settings: Settings,
+    *,
+    as_json: bool = False,
+    max_lag: int | None = None,
+    max_lag_seconds: float | None = None,
+    watch: bool = False,
+) -> int:
+    """Print the lag report and return the exit code.
+
+    0: within thresholds (or none given); 1: total lag over ``max_lag`` or a partition's
+    LAG-SECONDS over ``max_lag_seconds`` (a partition whose age is unknown does not count);
+    2: bad usage, Kafka unreachable, topic missing (a message on stderr). ``watch`` refreshes a
+    live table (or, with ``as_json``, prints one JSON document per line) until Ctrl-C, then 0.
+    """
+    errors = Console(stderr=True, soft_wrap=True)
+    if (max_lag is not None and max_lag < 0) or (
+        max_lag_seconds is not None and max_lag_seconds < 0
+    ):
+        errors.print("lag: --max-lag and --max-lag-seconds must not be negative")
+        return 2
+    console = Console()
+    try:
+        if watch:
+            try:
+                return await _watch(settings, console, max_lag, max_lag_seconds, as_json)
+            except asyncio.CancelledError:  # Ctrl-C: asyncio.run cancels the main task
+                return 0
+        report = await measure_lag(settings)
+    except LagError as exc:
+        errors.print(f"lag: {exc}", markup=False, highlight=False)
+        return 2
+    problems = _verdict(report, max_lag, max_lag_seconds)
+    if as_json:
+        document = report.to_json()
+        document["exceeded"] = problems
+        sys.stdout.write(json.dumps(document, indent=2) + "\n")
+    elif console.is_terminal:
+        console.print(_rich_table(report, max_lag, max_lag_seconds, None))
+    else:
+        rows = [_cells(p) for p in report.partitions] + [_total_cells(report)]
+        sys.stdout.write(render_plain_table(_COLUMNS, rows) + "\n")
+    for problem in problems:
+        errors.print(f"lag: {problem}", markup=False, highlight=False)
+    return 1 if problems else 0

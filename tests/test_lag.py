@@ -1,0 +1,187 @@
+"""``routing-persistence lag``, run as an operator runs it (the real CLI, a real broker).
+
+Expected numbers come from the producer's own acknowledgements (offsets and timestamps) and from
+offsets committed here, never from the code under test.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import Counter
+
+import pytest
+from aiokafka import AIOKafkaConsumer, TopicPartition
+
+from consumer.settings import Settings
+from tests.conftest import Services, Topics, free_port, unique
+from tests.ops_helpers import commit_offsets, committed_offsets, end_offsets, produce_raw, run_cli
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def lag_settings(services: Services, topics: Topics) -> Settings:
+    """Settings for this test's topics and a group of its own (lag needs no database)."""
+    return Settings(
+        kafka_bootstrap_servers=services.kafka_bootstrap,
+        group_id=unique("group"),
+        topic_snapshots=topics.snapshots,
+        topic_costs=topics.costs,
+        topic_policies=topics.policies,
+        topic_dlq=topics.dlq,
+        metrics_port=0,
+    )
+
+
+async def _produce_spread(
+    settings: Settings, topics: Topics, n: int
+) -> list[tuple[TopicPartition, int, int]]:
+    """``n`` records over the three source topics and their partitions (keys spread them)."""
+    records = [
+        (topics.sources[i % 3], f"key-{i}".encode(), b'{"not": "decoded by lag"}') for i in range(n)
+    ]
+    return await produce_raw(settings.kafka_bootstrap_servers, records)
+
+
+def _rows(document: dict[str, object]) -> dict[TopicPartition, dict[str, object]]:
+    rows = document["partitions"]
+    assert isinstance(rows, list)
+    return {TopicPartition(r["topic"], r["partition"]): r for r in rows}
+
+
+async def test_lag_counts_unconsumed_records_then_zero_after_commit(
+    lag_settings: Settings, topics: Topics
+) -> None:
+    n = 47
+    produced = await _produce_spread(lag_settings, topics, n)
+    per_partition = Counter(tp for tp, _, _ in produced)
+    first_ts: dict[TopicPartition, int] = {}
+    for tp, _, ts in sorted(produced, key=lambda p: p[1]):
+        first_ts.setdefault(tp, ts)
+    ends = await end_offsets(lag_settings.kafka_bootstrap_servers, topics.sources)
+    assert sum(ends.values()) == n
+
+    # The consumer never ran: nothing committed, everything is lag.
+    over = await run_cli(lag_settings, "lag", "--json", "--max-lag", str(n - 1))
+    assert over.code == 1, over.stderr
+    assert f"total lag {n} exceeds --max-lag {n - 1}" in over.stderr
+    document = over.json()
+    assert document["group"] == lag_settings.group_id
+    assert document["total_lag"] == n
+    rows = _rows(document)
+    assert set(rows) == set(ends)  # every partition of the three topics, no more
+    measured_at = time.time()
+    for tp, row in rows.items():
+        assert row["committed"] is None
+        assert row["log_end"] == ends[tp] == per_partition[tp]
+        assert row["lag"] == per_partition[tp]
+        if per_partition[tp]:
+            # The age of the oldest unconsumed record, from its own timestamp.
+            age = measured_at - first_ts[tp] / 1000
+            assert isinstance(row["lag_seconds"], float)
+            assert 0 <= row["lag_seconds"] <= age + 1
+        else:
+            assert row["lag_seconds"] == 0.0
+
+    at_limit = await run_cli(lag_settings, "lag", "--json", "--max-lag", str(n))
+    assert at_limit.code == 0, at_limit.stderr
+
+    # Part of the work committed: the lag is what remains after each committed offset.
+    busy = max(per_partition, key=lambda tp: per_partition[tp])
+    partial = {busy: per_partition[busy] - 2}
+    await commit_offsets(lag_settings.kafka_bootstrap_servers, lag_settings.group_id, partial)
+    middle = (await run_cli(lag_settings, "lag", "--json")).json()
+    assert _rows(middle)[busy]["committed"] == per_partition[busy] - 2
+    assert _rows(middle)[busy]["lag"] == 2
+    assert middle["total_lag"] == n - per_partition[busy] + 2
+
+    # Everything committed (as the consumer does after applying): zero lag, zero seconds, exit 0.
+    await commit_offsets(lag_settings.kafka_bootstrap_servers, lag_settings.group_id, ends)
+    assert (
+        await committed_offsets(lag_settings.kafka_bootstrap_servers, lag_settings.group_id) == ends
+    )
+    caught_up = await run_cli(
+        lag_settings, "lag", "--json", "--max-lag", "0", "--max-lag-seconds", "0"
+    )
+    assert caught_up.code == 0, caught_up.stderr
+    document = caught_up.json()
+    assert document["total_lag"] == 0
+    for tp, row in _rows(document).items():
+        assert row["committed"] == ends[tp]
+        assert row["lag"] == 0
+        assert row["lag_seconds"] == 0.0
+
+
+async def test_lag_seconds_threshold_and_plain_table(
+    lag_settings: Settings, topics: Topics
+) -> None:
+    await produce_raw(
+        lag_settings.kafka_bootstrap_servers, [(topics.snapshots, b"k", b"v")], partition=1
+    )
+    await asyncio.sleep(1.2)
+    old = await run_cli(lag_settings, "lag", "--max-lag-seconds", "1")
+    assert old.code == 1, old.stderr
+    assert f"{topics.snapshots}[1] lags" in old.stderr
+    lines = old.stdout.splitlines()
+    assert lines[0].split() == [
+        "GROUP",
+        "TOPIC",
+        "PARTITION",
+        "CURRENT-OFFSET",
+        "LOG-END-OFFSET",
+        "LAG",
+        "LAG-SECONDS",
+        "CONSUMER-ID",
+        "HOST",
+    ]
+    assert len(lines) == 1 + 3 * topics.partitions + 1
+    row = next(line.split() for line in lines if line.split()[1:3] == [topics.snapshots, "1"])
+    assert row[3:6] == ["-", "1", "1"]
+    assert float(row[6]) >= 1.0
+    assert lines[-1].split()[:2] == ["TOTAL", "1"]
+
+    patient = await run_cli(lag_settings, "lag", "--max-lag-seconds", "3600")
+    assert patient.code == 0, patient.stderr
+
+
+async def test_lag_names_the_members_that_own_partitions(
+    lag_settings: Settings, topics: Topics
+) -> None:
+    member = AIOKafkaConsumer(
+        *topics.sources,
+        bootstrap_servers=lag_settings.kafka_bootstrap_servers,
+        group_id=lag_settings.group_id,
+        client_id="lag-test-member",
+        enable_auto_commit=False,
+    )
+    await member.start()
+    try:
+        async with asyncio.timeout(30):
+            while len(member.assignment()) < 3 * topics.partitions:
+                await member.getmany(timeout_ms=200)
+        document = (await run_cli(lag_settings, "lag", "--json")).json()
+    finally:
+        await member.stop()
+    assert document["state"] == "Stable"
+    for row in document["partitions"]:
+        assert row["consumer_id"].startswith("lag-test-member")
+        assert row["client_id"] == "lag-test-member"
+        assert row["host"] == "127.0.0.1"
+
+
+async def test_lag_exit_2_with_a_clear_message_when_kafka_is_unreachable(
+    lag_settings: Settings,
+) -> None:
+    port = free_port()
+    result = await run_cli(lag_settings, "lag", ROUTING_KAFKA_BOOTSTRAP_SERVERS=f"127.0.0.1:{port}")
+    assert result.code == 2
+    assert f"cannot reach Kafka at 127.0.0.1:{port}" in result.stderr
+    assert result.stdout == ""
+
+
+async def test_lag_exit_2_when_a_topic_is_missing(lag_settings: Settings) -> None:
+    missing = unique("missing")
+    result = await run_cli(lag_settings, "lag", ROUTING_TOPIC_COSTS=missing)
+    assert result.code == 2
+    assert f"topic(s) not found on the broker: {missing}" in result.stderr

@@ -1,0 +1,48 @@
+"""Alembic migrations of routing-persistence (run them with ``routing-persistence migrate``).
+
+The revisions are written for a live production database that other projects own:
+
+* ``0001_baseline`` creates ``"ExecutionRecord"`` and ``"Tenant"`` only when they are missing
+  (an empty development database); on Projects A's and C's databases it changes nothing.
+* ``0002`` / ``0003`` add this service's nullable, default-less columns, one table per revision,
+  so a revision never holds one table's ``ACCESS EXCLUSIVE`` lock while it waits for another's.
+
+Every revision runs in its own transaction and starts with :func:`set_lock_timeout`, so each DDL
+statement waits at most ``lock_timeout`` for its lock instead of queueing traffic behind it;
+:func:`consumer.migrate.upgrade` retries a revision that timed out, with backoff.
+
+The script location is this package's folder (:data:`SCRIPT_LOCATION`), so the migrations work
+from any working directory and from a non-editable install.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from alembic import context, op
+
+__all__ = ["DEFAULT_LOCK_TIMEOUT_MS", "SCRIPT_LOCATION", "lock_timeout_ms", "set_lock_timeout"]
+
+#: Where Alembic finds ``env.py`` and ``versions/``.
+SCRIPT_LOCATION = Path(__file__).resolve().parent
+
+#: Used when the Alembic config carries no ``lock_timeout_ms`` attribute (plain ``alembic`` CLI).
+DEFAULT_LOCK_TIMEOUT_MS = 2000
+
+
+def lock_timeout_ms() -> int:
+    """The ``lock_timeout`` (milliseconds) of this run: ``config.attributes["lock_timeout_ms"]``."""
+    value = context.config.attributes.get("lock_timeout_ms", DEFAULT_LOCK_TIMEOUT_MS)
+    if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+        raise ValueError(f"lock_timeout_ms must be a positive integer, got {value!r}")
+    return value
+
+
+def set_lock_timeout() -> None:
+    """Emit ``SET LOCAL lock_timeout`` for the current revision's transaction.
+
+    ``LOCAL``: the setting ends with the revision's transaction, so it never leaks into the rest
+    of a DBA's ``psql`` session running the ``--sql`` script.
+    """
+    # An int formatted into the statement: SET takes no bind parameters.
+    op.execute(f"SET LOCAL lock_timeout = '{lock_timeout_ms():d}ms'")

@@ -1,0 +1,171 @@
+"""``routing-persistence migrate``: Alembic ``upgrade head``, safe to run against live traffic.
+
+Each revision runs in its own transaction under ``SET LOCAL lock_timeout =
+settings.migrate_lock_timeout_ms``. When a revision cannot get its table lock in that time
+(another session holds a conflicting lock), PostgreSQL aborts it (SQLSTATE 55P03), its
+transaction rolls back, and :func:`upgrade` backs off (capped exponential, jittered) and tries
+again from the first revision not yet applied, up to ``settings.migrate_max_attempts`` attempts.
+Readers queue behind a waiting ``ALTER TABLE`` for at most ``lock_timeout``, never longer.
+
+Alembic's environment runs its own event loop: call these functions from a thread without a
+running loop (the CLI, or ``await asyncio.to_thread(upgrade, settings)``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import sys
+import time
+from collections.abc import Callable
+from typing import TextIO
+
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from sqlalchemy.engine import Connection
+from sqlalchemy.pool import NullPool
+
+from consumer.db import create_engine, sqlstate_of
+from consumer.errors import TransientError
+from consumer.logs import get_logger
+from consumer.settings import Settings
+from consumer.tables import VERSION_TABLE
+from migrations import SCRIPT_LOCATION
+
+__all__ = [
+    "APPLICATION_NAME",
+    "LOCK_NOT_AVAILABLE",
+    "alembic_config",
+    "current_revision",
+    "downgrade",
+    "upgrade",
+]
+
+_log = get_logger(__name__)
+
+#: SQLSTATE of ``lock_timeout`` expiring (lock_not_available).
+LOCK_NOT_AVAILABLE = "55P03"
+
+#: What ``pg_stat_activity`` shows for the migration's sessions (as in ``migrations/env.py``).
+APPLICATION_NAME = "routing-persistence-migrate"
+
+_BACKOFF_INITIAL_S = 0.25
+_BACKOFF_MAX_S = 10.0
+
+
+def alembic_config(settings: Settings, *, output: TextIO | None = None) -> Config:
+    """An Alembic :class:`~alembic.config.Config` for ``settings``, built in code (no ini file).
+
+    ``script_location`` is the installed ``migrations`` package, whatever the working directory;
+    the database URL travels as the ``settings`` attribute and is never written into the config
+    (whose options can end up in logs). ``output`` receives the ``--sql`` script.
+    """
+    config = Config(output_buffer=output if output is not None else sys.stdout)
+    # configparser interpolates '%': escape it in the path.
+    config.set_main_option("script_location", str(SCRIPT_LOCATION).replace("%", "%%"))
+    config.set_main_option("path_separator", "os")
+    config.attributes["settings"] = settings
+    config.attributes["lock_timeout_ms"] = settings.migrate_lock_timeout_ms
+    return config
+
+
+def _run_with_lock_retries(settings: Settings, action: str, run: Callable[[], None]) -> None:
+    attempts = settings.migrate_max_attempts
+    for attempt in range(1, attempts + 1):
+        started = time.monotonic()
+        try:
+            run()
+        except Exception as exc:
+            if sqlstate_of(exc) != LOCK_NOT_AVAILABLE:
+                raise
+            waited_ms = round((time.monotonic() - started) * 1000)
+            if attempt == attempts:
+                _log.error(
+                    "migrate.lock_unavailable",
+                    action=action,
+                    attempts=attempts,
+                    lock_timeout_ms=settings.migrate_lock_timeout_ms,
+                    database=settings.redacted_database_url,
+                )
+                raise TransientError(
+                    f"migrate {action}: could not get a table lock within "
+                    f"{settings.migrate_lock_timeout_ms} ms in {attempts} attempts on "
+                    f"{settings.redacted_database_url}; another session holds a conflicting lock "
+                    "(see pg_locks); nothing of the pending revision was applied, run it again"
+                ) from exc
+            delay = min(_BACKOFF_MAX_S, _BACKOFF_INITIAL_S * 2 ** (attempt - 1))
+            delay *= random.uniform(0.5, 1.0)  # noqa: S311 -- jitter, not cryptography
+            _log.warning(
+                "migrate.lock_timeout",
+                action=action,
+                attempt=attempt,
+                max_attempts=attempts,
+                lock_timeout_ms=settings.migrate_lock_timeout_ms,
+                waited_ms=waited_ms,
+                retry_in_s=round(delay, 3),
+            )
+            time.sleep(delay)
+        else:
+            return
+
+
+def upgrade(settings: Settings, *, sql: bool = False, from_revision: str | None = None) -> None:
+    """Bring the database of ``settings`` to the newest revision (``alembic upgrade head``).
+
+    Idempotent: at head, it runs no DDL and changes nothing. ``sql=True`` prints the SQL to
+    stdout instead (offline mode; nothing connects), from the start or from ``from_revision``;
+    that script sets ``lock_timeout`` too but cannot retry: a DBA reruns the failed revision.
+
+    Raises :class:`~consumer.errors.TransientError` when the locks stayed unavailable for
+    ``settings.migrate_max_attempts`` attempts (the pending revision is rolled back), and
+    SQLAlchemy's errors for anything else (unreachable database, missing privilege).
+    """
+    if sql:
+        target = f"{from_revision}:head" if from_revision else "head"
+        command.upgrade(alembic_config(settings), target, sql=True)
+        return
+    if from_revision is not None:
+        raise ValueError("from_revision only applies to sql=True")
+    started = time.monotonic()
+    before = current_revision(settings)
+    _run_with_lock_retries(
+        settings, "upgrade", lambda: command.upgrade(alembic_config(settings), "head")
+    )
+    _log.info(
+        "migrate.done",
+        action="upgrade",
+        from_revision=before,
+        to_revision=current_revision(settings),
+        seconds=round(time.monotonic() - started, 3),
+    )
+
+
+def downgrade(settings: Settings, revision: str = "base") -> None:
+    """Undo revisions down to ``revision`` (``base``: all), with the same lock discipline.
+
+    Removes exactly what the upgrades added: the service's columns that carry its ownership
+    comment, and the baseline tables only when the baseline created them.
+    """
+    _run_with_lock_retries(
+        settings, "downgrade", lambda: command.downgrade(alembic_config(settings), revision)
+    )
+    _log.info("migrate.done", action="downgrade", to_revision=revision)
+
+
+def current_revision(settings: Settings) -> str | None:
+    """The revision the database is at (``None`` before the first migration)."""
+
+    def read(connection: Connection) -> str | None:
+        context = MigrationContext.configure(connection, opts={"version_table": VERSION_TABLE})
+        return context.get_current_revision()
+
+    async def connect_and_read() -> str | None:
+        engine = create_engine(settings, application_name=APPLICATION_NAME, poolclass=NullPool)
+        try:
+            async with engine.connect() as connection:
+                return await connection.run_sync(read)
+        finally:
+            await engine.dispose()
+
+    return asyncio.run(connect_and_read())

@@ -35,7 +35,7 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import TYPE_CHECKING, Final
+from typing import TYPE_CHECKING, Final, cast
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -173,7 +173,6 @@ _FIELDS: Final = (
     _Field(EventType.COST, "ExecutionRecord", "actualCost", _execution_record_sql("actualCost")),
     _Field(EventType.POLICY, "Tenant", "routingPolicy", _tenant_sql("routingPolicy")),
 )
-_FIELD_BY_TYPE: Final = {f.event_type: f for f in _FIELDS}
 
 
 def _row_key(event: DecodedEvent, spec: _Field) -> str:
@@ -209,7 +208,8 @@ async def _run(
         ids.append(ev.event_id)
         raws.append(pending.raw)
     result = await conn.exec_driver_sql(spec.sql, (keys, tenants, occurred, ids, raws))
-    return {row[0]: _Miss(bool(row[1]), row[2]) for row in result.all()}
+    rows = cast("list[tuple[str, bool, str | None]]", result.all())
+    return {key: _Miss(found, tenant) for key, found, tenant in rows}
 
 
 async def _run_isolating(

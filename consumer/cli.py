@@ -84,11 +84,49 @@ def migrate(
     sql: Annotated[
         bool, typer.Option("--sql", help="Print the SQL for a DBA instead of running it.")
     ] = False,
+    from_revision: Annotated[
+        str | None,
+        typer.Option(help="With --sql: start from this revision (default: an empty database)."),
+    ] = None,
+    lock_timeout_ms: Annotated[
+        int | None,
+        typer.Option(help="Overrides ROUTING_MIGRATE_LOCK_TIMEOUT_MS (each DDL lock wait)."),
+    ] = None,
 ) -> None:
-    """Bring the database to the newest migration (Alembic ``upgrade head``); idempotent."""
+    """Bring the database to the newest migration (Alembic ``upgrade head``); idempotent.
+
+    Each revision waits at most the lock timeout for its table lock, then backs off and retries
+    (ROUTING_MIGRATE_MAX_ATTEMPTS), so live traffic never queues behind it for longer.
+    Exit 1 when the locks stayed unavailable or the database refused (nothing half-applied).
+    """
+    from consumer.errors import RoutingPersistenceError
     from consumer.migrate import upgrade
 
-    upgrade(_settings(ctx), sql=sql)
+    settings = _settings(ctx)
+    if from_revision is not None and not sql:
+        typer.echo("migrate: --from-revision only applies with --sql", err=True)
+        raise typer.Exit(2)
+    if lock_timeout_ms is not None:
+        try:
+            settings = Settings.model_validate(
+                {**settings.model_dump(), "migrate_lock_timeout_ms": lock_timeout_ms}
+            )
+        except ValidationError as exc:
+            typer.echo(f"configuration error: {exc}", err=True)
+            raise typer.Exit(2) from exc
+    try:
+        upgrade(settings, sql=sql, from_revision=from_revision)
+    except RoutingPersistenceError as exc:
+        typer.echo(f"migrate: {exc}", err=True)
+        raise typer.Exit(1) from exc
+    except Exception as exc:
+        from sqlalchemy.exc import SQLAlchemyError
+
+        if not isinstance(exc, (SQLAlchemyError, OSError)):
+            raise
+        # The driver's message names the statement, never the URL's password.
+        typer.echo(f"migrate failed on {settings.redacted_database_url}: {exc}", err=True)
+        raise typer.Exit(1) from exc
 
 
 @app.command()

@@ -1,0 +1,88 @@
+-- Least-privilege role of routing-persistence (CONTRACT.md §2: it adds only nullable columns,
+-- inserts "ExecutionRecord" rows with only their key columns, and never updates a column it did
+-- not add).
+--
+-- Run it AFTER `routing-persistence migrate` (the columns must exist), as the tables' owner or a
+-- superuser, in the database the service writes, with the service's schema first in search_path:
+--
+--     psql "postgresql://owner@host/db" -v ON_ERROR_STOP=1 -f deploy/sql/grants.sql
+--     psql ... -c "ALTER ROLE routing_persistence PASSWORD '...'"   -- or \password; never here
+--
+-- Idempotent: run it again after every migration. It first revokes everything the role holds on
+-- the two tables (table and column privileges), then grants exactly the list below, so a grant
+-- removed from this file is also removed from the database. `migrate` itself runs as the owner,
+-- not as this role.
+--
+-- What the role can do, and why:
+--   "ExecutionRecord"
+--     SELECT  "id", "requestId", "tenantId" and the service's columns: the ON CONFLICT
+--             ("requestId") target, the tenant and version guards of the upsert, RETURNING, the
+--             classification SELECT of refused keys and the loaders.
+--     INSERT  "id", "requestId", "tenantId" and the service's columns: a row created by an event
+--             gets its key columns from it ("createdAt" and Project A's other columns take their
+--             defaults, which needs no privilege).
+--     UPDATE  the service's columns only (the ON CONFLICT DO UPDATE SET list).
+--   "Tenant"
+--     SELECT  "id" and the service's columns; UPDATE the service's columns only. No INSERT: a
+--             policy for an unknown tenant is dead-lettered, never creates the tenant.
+--   routing_persistence_version: SELECT (the service may check it runs against a migrated schema).
+-- Nothing else: no DELETE, TRUNCATE, REFERENCES, TRIGGER, no other column of Projects A and C.
+
+BEGIN;
+
+-- GRANT and REVOKE lock the tables briefly; never queue live traffic behind them for long.
+SET LOCAL lock_timeout = '2s';
+
+DO $grants$
+BEGIN
+    IF NOT EXISTS (SELECT FROM pg_catalog.pg_roles WHERE rolname = 'routing_persistence') THEN
+        CREATE ROLE routing_persistence LOGIN;
+    END IF;
+EXCEPTION
+    -- Two operators running this at once: the other one created it; nothing more to do here.
+    WHEN duplicate_object OR unique_violation THEN NULL;
+END
+$grants$;
+
+ALTER ROLE routing_persistence WITH LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION
+    NOBYPASSRLS;
+
+DO $grants$
+BEGIN
+    EXECUTE format('GRANT CONNECT ON DATABASE %I TO routing_persistence', current_database());
+    EXECUTE format('GRANT USAGE ON SCHEMA %I TO routing_persistence', current_schema());
+END
+$grants$;
+
+-- Start from nothing on these tables (this also revokes every column privilege).
+REVOKE ALL ON TABLE "ExecutionRecord", "Tenant", routing_persistence_version
+    FROM routing_persistence;
+
+GRANT SELECT (
+    "id", "requestId", "tenantId",
+    "routingSnapshot", "routingSnapshotOccurredAt", "routingSnapshotEventId",
+    "actualCost", "actualCostOccurredAt", "actualCostEventId"
+) ON TABLE "ExecutionRecord" TO routing_persistence;
+
+GRANT INSERT (
+    "id", "requestId", "tenantId",
+    "routingSnapshot", "routingSnapshotOccurredAt", "routingSnapshotEventId",
+    "actualCost", "actualCostOccurredAt", "actualCostEventId"
+) ON TABLE "ExecutionRecord" TO routing_persistence;
+
+GRANT UPDATE (
+    "routingSnapshot", "routingSnapshotOccurredAt", "routingSnapshotEventId",
+    "actualCost", "actualCostOccurredAt", "actualCostEventId"
+) ON TABLE "ExecutionRecord" TO routing_persistence;
+
+GRANT SELECT (
+    "id", "routingPolicy", "routingPolicyOccurredAt", "routingPolicyEventId"
+) ON TABLE "Tenant" TO routing_persistence;
+
+GRANT UPDATE (
+    "routingPolicy", "routingPolicyOccurredAt", "routingPolicyEventId"
+) ON TABLE "Tenant" TO routing_persistence;
+
+GRANT SELECT ON TABLE routing_persistence_version TO routing_persistence;
+
+COMMIT;

@@ -1,0 +1,168 @@
+"""The service's Prometheus metrics (``CONTRACT.md`` §6): one registry, the ``routing_`` prefix.
+
+Every family lives in the :class:`ServiceMetrics` instance's own
+:class:`~prometheus_client.CollectorRegistry` (never the process-global one), so two services in
+one process (tests) never share or collide on series. Units are base units: seconds, records,
+offsets. Per-partition series are removed when the partition is revoked, so a scrape shows only
+what this instance owns. Lag gauges are written by the service's refresh timer, never computed
+during a scrape.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterable, Mapping
+from datetime import UTC, datetime
+
+from aiokafka.structs import TopicPartition
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
+
+from consumer import __version__
+
+__all__ = ["CONTENT_TYPE", "OUTCOMES", "ServiceMetrics"]
+
+#: ``Content-Type`` of :meth:`ServiceMetrics.render` (Prometheus text format 0.0.4).
+CONTENT_TYPE = CONTENT_TYPE_LATEST
+
+#: The values of the ``outcome`` label of ``routing_consumer_events_total``.
+OUTCOMES = ("applied", "stale", "dead_lettered", "ignored")
+
+_BATCH_SIZE_BUCKETS = (1, 10, 50, 100, 250, 500, 1000, 2000, 5000, 10_000, 50_000)
+_DURATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 30.0)
+_LATENCY_BUCKETS = (
+    *(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0),
+    *(60.0, 300.0, 900.0, 3600.0, 21_600.0, 86_400.0),
+)
+_PARTITION_LABELS = ("topic", "partition")
+
+
+class ServiceMetrics:
+    """The ``routing_*`` families of one running service and the helpers that update them."""
+
+    def __init__(self, version: str = __version__) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        r = self.registry
+        self.events = Counter(
+            "routing_consumer_events_total",
+            "Records handled, by source topic, event type and outcome.",
+            ("topic", "type", "outcome"),
+            registry=r,
+        )
+        self.lag_records = Gauge(
+            "routing_consumer_lag_records",
+            "Records between the group's committed offset and the log end, per partition.",
+            _PARTITION_LABELS,
+            registry=r,
+        )
+        self.lag_seconds = Gauge(
+            "routing_consumer_lag_seconds",
+            "Age of the oldest record not yet committed (0 when the lag is 0), per partition.",
+            _PARTITION_LABELS,
+            registry=r,
+        )
+        self.committed_offset = Gauge(
+            "routing_consumer_committed_offset",
+            "The group's committed offset (next record to read), per partition.",
+            _PARTITION_LABELS,
+            registry=r,
+        )
+        self.log_end_offset = Gauge(
+            "routing_consumer_log_end_offset",
+            "The partition's end offset (last stable offset under read_committed).",
+            _PARTITION_LABELS,
+            registry=r,
+        )
+        self.batch_size = Histogram(
+            "routing_consumer_batch_size",
+            "Records per fetched batch.",
+            buckets=_BATCH_SIZE_BUCKETS,
+            registry=r,
+        )
+        self.batch_duration = Histogram(
+            "routing_consumer_batch_duration_seconds",
+            "Time to decode, dead-letter and apply one batch (retries included).",
+            buckets=_DURATION_BUCKETS,
+            registry=r,
+        )
+        self.end_to_end_latency = Histogram(
+            "routing_consumer_end_to_end_latency_seconds",
+            "From an applied event's occurredAt to its commit in PostgreSQL.",
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.db_retries = Counter(
+            "routing_consumer_db_retries_total",
+            "Batch attempts retried after a transient database or broker fault.",
+            registry=r,
+        )
+        self.rebalances = Counter(
+            "routing_consumer_rebalances_total",
+            "Partition assignments received from the group coordinator.",
+            registry=r,
+        )
+        self.assigned_partitions = Gauge(
+            "routing_consumer_assigned_partitions",
+            "Partitions currently assigned to this instance.",
+            registry=r,
+        )
+        self.last_commit_timestamp = Gauge(
+            "routing_consumer_last_commit_timestamp_seconds",
+            "Unix time of the last successful offset commit (0: none yet); for stall alerts.",
+            registry=r,
+        )
+        self.build_info = Gauge(
+            "routing_build_info",
+            "Always 1; the label says which version of routing-persistence runs.",
+            ("version",),
+            registry=r,
+        )
+        self.build_info.labels(version=version).set(1)
+
+    def count_outcomes(self, outcomes: Mapping[tuple[str, str, str], int]) -> None:
+        """Add a batch's ``(topic, type, outcome) -> count`` to the events counter."""
+        for (topic, event_type, outcome), count in outcomes.items():
+            if count:
+                self.events.labels(topic=topic, type=event_type, outcome=outcome).inc(count)
+
+    def observe_latencies(
+        self, occurred_at: Iterable[datetime], now: datetime | None = None
+    ) -> None:
+        """Observe ``now - occurredAt`` for each applied event (negative skew counts as 0)."""
+        at = now or datetime.now(UTC)
+        for when in occurred_at:
+            self.end_to_end_latency.observe(max(0.0, (at - when).total_seconds()))
+
+    def set_partition(
+        self,
+        tp: TopicPartition,
+        *,
+        end_offset: int,
+        committed: int | None,
+        lag: int,
+        lag_seconds: float,
+    ) -> None:
+        """Write one partition's offsets and lag (``committed=None``: nothing committed yet)."""
+        labels = {"topic": tp.topic, "partition": str(tp.partition)}
+        self.log_end_offset.labels(**labels).set(end_offset)
+        if committed is not None:
+            self.committed_offset.labels(**labels).set(committed)
+        self.lag_records.labels(**labels).set(lag)
+        self.lag_seconds.labels(**labels).set(lag_seconds)
+
+    def remove_partitions(self, tps: Iterable[TopicPartition]) -> None:
+        """Drop the per-partition series of ``tps`` (revoked: another instance reports them)."""
+        for tp in tps:
+            values = (tp.topic, str(tp.partition))
+            for gauge in (
+                self.lag_records,
+                self.lag_seconds,
+                self.committed_offset,
+                self.log_end_offset,
+            ):
+                with contextlib.suppress(KeyError):  # never written for this partition
+                    gauge.remove(*values)
+
+    def render(self) -> bytes:
+        """The registry in the Prometheus text exposition format."""
+        return generate_latest(self.registry)

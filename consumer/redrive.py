@@ -1,0 +1,385 @@
+"""``routing-persistence dlq redrive``: publish dead letters back to the topics they came from.
+
+A dead letter keeps the original key and value bytes and names its origin in the ``dlq.topic``
+header (``CONTRACT.md`` §3). Once the cause is fixed (the missing tenant created, a bug in the
+consumer corrected), redrive publishes each selected dead letter to that topic again, with the same
+key and bytes, so the consumer applies it through its normal path.
+
+Selection: the dead-letter topic is read with a manual assignment (no consumer group, nothing
+committed), from the beginning or from ``--since`` (the dead letter's own timestamp), up to the
+end offsets taken at the start, so records that this run sends back to the dead-letter topic are
+never read again by it. ``--reason`` (repeatable) and ``--limit`` narrow the selection.
+
+No infinite loops. Each republished record carries two headers:
+
+* ``dlq.redrive-count``: how many times this event has been redriven (1 for the first time);
+* ``dlq.redrive-of``: ``<dlq topic>/<partition>/<offset>`` of the dead letter it was made from.
+
+The consumer copies every ``dlq.redrive-*`` header of a record it dead-letters into the new dead
+letter, so a record that fails again comes back with its count. Redrive then
+
+* refuses a dead letter whose count has reached :data:`MAX_REDRIVES` (listed as ``refused``);
+* skips a dead letter that a later dead letter names in ``dlq.redrive-of``: it was redriven
+  already and failed again, and only its newest copy is worth sending (``superseded``).
+
+Delivery is **at least once**: each record is produced with ``acks=all`` and awaited, but if the
+command dies half-way, running it again republishes what was already sent. That is harmless, since
+the consumer applies events idempotently (a duplicate is counted ``stale``). To avoid sending the
+same dead letters twice on purpose, give ``--since`` the time of the previous redrive.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.errors import KafkaError
+from rich.console import Console
+from rich.table import Table
+
+from consumer.kafka import client_options
+from consumer.lag import CALL_TIMEOUT_S, render_plain_table
+from consumer.replay import read_ranges, start_offsets, timestamp_ms
+from consumer.settings import Settings
+
+__all__ = [
+    "MAX_REDRIVES",
+    "REDRIVE_COUNT_HEADER",
+    "REDRIVE_OF_HEADER",
+    "DeadLetter",
+    "RedriveError",
+    "plan_redrive",
+    "read_dead_letters",
+    "redrive",
+]
+
+#: A dead letter redriven this many times is refused: it keeps failing for a reason that needs
+#: a person, not another attempt.
+MAX_REDRIVES = 3
+REDRIVE_COUNT_HEADER = "dlq.redrive-count"
+REDRIVE_OF_HEADER = "dlq.redrive-of"
+#: Headers the dead-letter writer adds; they describe the failure, not the event, so they are not
+#: sent back with it.
+_DLQ_HEADER_PREFIX = "dlq."
+
+
+class RedriveError(Exception):
+    """Redrive could not start or finish (broker unreachable, topic missing, publish failed)."""
+
+
+@dataclass(frozen=True)
+class DeadLetter:
+    """One record of the dead-letter topic, its headers decoded."""
+
+    partition: int
+    offset: int
+    timestamp_ms: int
+    key: bytes | None
+    value: bytes | None
+    headers: tuple[tuple[str, bytes], ...]
+    reason: str
+    error: str
+    topic: str | None  # the original topic (``dlq.topic``); None when the header is missing
+    redrive_count: int
+    redrive_of: str | None
+
+    @property
+    def coordinates(self) -> str:
+        """``<partition>/<offset>`` in the dead-letter topic (what ``dlq.redrive-of`` ends with)."""
+        return f"{self.partition}/{self.offset}"
+
+
+@dataclass(frozen=True)
+class Decision:
+    """What happens to one selected dead letter: ``redrive``, ``refused`` or ``superseded``."""
+
+    letter: DeadLetter
+    action: str
+    why: str = ""
+
+
+def _header(headers: dict[str, bytes], name: str) -> str | None:
+    raw = headers.get(name)
+    return None if raw is None else raw.decode("utf-8", errors="replace")
+
+
+def _parse(
+    partition: int,
+    offset: int,
+    timestamp: int,
+    key: bytes | None,
+    value: bytes | None,
+    headers: Sequence[tuple[str, bytes]],
+) -> DeadLetter:
+    by_name = dict(headers)
+    count_text = _header(by_name, REDRIVE_COUNT_HEADER)
+    try:
+        count = int(count_text) if count_text is not None else 0
+    except ValueError:
+        count = MAX_REDRIVES  # a mangled count is not trusted to be below the limit
+    return DeadLetter(
+        partition=partition,
+        offset=offset,
+        timestamp_ms=timestamp,
+        key=key,
+        value=value,
+        headers=tuple(headers),
+        reason=_header(by_name, "dlq.reason") or "",
+        error=_header(by_name, "dlq.error") or "",
+        topic=_header(by_name, "dlq.topic"),
+        redrive_count=count,
+        redrive_of=_header(by_name, REDRIVE_OF_HEADER),
+    )
+
+
+async def read_dead_letters(
+    settings: Settings, *, since: datetime | None = None
+) -> list[DeadLetter]:
+    """Every dead letter from the start (or ``since``) up to the end offsets taken now.
+
+    Uses a group-less consumer with a manual assignment: no group joins, nothing is committed.
+    Raises :class:`RedriveError` when Kafka is unreachable, the topic is missing, or reading
+    stalls for ``CALL_TIMEOUT_S``.
+    """
+    topic = settings.topic_dlq
+    consumer = AIOKafkaConsumer(
+        **client_options(settings),
+        group_id=None,
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+        request_timeout_ms=int(CALL_TIMEOUT_S * 1000),
+    )
+    letters: list[DeadLetter] = []
+    try:
+        async with asyncio.timeout(CALL_TIMEOUT_S):
+            await consumer.start()
+            partitions = await _partitions_of(consumer, topic)
+            tps = [TopicPartition(topic, p) for p in partitions]
+            ends = await consumer.end_offsets(tps)
+            starts = await start_offsets(consumer, tps, ends, since)
+        since_ms = timestamp_ms(since) if since is not None else None
+        async for batch in read_ranges(consumer, starts, ends):
+            for tp, records in batch.items():
+                letters.extend(
+                    _parse(tp.partition, r.offset, r.timestamp, r.key, r.value, r.headers)
+                    for r in records
+                    if since_ms is None or r.timestamp >= since_ms
+                )
+    except (KafkaError, OSError, TimeoutError) as exc:
+        raise RedriveError(f"reading dead-letter topic {topic!r} failed: {_describe(exc)}") from exc
+    finally:
+        await consumer.stop()
+    return letters
+
+
+async def _partitions_of(consumer: AIOKafkaConsumer, topic: str) -> list[int]:
+    topics = await consumer.topics()  # refreshes metadata for every topic
+    partitions = consumer.partitions_for_topic(topic) if topic in topics else None
+    if not partitions:
+        raise RedriveError(f"topic {topic!r} not found on the broker")
+    return sorted(partitions)
+
+
+def _describe(exc: BaseException) -> str:
+    if isinstance(exc, TimeoutError):
+        return f"no progress within {CALL_TIMEOUT_S:g} s"
+    text = " ".join(str(exc).split())
+    name = type(exc).__name__
+    return text if text.startswith(name) else f"{name}: {text}" if text else name
+
+
+def plan_redrive(
+    letters: Sequence[DeadLetter],
+    settings: Settings,
+    *,
+    reasons: Sequence[str] | None = None,
+    limit: int | None = None,
+) -> list[Decision]:
+    """Decide, for each dead letter matching ``reasons``, whether to redrive it.
+
+    ``limit`` bounds how many are *redriven* (refused and superseded ones are listed but do not
+    count). Only the configured source topics are valid targets: a dead letter naming any other
+    topic is refused rather than published somewhere unexpected.
+    """
+    dlq = settings.topic_dlq
+    superseded = {letter.redrive_of for letter in letters if letter.redrive_of is not None}
+    wanted = set(reasons) if reasons else None
+    decisions: list[Decision] = []
+    redriven = 0
+    for letter in letters:
+        if wanted is not None and letter.reason not in wanted:
+            continue
+        if f"{dlq}/{letter.coordinates}" in superseded:
+            decisions.append(Decision(letter, "superseded", "redriven before; a newer copy exists"))
+        elif letter.redrive_count >= MAX_REDRIVES:
+            decisions.append(
+                Decision(letter, "refused", f"redriven {letter.redrive_count} times already")
+            )
+        elif letter.topic is None:
+            decisions.append(Decision(letter, "refused", "no dlq.topic header"))
+        elif letter.topic not in settings.source_topics:
+            decisions.append(Decision(letter, "refused", f"{letter.topic!r} is not a source topic"))
+        elif limit is not None and redriven >= limit:
+            break
+        else:
+            decisions.append(Decision(letter, "redrive"))
+            redriven += 1
+    return decisions
+
+
+def _republished_headers(letter: DeadLetter, dlq: str) -> list[tuple[str, bytes]]:
+    kept = [(k, v) for k, v in letter.headers if not k.startswith(_DLQ_HEADER_PREFIX)]
+    return [
+        *kept,
+        (REDRIVE_COUNT_HEADER, str(letter.redrive_count + 1).encode()),
+        (REDRIVE_OF_HEADER, f"{dlq}/{letter.coordinates}".encode()),
+    ]
+
+
+async def _publish(settings: Settings, decisions: Sequence[Decision]) -> None:
+    """Produce every ``redrive`` decision with acks=all and wait for all acknowledgements."""
+    producer = AIOKafkaProducer(
+        **client_options(settings),
+        acks="all",
+        enable_idempotence=True,
+        request_timeout_ms=int(CALL_TIMEOUT_S * 1000),
+    )
+    try:
+        async with asyncio.timeout(CALL_TIMEOUT_S):
+            await producer.start()
+        futures = []
+        for decision in decisions:
+            letter = decision.letter
+            assert letter.topic is not None  # plan_redrive refuses letters without a topic
+            futures.append(
+                await producer.send(
+                    letter.topic,
+                    value=letter.value,
+                    key=letter.key,
+                    headers=_republished_headers(letter, settings.topic_dlq),
+                )
+            )
+        await asyncio.gather(*futures)
+    except (KafkaError, OSError, TimeoutError) as exc:
+        raise RedriveError(f"publishing failed: {_describe(exc)}") from exc
+    finally:
+        await producer.stop()
+
+
+def _key_text(key: bytes | None) -> str:
+    if key is None:
+        return "-"
+    text = key.decode("utf-8", errors="replace")
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+_PLAN_COLUMNS = (
+    "DLQ-PARTITION",
+    "DLQ-OFFSET",
+    "WRITTEN",
+    "REASON",
+    "TO-TOPIC",
+    "KEY",
+    "REDRIVES",
+    "ACTION",
+)
+
+
+def _plan_rows(decisions: Sequence[Decision]) -> list[list[str]]:
+    rows = []
+    for d in decisions:
+        letter = d.letter
+        written = datetime.fromtimestamp(letter.timestamp_ms / 1000, UTC)
+        rows.append(
+            [
+                str(letter.partition),
+                str(letter.offset),
+                f"{written:%Y-%m-%d %H:%M:%S}",
+                letter.reason or "-",
+                letter.topic or "-",
+                _key_text(letter.key),
+                str(letter.redrive_count),
+                d.action if not d.why else f"{d.action} ({d.why})",
+            ]
+        )
+    return rows
+
+
+def _print_plan(console: Console, decisions: Sequence[Decision]) -> None:
+    rows = _plan_rows(decisions)
+    if console.is_terminal:
+        table = Table(title="dead letters selected", title_justify="left")
+        for name in _PLAN_COLUMNS:
+            table.add_column(
+                name,
+                justify="right" if name in {"DLQ-PARTITION", "DLQ-OFFSET", "REDRIVES"} else "left",
+            )
+        for row in rows:
+            table.add_row(*row)
+        console.print(table)
+    else:
+        sys.stdout.write(render_plain_table(_PLAN_COLUMNS, rows) + "\n")
+
+
+def _summary(decisions: Sequence[Decision], *, dry_run: bool) -> str:
+    actions = Counter(d.action for d in decisions)
+    by_target = Counter(
+        (d.letter.topic, d.letter.reason) for d in decisions if d.action == "redrive"
+    )
+    verb = "would redrive" if dry_run else "redriven"
+    lines = [
+        f"{verb}: {actions['redrive']}, refused: {actions['refused']}, "
+        f"superseded: {actions['superseded']}"
+    ]
+    lines.extend(
+        f"  {count} x {reason} -> {topic}" for (topic, reason), count in sorted(by_target.items())
+    )
+    if actions["refused"]:
+        lines.append(
+            f"refused dead letters stay on the dead-letter topic: fix their cause by hand "
+            f"(limit: {MAX_REDRIVES} redrives per event)"
+        )
+    return "\n".join(lines)
+
+
+async def redrive(
+    settings: Settings,
+    *,
+    reasons: Sequence[str] | None = None,
+    since: datetime | None = None,
+    limit: int | None = None,
+    dry_run: bool = False,
+) -> int:
+    """Redrive the selected dead letters; return the exit code.
+
+    0: done (including when some were refused, which the summary says); 1: publishing failed
+    part-way (rerunning is safe: at least once, idempotent consumer); 2: bad usage, Kafka
+    unreachable, topic missing. ``dry_run`` prints the table of decisions and publishes nothing.
+    """
+    errors = Console(stderr=True, soft_wrap=True)
+    if limit is not None and limit < 0:
+        errors.print("dlq redrive: --limit must not be negative")
+        return 2
+    console = Console(soft_wrap=True)
+    try:
+        letters = await read_dead_letters(settings, since=since)
+    except RedriveError as exc:
+        errors.print(f"dlq redrive: {exc}", markup=False, highlight=False)
+        return 2
+    decisions = plan_redrive(letters, settings, reasons=reasons, limit=limit)
+    if dry_run or any(d.action != "redrive" for d in decisions):
+        _print_plan(console, decisions)
+    if not dry_run:
+        try:
+            await _publish(settings, [d for d in decisions if d.action == "redrive"])
+        except RedriveError as exc:
+            errors.print(f"dlq redrive: {exc}", markup=False, highlight=False)
+            errors.print("dlq redrive: nothing is lost; running it again is safe (at least once)")
+            return 1
+    console.print(_summary(decisions, dry_run=dry_run), markup=False, highlight=False)
+    return 0

@@ -27,6 +27,14 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
+#: Accepted by --since/--until: a date, a date and time (UTC), or RFC 3339 with an offset or Z.
+_TIME_FORMATS = [
+    "%Y-%m-%d",
+    "%Y-%m-%dT%H:%M:%S",
+    "%Y-%m-%d %H:%M:%S",
+    "%Y-%m-%dT%H:%M:%S%z",
+    "%Y-%m-%dT%H:%M:%S.%f%z",
+]
 dlq_app = typer.Typer(help="Work with the dead-letter topic.", no_args_is_help=True)
 schemas_app = typer.Typer(help="The event contract as JSON Schema.", no_args_is_help=True)
 app.add_typer(dlq_app, name="dlq")
@@ -136,10 +144,15 @@ def replay(
         bool, typer.Option("--from-beginning", help="Start at each partition's first offset.")
     ] = False,
     since: Annotated[
-        datetime | None, typer.Option(help="Start at the first record at or after this time.")
+        datetime | None,
+        typer.Option(
+            help="Start at the first record at or after this time (UTC unless an offset is given).",
+            formats=_TIME_FORMATS,
+        ),
     ] = None,
     until: Annotated[
-        datetime | None, typer.Option(help="Ignore records stamped after this time.")
+        datetime | None,
+        typer.Option(help="Ignore records stamped after this time.", formats=_TIME_FORMATS),
     ] = None,
     topic: Annotated[
         list[str] | None, typer.Option(help="Only this topic (repeatable). Default: all three.")
@@ -208,7 +221,11 @@ def dlq_redrive(
         list[str] | None, typer.Option(help="Only dead letters with this reason (repeatable).")
     ] = None,
     since: Annotated[
-        datetime | None, typer.Option(help="Only dead letters written at or after this time.")
+        datetime | None,
+        typer.Option(
+            help="Only dead letters written at or after this time (UTC unless an offset is given).",
+            formats=_TIME_FORMATS,
+        ),
     ] = None,
     limit: Annotated[int | None, typer.Option(help="At most N records.")] = None,
     dry_run: Annotated[

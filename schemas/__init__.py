@@ -1,0 +1,55 @@
+"""The event contract of routing-persistence (``CONTRACT.md`` §1-§3), usable on its own.
+
+Depends on pydantic and the standard library only, so any Python producer can vendor it:
+
+* :mod:`schemas.codes`: :class:`EventType`, :class:`ReasonCode`;
+* :mod:`schemas.jsoncodec`: :func:`loads` / :func:`dumps`, JSON with exact decimals;
+* :mod:`schemas.models`: the pydantic models of the envelope and the three payloads;
+* :mod:`schemas.decode`: :func:`decode_event`, one record -> :class:`DecodedEvent` or
+  :class:`Rejection` (never raises);
+* :mod:`schemas.build`: :func:`build_event`, the producer side;
+* :mod:`schemas.export`: :func:`export_json_schemas`, JSON Schema draft 2020-12.
+"""
+
+from schemas.build import OutgoingEvent, build_event
+from schemas.codes import DECODE_REASONS, EventType, ReasonCode
+from schemas.decode import DEFAULT_MAX_BYTES, DecodedEvent, Rejection, decode_event
+from schemas.export import export_json_schemas
+from schemas.jsoncodec import dumps, loads
+from schemas.models import (
+    PAYLOAD_MODELS,
+    SCHEMA_VERSION,
+    ActualCost,
+    CostEstimate,
+    Envelope,
+    ProviderModel,
+    RoutingPlanSnapshot,
+    TenantRoutingPolicy,
+    format_rfc3339,
+    parse_rfc3339,
+)
+
+__all__ = [
+    "DECODE_REASONS",
+    "DEFAULT_MAX_BYTES",
+    "PAYLOAD_MODELS",
+    "SCHEMA_VERSION",
+    "ActualCost",
+    "CostEstimate",
+    "DecodedEvent",
+    "Envelope",
+    "EventType",
+    "OutgoingEvent",
+    "ProviderModel",
+    "ReasonCode",
+    "Rejection",
+    "RoutingPlanSnapshot",
+    "TenantRoutingPolicy",
+    "build_event",
+    "decode_event",
+    "dumps",
+    "export_json_schemas",
+    "format_rfc3339",
+    "loads",
+    "parse_rfc3339",
+]

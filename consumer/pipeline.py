@@ -52,7 +52,6 @@ from consumer.errors import TransientError
 from consumer.logs import get_logger
 from consumer.settings import Settings
 from schemas import Rejection, decode_event
-from schemas.codes import ReasonCode
 
 __all__ = [
     "OUTCOME_APPLIED",
@@ -213,15 +212,9 @@ class BatchProcessor:
                     letters.append(DeadLetter(record, str(decoded.reason), decoded.message))
                     result.outcomes[(record.topic, label, OUTCOME_DEAD_LETTERED)] += 1
                     continue
-                try:
-                    raw = value.decode("utf-8")
-                except UnicodeDecodeError as exc:  # JSON in UTF-16/32: decodable, not contract
-                    letters.append(
-                        DeadLetter(record, ReasonCode.INVALID_JSON, f"not UTF-8: {exc.reason}")
-                    )
-                    result.outcomes[(record.topic, UNKNOWN_TYPE, OUTCOME_DEAD_LETTERED)] += 1
-                    continue
-                pending.append(PendingEvent(decoded, raw))
+                # decode_event accepted it, so it is UTF-8; PostgreSQL re-parses these very
+                # bytes to store the payload exactly.
+                pending.append(PendingEvent(decoded, value.decode("utf-8")))
                 sources.append(record)
 
         if self._dry_run:

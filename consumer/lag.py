@@ -174,8 +174,10 @@ async def _clients(
 
 
 async def _partitions(admin: AIOKafkaAdminClient, topics: Sequence[str]) -> list[TopicPartition]:
-    described = await admin.describe_topics(list(topics))
-    missing = [t["topic"] for t in described if t["error_code"] != 0]
+    # Metadata for all topics: asking for named ones would create them on a broker with
+    # auto.create.topics.enable, and `lag` must never create anything.
+    described = [t for t in await admin.describe_topics() if t["topic"] in topics]
+    missing = sorted(set(topics) - {t["topic"] for t in described if t["error_code"] == 0})
     if missing:
         raise LagError(f"topic(s) not found on the broker: {', '.join(sorted(missing))}")
     return sorted(

@@ -12,6 +12,7 @@ from collections import Counter
 
 import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
 
 from consumer.settings import Settings
 from tests.conftest import Services, Topics, free_port, unique
@@ -185,3 +186,10 @@ async def test_lag_exit_2_when_a_topic_is_missing(lag_settings: Settings) -> Non
     result = await run_cli(lag_settings, "lag", ROUTING_TOPIC_COSTS=missing)
     assert result.code == 2
     assert f"topic(s) not found on the broker: {missing}" in result.stderr
+    # Looking must not create it (the local broker has auto.create.topics.enable=true).
+    admin = AIOKafkaAdminClient(bootstrap_servers=lag_settings.kafka_bootstrap_servers)
+    await admin.start()
+    try:
+        assert missing not in await admin.list_topics()
+    finally:
+        await admin.close()

@@ -1,0 +1,223 @@
+"""Helpers for the apply / pipeline / dead-letter tests: valid payloads, events, Kafka records,
+and reading what landed in PostgreSQL and on the dead-letter topic, independently of the code
+under test."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import Iterable, Mapping, Sequence
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.structs import ConsumerRecord
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from consumer.apply import ApplyOutcome, PendingEvent, apply_events
+from consumer.db import create_engine
+from consumer.settings import Settings
+from schemas import DecodedEvent, EventType, OutgoingEvent, Rejection, build_event, decode_event
+
+T0 = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
+
+
+def at(seconds: float) -> datetime:
+    """An event time ``seconds`` after a fixed origin (deterministic versions)."""
+    return T0 + timedelta(seconds=seconds)
+
+
+def snapshot_payload(tenant: str, **extra: Any) -> dict[str, Any]:
+    """A valid RoutingPlanSnapshot for ``tenant``; ``extra`` adds or overrides fields."""
+    payload: dict[str, Any] = {
+        "snapshotId": f"snap-{uuid.uuid4().hex[:8]}",
+        "strategy": "cost",
+        "resolvedAlias": "fast",
+        "candidateCount": 2,
+        "timestamp": "2026-01-01T12:00:00Z",
+        "costEstimate": {"totalCostUsd": Decimal("0.0012")},
+        "tenantId": tenant,
+        "primary": {"provider": "openai", "model": "gpt-4o"},
+        "fallbacks": [{"provider": "anthropic", "model": "claude"}],
+    }
+    payload.update(extra)
+    return payload
+
+
+def cost_payload(input_usd: str = "0.1", output_usd: str = "0.2", **extra: Any) -> dict[str, Any]:
+    """A valid ActualCost whose total is exactly ``input + output``."""
+    payload: dict[str, Any] = {
+        "inputTokens": 100,
+        "outputTokens": 50,
+        "inputCostUsd": Decimal(input_usd),
+        "outputCostUsd": Decimal(output_usd),
+        "totalCostUsd": Decimal(input_usd) + Decimal(output_usd),
+        "provider": "openai",
+    }
+    payload.update(extra)
+    return payload
+
+
+def policy_payload(tenant: str, **extra: Any) -> dict[str, Any]:
+    """A valid TenantRoutingPolicy for ``tenant``."""
+    payload: dict[str, Any] = {
+        "tenantId": tenant,
+        "allowedProviders": ["openai", "anthropic"],
+        "deniedProviders": [],
+        "preferredProvider": "openai",
+        "maxCostPerRequestUsd": Decimal("0.5"),
+        "defaultStrategy": "cost",
+    }
+    payload.update(extra)
+    return payload
+
+
+def snapshot(request: str, tenant: str, when: datetime, **extra: Any) -> OutgoingEvent:
+    return build_event(
+        EventType.SNAPSHOT,
+        snapshot_payload(tenant, **extra),
+        tenant_id=tenant,
+        request_id=request,
+        occurred_at=when,
+    )
+
+
+def cost(request: str, tenant: str, when: datetime, **extra: Any) -> OutgoingEvent:
+    return build_event(
+        EventType.COST,
+        cost_payload(**extra),
+        tenant_id=tenant,
+        request_id=request,
+        occurred_at=when,
+    )
+
+
+def policy(tenant: str, when: datetime, **extra: Any) -> OutgoingEvent:
+    return build_event(
+        EventType.POLICY, policy_payload(tenant, **extra), tenant_id=tenant, occurred_at=when
+    )
+
+
+def with_raw_payload(event: OutgoingEvent, marker: str, raw_json: str) -> OutgoingEvent:
+    """``event`` with the JSON string ``"<marker>"`` in its bytes replaced by ``raw_json``.
+
+    For bytes :func:`build_event` cannot write: ``\\u0000`` escapes, exponent notation.
+    """
+    value = event.value.replace(f'"{marker}"'.encode(), raw_json.encode(), 1)
+    assert value != event.value, f"{marker!r} not in the event"
+    return OutgoingEvent(event.type, event.key, value, event.event_id, event.occurred_at)
+
+
+def decoded(event: OutgoingEvent) -> DecodedEvent:
+    result = decode_event(event.value)
+    assert not isinstance(result, Rejection), result
+    return result
+
+
+def pending(event: OutgoingEvent) -> PendingEvent:
+    """What the pipeline hands to ``apply_events`` for this record."""
+    return PendingEvent(decoded(event), event.value.decode("utf-8"))
+
+
+def engine_for(url: str) -> AsyncEngine:
+    return create_engine(Settings(database_url=url))
+
+
+async def apply_in_transaction(
+    engine: AsyncEngine, events: Sequence[OutgoingEvent]
+) -> ApplyOutcome:
+    """One batch through ``apply_events`` in one committed transaction."""
+    async with engine.begin() as conn:
+        return await apply_events(conn, [pending(e) for e in events])
+
+
+# --- Kafka ----------------------------------------------------------------------------------
+
+
+async def produce(
+    bootstrap: str, records: Iterable[tuple[str, bytes | None, bytes | None]]
+) -> None:
+    """Produce ``(topic, key, value)`` records (in order per topic) and wait for every ack."""
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all")
+    await producer.start()
+    try:
+        futures = [
+            await producer.send(topic, value=value, key=key, partition=0)
+            for topic, key, value in records
+        ]
+        await asyncio.gather(*futures)
+    finally:
+        await producer.stop()
+
+
+async def fetch(
+    bootstrap: str, topics: Sequence[str], count: int, *, timeout_s: float = 20.0
+) -> dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]]:
+    """Read ``count`` records from the start of ``topics`` (no group), as getmany() gives them."""
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap, enable_auto_commit=False, auto_offset_reset="earliest"
+    )
+    await consumer.start()
+    try:
+        partitions = []
+        for topic in topics:
+            for _ in range(50):
+                found = consumer.partitions_for_topic(topic)
+                if found:
+                    break
+                await consumer.force_metadata_update()
+                await asyncio.sleep(0.1)
+            partitions += [TopicPartition(topic, p) for p in sorted(found or ())]
+        consumer.assign(partitions)
+        await consumer.seek_to_beginning(*partitions)
+        out: dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]] = {}
+        got = 0
+        deadline = asyncio.get_running_loop().time() + timeout_s
+        while got < count:
+            if asyncio.get_running_loop().time() > deadline:
+                raise AssertionError(f"only {got} of {count} records arrived from {topics}")
+            batch = await consumer.getmany(timeout_ms=200)
+            for tp, records in batch.items():
+                out.setdefault(tp, []).extend(records)
+                got += len(records)
+        return out
+    finally:
+        await consumer.stop()
+
+
+async def topic_size(bootstrap: str, topic: str) -> int:
+    """Records on ``topic`` (sum of its partitions' end offsets: fresh topics, no compaction)."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    await consumer.start()
+    try:
+        parts = consumer.partitions_for_topic(topic)
+        for _ in range(50):
+            if parts:
+                break
+            await consumer.force_metadata_update()
+            await asyncio.sleep(0.1)
+            parts = consumer.partitions_for_topic(topic)
+        ends = await consumer.end_offsets([TopicPartition(topic, p) for p in parts or ()])
+        return sum(ends.values())
+    finally:
+        await consumer.stop()
+
+
+async def read_topic(bootstrap: str, topic: str) -> list[ConsumerRecord[bytes, bytes]]:
+    """Every record on ``topic``."""
+    size = await topic_size(bootstrap, topic)
+    if size == 0:
+        return []
+    batches = await fetch(bootstrap, [topic], size)
+    return [r for rs in batches.values() for r in rs]
+
+
+def headers_of(record: ConsumerRecord[Any, Any]) -> dict[str, str]:
+    return {name: value.decode() for name, value in record.headers}
+
+
+def by_offset(
+    batch: Mapping[TopicPartition, Sequence[ConsumerRecord[bytes, bytes]]],
+) -> dict[tuple[str, int, int], ConsumerRecord[bytes, bytes]]:
+    return {(r.topic, r.partition, r.offset): r for rs in batch.values() for r in rs}

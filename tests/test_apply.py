@@ -1,0 +1,292 @@
+"""The set-based apply path against a real, migrated PostgreSQL: rows are what CONTRACT §3 says."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from consumer.apply import Verdict
+from schemas import ReasonCode
+from tests.apply_helpers import (
+    apply_in_transaction,
+    at,
+    cost,
+    engine_for,
+    policy,
+    snapshot,
+    with_raw_payload,
+)
+from tests.conftest import Database
+
+
+@pytest.fixture
+async def engine(database: Database) -> AsyncIterator[AsyncEngine]:
+    made = engine_for(database.url)
+    yield made
+    await made.dispose()
+
+
+async def _record(database: Database, request: str) -> dict[str, Any]:
+    rows = await database.fetch(
+        'SELECT *, "routingSnapshot"::text AS snap_text, "actualCost"::text AS cost_text '
+        'FROM "ExecutionRecord" WHERE "requestId" = $1',
+        request,
+    )
+    assert len(rows) == 1, f"{len(rows)} rows for {request}"
+    return dict(rows[0])
+
+
+def _payload(value: bytes) -> Any:
+    return json.loads(value)["payload"]
+
+
+async def test_creates_the_row_and_stores_the_payload_of_the_original_bytes(
+    engine: AsyncEngine, database: Database
+) -> None:
+    snap = snapshot("req-1", "t1", at(0), extraField={"nested": [1, "two"]})
+    money = cost("req-1", "t1", at(1), input_usd="0.1", output_usd="0.2")
+
+    outcome = await apply_in_transaction(engine, [snap, money])
+
+    assert [r.verdict for r in outcome.results] == [Verdict.APPLIED, Verdict.APPLIED]
+    row = await _record(database, "req-1")
+    assert row["id"] == "req-1"
+    assert row["tenantId"] == "t1"
+    assert row["routingSnapshotEventId"] == snap.event_id
+    assert row["routingSnapshotOccurredAt"] == at(0)
+    assert row["actualCostEventId"] == money.event_id
+    # The stored JSON is exactly the payload of the bytes sent, unknown fields included.
+    same = await database.fetch(
+        "SELECT \"routingSnapshot\" = ($1::jsonb) -> 'payload' AS snap_same, "
+        "\"actualCost\" = ($2::jsonb) -> 'payload' AS cost_same "
+        'FROM "ExecutionRecord" WHERE "requestId" = $3',
+        snap.value.decode(),
+        money.value.decode(),
+        "req-1",
+    )
+    assert same[0]["snap_same"]
+    assert same[0]["cost_same"]
+    assert json.loads(row["snap_text"])["extraField"] == {"nested": [1, "two"]}
+
+
+async def test_decimals_stay_exact(engine: AsyncEngine, database: Database) -> None:
+    event = with_raw_payload(
+        cost(
+            "req-d",
+            "t1",
+            at(0),
+            input_usd="0.1",
+            output_usd="0.0000001",
+            tinyUnknown="TINY",
+            hugeUnknown="HUGE",
+        ),
+        "TINY",
+        "1.5e-7",
+    )
+    event = with_raw_payload(event, "HUGE", "12345678901234567890.123456789012345678901")
+
+    await apply_in_transaction(engine, [event])
+
+    rows = await database.fetch(
+        "SELECT \"actualCost\"->'inputCostUsd' AS i, \"actualCost\"->'outputCostUsd' AS o, "
+        "(\"actualCost\"->>'tinyUnknown')::numeric = 0.00000015 AS tiny, "
+        "\"actualCost\"->>'hugeUnknown' AS huge, \"actualCost\"->>'totalCostUsd' AS total "
+        'FROM "ExecutionRecord"'
+    )
+    assert rows[0]["i"] == "0.1"  # never 0.1000000000000000055511151231257827
+    assert rows[0]["o"] == "0.0000001"
+    assert rows[0]["tiny"] is True
+    assert rows[0]["huge"] == "12345678901234567890.123456789012345678901"
+    assert rows[0]["total"] == "0.1000001"
+
+
+async def test_applying_twice_changes_nothing(engine: AsyncEngine, database: Database) -> None:
+    events = [
+        snapshot("req-a", "t1", at(0)),
+        cost("req-a", "t1", at(0)),
+        snapshot("req-b", "t2", at(5)),
+    ]
+    await apply_in_transaction(engine, events)
+    before = await database.fetch('SELECT * FROM "ExecutionRecord" ORDER BY "requestId"')
+
+    again = await apply_in_transaction(engine, events)
+
+    assert [r.verdict for r in again.results] == [Verdict.STALE] * 3
+    assert await database.fetch('SELECT * FROM "ExecutionRecord" ORDER BY "requestId"') == before
+
+
+async def test_newest_version_wins_whatever_the_order(
+    engine: AsyncEngine, database: Database
+) -> None:
+    old = snapshot("req-o", "t1", at(0), strategy="old")
+    new = snapshot("req-o", "t1", at(10), strategy="new")
+    # Same occurredAt: the greater eventId wins.
+    tie_a = cost("req-o", "t1", at(3), provider="a")
+    tie_b = cost("req-o", "t1", at(3), provider="b")
+    tie_winner = max((tie_a, tie_b), key=lambda e: e.event_id)
+
+    first = await apply_in_transaction(engine, [new, tie_a])
+    second = await apply_in_transaction(engine, [old, tie_b])
+
+    row = await _record(database, "req-o")
+    assert json.loads(row["snap_text"])["strategy"] == "new"
+    assert json.loads(row["cost_text"]) == _payload(tie_winner.value)
+    assert second.results[0].verdict is Verdict.STALE
+    assert first.results[1].verdict is Verdict.APPLIED
+    assert second.results[1].verdict is (Verdict.APPLIED if tie_winner is tie_b else Verdict.STALE)
+
+
+async def test_within_a_batch_only_the_newest_is_written_the_rest_are_stale(
+    engine: AsyncEngine, database: Database
+) -> None:
+    events = [snapshot("req-c", "t1", at(s), strategy=f"s{s}") for s in (3, 9, 1, 9, 4)]
+    events[3] = events[1]  # an exact duplicate of the newest
+
+    outcome = await apply_in_transaction(engine, events)
+
+    assert [r.verdict for r in outcome.results].count(Verdict.APPLIED) == 1
+    assert [r.verdict for r in outcome.results].count(Verdict.STALE) == 4
+    assert outcome.results[1].verdict is Verdict.APPLIED
+    assert json.loads((await _record(database, "req-c"))["snap_text"])["strategy"] == "s9"
+    assert outcome.statements == 1  # one statement for the whole field, whatever the batch
+
+
+async def test_tenant_mismatch_leaves_the_row_untouched_and_older_matching_event_applies(
+    engine: AsyncEngine, database: Database
+) -> None:
+    await database.execute(
+        'INSERT INTO "ExecutionRecord" ("id", "requestId", "tenantId") VALUES ($1, $1, $2)',
+        "req-m",
+        "owner",
+    )
+    intruder = snapshot("req-m", "intruder", at(10), strategy="intruder")
+    owner = snapshot("req-m", "owner", at(5), strategy="owner")
+    intruder_cost = cost("req-m", "intruder", at(1))
+
+    outcome = await apply_in_transaction(engine, [intruder, owner, intruder_cost])
+
+    assert outcome.results[0].reason is ReasonCode.TENANT_MISMATCH
+    assert "intruder" in outcome.results[0].message
+    assert outcome.results[1].verdict is Verdict.APPLIED
+    assert outcome.results[2].reason is ReasonCode.TENANT_MISMATCH
+    row = await _record(database, "req-m")
+    assert row["tenantId"] == "owner"
+    assert json.loads(row["snap_text"])["strategy"] == "owner"
+    assert row["actualCost"] is None
+
+
+async def test_a_null_tenant_row_accepts_any_tenant_and_keeps_its_null(
+    engine: AsyncEngine, database: Database
+) -> None:
+    await database.execute(
+        'INSERT INTO "ExecutionRecord" ("id", "requestId", "createdAt") '
+        "VALUES ('pk-1', 'req-n', '2020-01-01T00:00:00Z')"
+    )
+    first = snapshot("req-n", "t1", at(0))
+    second = cost("req-n", "t2", at(1))
+
+    outcome = await apply_in_transaction(engine, [first, second])
+
+    assert [r.verdict for r in outcome.results] == [Verdict.APPLIED, Verdict.APPLIED]
+    row = await _record(database, "req-n")
+    assert row["tenantId"] is None
+    assert row["id"] == "pk-1"  # Project A's columns are never updated
+    assert row["createdAt"].year == 2020
+
+
+async def test_policies_update_known_tenants_and_reject_unknown_ones(
+    engine: AsyncEngine, database: Database
+) -> None:
+    await database.execute('INSERT INTO "Tenant" ("id", "name") VALUES (\'known\', \'Known\')')
+    newer = policy("known", at(9), defaultStrategy="quality")
+    older = policy("known", at(2), defaultStrategy="cost")
+    stranger = policy("stranger", at(1))
+    stranger_again = policy("stranger", at(2))
+
+    outcome = await apply_in_transaction(engine, [older, stranger, newer, stranger_again])
+
+    assert [r.verdict for r in outcome.results] == [
+        Verdict.STALE,
+        Verdict.REJECTED,
+        Verdict.APPLIED,
+        Verdict.REJECTED,
+    ]
+    assert outcome.results[1].reason is ReasonCode.UNKNOWN_TENANT
+    assert outcome.results[3].reason is ReasonCode.UNKNOWN_TENANT
+    rows = await database.fetch('SELECT * FROM "Tenant"')
+    assert len(rows) == 1  # "Tenant" rows are never created
+    assert rows[0]["name"] == "Known"
+    assert json.loads(rows[0]["routingPolicy"])["defaultStrategy"] == "quality"
+    assert rows[0]["routingPolicyEventId"] == newer.event_id
+
+
+async def test_a_record_postgresql_refuses_is_isolated_and_the_rest_applied(
+    engine: AsyncEngine, database: Database
+) -> None:
+    events = [cost(f"req-{i}", "t1", at(i), note="fine") for i in range(40)]
+    bad_rows = (3, 17, 38)
+    for i in bad_rows:  # jsonb refuses \u0000 (SQLSTATE 22P05); Python's JSON accepts it
+        events[i] = with_raw_payload(events[i], "fine", '"nul \\u0000 here"')
+    # For req-17, an older valid event is in the same batch: it must win the row.
+    fallback = cost("req-17", "t1", at(-5), note="fallback")
+    events.append(fallback)
+
+    outcome = await apply_in_transaction(engine, events)
+
+    rejected = [i for i, r in enumerate(outcome.results) if r.verdict is Verdict.REJECTED]
+    assert rejected == list(bad_rows)
+    for i in bad_rows:
+        assert outcome.results[i].reason is ReasonCode.DB_REJECTED
+        assert "22P05" in outcome.results[i].message
+    assert outcome.count(Verdict.APPLIED) == 38
+    rows = await database.fetch('SELECT "requestId", "actualCost" FROM "ExecutionRecord"')
+    stored = {r["requestId"]: json.loads(r["actualCost"])["note"] for r in rows}
+    assert stored == {
+        **{f"req-{i}": "fine" for i in range(40) if i not in bad_rows},
+        "req-17": "fallback",
+    }
+
+
+async def test_a_key_column_conflict_is_db_rejected_not_fatal(
+    engine: AsyncEngine, database: Database
+) -> None:
+    # Project A's row has "id" 'req-x' but another requestId: creating the row for requestId
+    # 'req-x' (id = requestId) violates the primary key (SQLSTATE 23505).
+    await database.execute(
+        'INSERT INTO "ExecutionRecord" ("id", "requestId") VALUES (\'req-x\', \'other\')'
+    )
+    clash = snapshot("req-x", "t1", at(0))
+    fine = snapshot("req-y", "t1", at(0))
+
+    outcome = await apply_in_transaction(engine, [clash, fine])
+
+    assert outcome.results[0].reason is ReasonCode.DB_REJECTED
+    assert "23505" in outcome.results[0].message
+    assert outcome.results[1].verdict is Verdict.APPLIED
+    rows = await database.fetch('SELECT "id", "requestId" FROM "ExecutionRecord" ORDER BY "id"')
+    assert [(r["id"], r["requestId"]) for r in rows] == [("req-x", "other"), ("req-y", "req-y")]
+
+
+async def test_a_batch_of_mixed_types_costs_one_statement_per_field(
+    engine: AsyncEngine, database: Database
+) -> None:
+    await database.execute('INSERT INTO "Tenant" ("id") VALUES (\'t1\')')
+    events = []
+    for i in range(300):
+        events.append(snapshot(f"r{i}", "t1", at(i)))
+        events.append(cost(f"r{i}", "t1", at(i)))
+    events.append(policy("t1", at(0)))
+
+    outcome = await apply_in_transaction(engine, events)
+
+    assert outcome.count(Verdict.APPLIED) == len(events)
+    assert outcome.statements == 3
+    rows = await database.fetch(
+        'SELECT count(*) AS n FROM "ExecutionRecord" '
+        'WHERE "routingSnapshot" IS NOT NULL AND "actualCost" IS NOT NULL'
+    )
+    assert rows[0]["n"] == 300

@@ -37,14 +37,20 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.errors import KafkaError
 from rich.console import Console
 from rich.table import Table
 
 from consumer.kafka import client_options
 from consumer.lag import CALL_TIMEOUT_S, render_plain_table
-from consumer.replay import read_ranges, start_offsets, timestamp_ms
+from consumer.replay import (
+    ReplayError,
+    partitions_of,
+    read_ranges,
+    start_offsets,
+    timestamp_ms,
+)
 from consumer.settings import Settings
 
 __all__ = [
@@ -158,8 +164,7 @@ async def read_dead_letters(
     try:
         async with asyncio.timeout(CALL_TIMEOUT_S):
             await consumer.start()
-            partitions = await _partitions_of(consumer, topic)
-            tps = [TopicPartition(topic, p) for p in partitions]
+            tps = await partitions_of(settings, [topic])
             ends = await consumer.end_offsets(tps)
             starts = await start_offsets(consumer, tps, ends, since)
         since_ms = timestamp_ms(since) if since is not None else None
@@ -170,19 +175,13 @@ async def read_dead_letters(
                     for r in records
                     if since_ms is None or r.timestamp >= since_ms
                 )
+    except ReplayError as exc:
+        raise RedriveError(str(exc)) from exc
     except (KafkaError, OSError, TimeoutError) as exc:
         raise RedriveError(f"reading dead-letter topic {topic!r} failed: {_describe(exc)}") from exc
     finally:
         await consumer.stop()
     return letters
-
-
-async def _partitions_of(consumer: AIOKafkaConsumer, topic: str) -> list[int]:
-    topics = await consumer.topics()  # refreshes metadata for every topic
-    partitions = consumer.partitions_for_topic(topic) if topic in topics else None
-    if not partitions:
-        raise RedriveError(f"topic {topic!r} not found on the broker")
-    return sorted(partitions)
 
 
 def _describe(exc: BaseException) -> str:

@@ -36,6 +36,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaError
 from rich.console import Console
 from rich.progress import (
@@ -59,6 +60,7 @@ __all__ = [
     "REPLAY_GROUP_SUFFIX",
     "ReplayError",
     "ReplaySummary",
+    "partitions_of",
     "read_ranges",
     "replay_group",
     "replay_topics",
@@ -175,7 +177,30 @@ class ReplaySummary:
 # --- planning -------------------------------------------------------------------------------
 
 
+async def partitions_of(settings: Settings, topics: Sequence[str]) -> list[TopicPartition]:
+    """Every partition of ``topics``, sorted; raises ReplayError naming the missing topics.
+
+    Asks for the metadata of all topics: asking for named ones would create them on a broker
+    with ``auto.create.topics.enable``, and looking must never create anything.
+    """
+    admin = AIOKafkaAdminClient(
+        **client_options(settings), request_timeout_ms=int(CALL_TIMEOUT_S * 1000)
+    )
+    try:
+        await admin.start()
+        described = [t for t in await admin.describe_topics() if t["topic"] in topics]
+    finally:
+        await admin.close()
+    missing = sorted(set(topics) - {t["topic"] for t in described if t["error_code"] == 0})
+    if missing:
+        raise ReplayError(f"topic(s) not found on the broker: {', '.join(missing)}")
+    return sorted(
+        TopicPartition(t["topic"], p["partition"]) for t in described for p in t["partitions"]
+    )
+
+
 async def _plan(
+    settings: Settings,
     consumer: AIOKafkaConsumer,
     topics: Sequence[str],
     partitions: Sequence[int] | None,
@@ -183,15 +208,10 @@ async def _plan(
     until: datetime | None,
 ) -> tuple[dict[TopicPartition, int], dict[TopicPartition, int]]:
     """Start and end offsets of every partition to replay (raises ReplayError on bad input)."""
-    known = await consumer.topics()
-    missing = sorted(t for t in topics if t not in known)
-    if missing:
-        raise ReplayError(f"topic(s) not found on the broker: {', '.join(missing)}")
     tps = [
-        TopicPartition(t, p)
-        for t in topics
-        for p in sorted(consumer.partitions_for_topic(t) or ())
-        if partitions is None or p in partitions
+        tp
+        for tp in await partitions_of(settings, topics)
+        if partitions is None or tp.partition in partitions
     ]
     if partitions is not None:
         absent = sorted(set(partitions) - {tp.partition for tp in tps})
@@ -416,7 +436,7 @@ async def replay_topics(
         try:
             async with asyncio.timeout(CALL_TIMEOUT_S):
                 await consumer.start()
-                starts, ends = await _plan(consumer, chosen, partitions, since, until)
+                starts, ends = await _plan(settings, consumer, chosen, partitions, since, until)
         except (KafkaError, OSError, TimeoutError) as exc:
             errors.print(
                 f"replay: cannot read offsets from Kafka at {settings.kafka_bootstrap_servers}: "

@@ -6,10 +6,12 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import signal
 import subprocess
 import sys
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -81,6 +83,7 @@ async def produce_raw(
     *,
     partition: int | None = None,
     headers: Sequence[tuple[str, bytes]] | None = None,
+    timestamp_ms: int | None = None,
 ) -> list[tuple[TopicPartition, int, int]]:
     """Produce (topic, key, value) records with acks=all; returns (tp, offset, timestamp ms)."""
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all")
@@ -88,7 +91,12 @@ async def produce_raw(
     try:
         futures = [
             await producer.send(
-                topic, value=value, key=key, partition=partition, headers=list(headers or [])
+                topic,
+                value=value,
+                key=key,
+                partition=partition,
+                headers=list(headers or []),
+                timestamp_ms=timestamp_ms,
             )
             for topic, key, value in records
         ]
@@ -170,3 +178,85 @@ async def read_topic(bootstrap: str, topic: str, *, timeout_s: float = 10.0) -> 
 def headers_of(record: Any) -> dict[str, str]:
     """A consumer record's headers decoded as UTF-8 (last value wins)."""
     return {k: v.decode() for k, v in record.headers}
+
+
+# --- events and the live consumer -----------------------------------------------------------
+
+
+def snapshot_payload(tenant: str, alias: str = "fast") -> dict[str, Any]:
+    """A valid RoutingPlanSnapshot payload for ``tenant``."""
+    return {
+        "snapshotId": f"snap-{alias}",
+        "strategy": "cost",
+        "resolvedAlias": alias,
+        "candidateCount": 2,
+        "timestamp": "2026-11-25T09:00:00.000000Z",
+        "costEstimate": {"totalCostUsd": Decimal("0.0125")},
+        "tenantId": tenant,
+        "primary": {"provider": "openai", "model": "gpt-4o-mini"},
+        "fallbacks": [{"provider": "anthropic", "model": "claude-haiku"}],
+    }
+
+
+def cost_payload(total_tokens: int) -> dict[str, Any]:
+    """A valid ActualCost payload (0.1 + 0.2 = 0.3 exactly, as decimals)."""
+    return {
+        "inputTokens": total_tokens,
+        "outputTokens": 2 * total_tokens,
+        "inputCostUsd": Decimal("0.1"),
+        "outputCostUsd": Decimal("0.2"),
+        "totalCostUsd": Decimal("0.3"),
+        "provider": "openai",
+    }
+
+
+def policy_payload(tenant: str, strategy: str = "cost") -> dict[str, Any]:
+    """A valid TenantRoutingPolicy payload for ``tenant``."""
+    return {
+        "tenantId": tenant,
+        "allowedProviders": ["openai", "anthropic"],
+        "deniedProviders": ["mistral"],
+        "preferredProvider": "openai",
+        "maxCostPerRequestUsd": Decimal("0.5"),
+        "defaultStrategy": strategy,
+    }
+
+
+def topic_for(settings: Settings, event_type: str) -> str:
+    """The source topic of an event type."""
+    return {
+        "routing.snapshot": settings.topic_snapshots,
+        "routing.cost": settings.topic_costs,
+        "tenant.policy": settings.topic_policies,
+    }[event_type]
+
+
+async def run_consumer_until_caught_up(settings: Settings, *, time_limit_s: float = 90.0) -> None:
+    """Run the real ``routing-persistence run`` until the group has committed every source
+    partition's end offset, then stop it with SIGTERM (it must exit 0)."""
+    ends = await end_offsets(settings.kafka_bootstrap_servers, settings.source_topics)
+    process = await asyncio.create_subprocess_exec(
+        str(CLI),
+        "run",
+        env=cli_env(settings),
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    try:
+        async with asyncio.timeout(time_limit_s):
+            while True:
+                committed = await committed_offsets(
+                    settings.kafka_bootstrap_servers, settings.group_id
+                )
+                if all(committed.get(tp, 0) >= end for tp, end in ends.items()):
+                    break
+                if process.returncode is not None:
+                    break
+                await asyncio.sleep(0.3)
+    finally:
+        if process.returncode is None:
+            process.send_signal(signal.SIGTERM)
+        _, stderr = await asyncio.wait_for(process.communicate(), 60)
+    assert process.returncode == 0, stderr.decode()[-3000:]
+    committed = await committed_offsets(settings.kafka_bootstrap_servers, settings.group_id)
+    assert all(committed.get(tp, 0) >= end for tp, end in ends.items()), (committed, ends)

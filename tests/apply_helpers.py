@@ -12,6 +12,7 @@ from decimal import Decimal
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.structs import ConsumerRecord
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -158,17 +159,11 @@ async def fetch(
     consumer = AIOKafkaConsumer(
         bootstrap_servers=bootstrap, enable_auto_commit=False, auto_offset_reset="earliest"
     )
+    partitions = [
+        TopicPartition(topic, p) for topic in topics for p in await partitions_of(bootstrap, topic)
+    ]
     await consumer.start()
     try:
-        partitions = []
-        for topic in topics:
-            for _ in range(50):
-                found = consumer.partitions_for_topic(topic)
-                if found:
-                    break
-                await consumer.force_metadata_update()
-                await asyncio.sleep(0.1)
-            partitions += [TopicPartition(topic, p) for p in sorted(found or ())]
         consumer.assign(partitions)
         await consumer.seek_to_beginning(*partitions)
         out: dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]] = {}
@@ -186,19 +181,25 @@ async def fetch(
         await consumer.stop()
 
 
+async def partitions_of(bootstrap: str, topic: str) -> list[int]:
+    """The partition numbers of ``topic``."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        [described] = await admin.describe_topics([topic])
+        assert described["error_code"] == 0, described
+        return sorted(p["partition"] for p in described["partitions"])
+    finally:
+        await admin.close()
+
+
 async def topic_size(bootstrap: str, topic: str) -> int:
     """Records on ``topic`` (sum of its partitions' end offsets: fresh topics, no compaction)."""
+    parts = await partitions_of(bootstrap, topic)
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
     await consumer.start()
     try:
-        parts = consumer.partitions_for_topic(topic)
-        for _ in range(50):
-            if parts:
-                break
-            await consumer.force_metadata_update()
-            await asyncio.sleep(0.1)
-            parts = consumer.partitions_for_topic(topic)
-        ends = await consumer.end_offsets([TopicPartition(topic, p) for p in parts or ()])
+        ends = await consumer.end_offsets([TopicPartition(topic, p) for p in parts])
         return sum(ends.values())
     finally:
         await consumer.stop()

@@ -16,7 +16,7 @@ import re
 import uuid
 from datetime import UTC, datetime, timedelta, timezone
 from decimal import MAX_EMAX, MIN_EMIN, Context, Decimal
-from typing import Annotated, Any, Final, Literal
+from typing import Annotated, Any, Final
 
 from pydantic import (
     AfterValidator,
@@ -227,6 +227,14 @@ def _positive(value: object) -> Decimal:
     if number <= 0:
         raise PydanticCustomError("greater_than", "Input should be greater than 0")
     return number
+
+
+def _schema_version(value: object) -> int:
+    if type(value) is not int or value != SCHEMA_VERSION:
+        raise PydanticCustomError(
+            "schema_version", "Input should be the integer {version}", {"version": SCHEMA_VERSION}
+        )
+    return value
 
 
 def _distinct(items: list[str]) -> list[str]:
@@ -475,7 +483,9 @@ class Envelope(BaseModel):
 
     eventId: EventId
     type: EventType
-    schemaVersion: Literal[1]
+    schemaVersion: Annotated[
+        int, PlainValidator(_schema_version), WithJsonSchema({"type": "integer", "const": 1})
+    ]
     occurredAt: Rfc3339Datetime
     tenantId: Identifier
     requestId: Identifier | None = Field(

@@ -41,13 +41,15 @@ from typing import Any, TypeVar
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener
 from aiokafka.errors import (
+    AuthenticationFailedError,
     CommitFailedError,
     GroupAuthorizationFailedError,
     IllegalStateError,
     KafkaError,
     RebalanceInProgressError,
-    SaslAuthenticationFailedError,
+    SaslAuthenticationFailed,
     TopicAuthorizationFailedError,
+    UnsupportedSaslMechanismError,
 )
 from aiokafka.structs import ConsumerRecord, TopicPartition
 from sqlalchemy import text
@@ -81,9 +83,11 @@ _CLOSE_TIMEOUT_S = 10.0
 
 #: Kafka errors that no retry can fix: a wrong credential or a missing ACL.
 _FATAL_KAFKA_ERRORS = (
+    AuthenticationFailedError,
     GroupAuthorizationFailedError,
+    SaslAuthenticationFailed,
     TopicAuthorizationFailedError,
-    SaslAuthenticationFailedError,
+    UnsupportedSaslMechanismError,
 )
 
 RecordBatch = Mapping[TopicPartition, Sequence[ConsumerRecord[bytes, bytes]]]

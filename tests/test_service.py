@@ -1,0 +1,193 @@
+"""The consume loop end to end on the real stack: rows, dead letters, offsets, metrics, probes."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections import Counter
+
+import pytest
+
+from consumer.demo import SampleRecord, make_sample, publish_sample, seed_database
+from consumer.settings import Settings
+from schemas import EventType, ReasonCode
+from tests.conftest import Database
+from tests.service_helpers import (
+    actual_state,
+    assert_dead_letters_match,
+    assert_same_state,
+    committed_offsets,
+    dead_letters,
+    end_offsets,
+    expected_state,
+    http_get,
+    metric_sum,
+    parse_metrics,
+    running_service,
+    wait_caught_up,
+)
+
+pytestmark = pytest.mark.integration
+
+#: Small enough for a default-configured broker to carry the oversized record.
+_MAX_PAYLOAD = 8192
+
+
+def _small_payload_limit(settings: Settings) -> Settings:
+    return settings.model_copy(update={"max_payload_bytes": _MAX_PAYLOAD})
+
+
+def _with_duplicates(records: list[SampleRecord], rng: random.Random) -> list[SampleRecord]:
+    """Every record 1-3 times, then the whole list in a random order."""
+    out = [r for r in records for _ in range(rng.randint(1, 3))]
+    rng.shuffle(out)
+    return out
+
+
+@pytest.mark.parametrize(
+    "forced_partition",
+    [pytest.param(0, id="one-partition"), pytest.param(None, id="across-partitions")],
+)
+async def test_duplicates_and_any_order_converge_to_the_newest_rows(
+    settings: Settings, database: Database, forced_partition: int | None
+) -> None:
+    settings = _small_payload_limit(settings)
+    rng = random.Random(11)
+    sample = make_sample(600, seed=11, tenants=8, max_payload_bytes=_MAX_PAYLOAD)
+    await seed_database(settings, sample)
+    sent = _with_duplicates(sample.records, rng)
+    # Half before the consumer starts, half while it runs: both paths of the loop.
+    half = len(sent) // 2
+    published = await publish_sample(settings, sent[:half], partition=forced_partition)
+    async with running_service(settings):
+        published += await publish_sample(settings, sent[half:], partition=forced_partition)
+        await wait_caught_up(settings)
+
+    assert len(published) == len(sent)
+    expected = expected_state(published, sample.tenants, sample.execution_records)
+    assert_same_state(await actual_state(database.url), expected)
+    # Duplicated bad records are distinct source records: each is dead-lettered once.
+    assert_dead_letters_match(await dead_letters(settings), published)
+
+
+async def test_one_bad_record_of_each_reason_among_valid_traffic(
+    settings: Settings, database: Database
+) -> None:
+    settings = _small_payload_limit(settings)
+    sample = make_sample(300, seed=5, tenants=5, max_payload_bytes=_MAX_PAYLOAD)
+    bad = {r.reason: r for r in sample.records if r.reason is not None}
+    assert set(bad) == set(ReasonCode)
+    valid = [r for r in sample.records if r.reason is None]
+    rng = random.Random(5)
+    records = list(valid)
+    for record in bad.values():
+        records.insert(rng.randint(0, len(records)), record)
+    await seed_database(settings, sample)
+    published = await publish_sample(settings, records)
+    async with running_service(settings):
+        await wait_caught_up(settings)
+
+    letters = await dead_letters(settings)
+    assert sorted(letter.reason for letter in letters) == sorted(str(c) for c in ReasonCode)
+    assert_dead_letters_match(letters, published)
+    for letter in letters:
+        assert letter.headers["dlq.group"] == settings.group_id
+        assert letter.topic in settings.source_topics
+    assert_same_state(
+        await actual_state(database.url),
+        expected_state(published, sample.tenants, sample.execution_records),
+    )
+
+
+async def test_metrics_count_every_outcome_of_a_known_run(
+    settings: Settings, database: Database
+) -> None:
+    settings = _small_payload_limit(settings)
+    sample = make_sample(400, seed=3, tenants=6, max_payload_bytes=_MAX_PAYLOAD)
+    # One version per row (first sent wins nothing over later versions): then each distinct
+    # valid event is applied exactly once and every repeat of it is stale, whatever the batching.
+    first: dict[tuple[EventType, bytes | None], SampleRecord] = {}
+    records: list[SampleRecord] = []
+    for record in sample.records:
+        is_valid = record.reason is None and record.value is not None
+        if is_valid and first.setdefault((record.kind, record.key), record) != record:
+            continue  # a second version of the row: left out
+        records.append(record)
+    await seed_database(settings, sample)
+    published = await publish_sample(settings, records, partition=0)
+
+    async with running_service(settings) as service:
+        await wait_caught_up(settings)
+        assert service.metrics_port is not None
+        await _wait_lag_refreshed(service.metrics_port, settings)
+        status, text = await http_get(service.metrics_port, "/metrics")
+        assert status == 200
+        samples = parse_metrics(text)
+        ready_status, _ = await http_get(service.metrics_port, "/readyz")
+        health_status, _ = await http_get(service.metrics_port, "/healthz")
+
+    assert (ready_status, health_status) == (200, 200)
+    valid = [r for r in published if r.reason is None and r.value is not None]
+    distinct = Counter(r.kind for r in set(valid))
+    total = Counter(r.kind for r in valid)
+    events = "routing_consumer_events_total"
+    for kind in EventType:
+        topic = {
+            EventType.SNAPSHOT: settings.topic_snapshots,
+            EventType.COST: settings.topic_costs,
+            EventType.POLICY: settings.topic_policies,
+        }[kind]
+        assert (
+            metric_sum(samples, events, topic=topic, type=str(kind), outcome="applied")
+            == (distinct[kind])
+        )
+        assert metric_sum(samples, events, topic=topic, type=str(kind), outcome="stale") == (
+            total[kind] - distinct[kind]
+        )
+    bad = [r for r in published if r.reason is not None]
+    assert metric_sum(samples, events, outcome="dead_lettered") == len(bad)
+    tombstones = [r for r in published if r.value is None]
+    assert metric_sum(samples, events, outcome="ignored") == len(tombstones) > 0
+
+    ends = await end_offsets(settings, settings.source_topics)
+    assert await committed_offsets(settings) == {tp: n for tp, n in ends.items() if n > 0}
+    for tp, end in ends.items():
+        labels = {"topic": tp.topic, "partition": str(tp.partition)}
+        assert metric_sum(samples, "routing_consumer_log_end_offset", **labels) == end
+        assert metric_sum(samples, "routing_consumer_lag_records", **labels) == 0
+        assert metric_sum(samples, "routing_consumer_lag_seconds", **labels) == 0
+    assert metric_sum(samples, "routing_consumer_assigned_partitions") == len(ends)
+    assert metric_sum(samples, "routing_consumer_batch_size_count") >= 1
+    assert metric_sum(samples, "routing_consumer_end_to_end_latency_seconds_count") == sum(
+        distinct.values()
+    )
+    assert metric_sum(samples, "routing_consumer_last_commit_timestamp_seconds") > 0
+    assert metric_sum(samples, "routing_consumer_rebalances_total") >= 1
+    assert metric_sum(samples, "routing_build_info") == 1
+
+
+async def _wait_lag_refreshed(port: int, settings: Settings) -> None:
+    """Wait for the lag timer to see the final committed offsets (it runs every 0.5 s here)."""
+    ends = await end_offsets(settings, settings.source_topics)
+    for _ in range(100):
+        _, text = await http_get(port, "/metrics")
+        samples = parse_metrics(text)
+        if all(
+            metric_sum(
+                samples,
+                "routing_consumer_log_end_offset",
+                topic=tp.topic,
+                partition=str(tp.partition),
+            )
+            == end
+            and metric_sum(
+                samples,
+                "routing_consumer_lag_records",
+                topic=tp.topic,
+                partition=str(tp.partition),
+            )
+            == 0
+            for tp, end in ends.items()
+        ):
+            return
+        await asyncio.sleep(0.1)

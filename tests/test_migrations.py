@@ -33,8 +33,10 @@ HEAD = "0003_tenant_columns"
 CLI = Path(sys.executable).parent / "routing-persistence"
 
 
-async def _run_cli(*args: str, url: str, cwd: Path) -> tuple[int, str, str]:
-    env = {**os.environ, "ROUTING_DATABASE_URL": url, "ROUTING_LOG_FORMAT": "json"}
+async def _run_cli(
+    *args: str, url: str, cwd: Path, env: dict[str, str] | None = None
+) -> tuple[int, str, str]:
+    env = {**os.environ, "ROUTING_DATABASE_URL": url, "ROUTING_LOG_FORMAT": "json", **(env or {})}
     proc = await asyncio.create_subprocess_exec(
         str(CLI),
         *args,
@@ -312,3 +314,49 @@ async def test_prisma_tables_with_a_million_rows(empty_database: Database) -> No
         f"max {max(latencies) * 1000:.0f}ms, "
         f"{sum(1 for x in latencies if x > 0.05)} over 50ms"
     )
+
+
+async def test_migrate_gives_up_cleanly_when_the_lock_never_comes(
+    empty_database: Database, tmp_path: Path
+) -> None:
+    """After migrate_max_attempts lock timeouts: exit 1, a message saying why, nothing partial."""
+    url = empty_database.url
+    await create_prisma_tables(url, rows=10)
+    holder = await asyncpg.connect(url)
+    try:
+        await holder.execute('BEGIN; LOCK TABLE "ExecutionRecord" IN ACCESS SHARE MODE')
+        code, _, err = await _run_cli(
+            "migrate",
+            "--lock-timeout-ms",
+            "200",
+            url=url,
+            cwd=tmp_path,
+            env={"ROUTING_MIGRATE_MAX_ATTEMPTS": "2"},
+        )
+    finally:
+        await holder.close()
+    assert code == 1
+    assert "could not get a table lock within 200 ms in 2 attempts" in err
+    assert err.count('"migrate.lock_timeout"') == 1
+    # The baseline (a no-op on Prisma's tables) is recorded; the revision that waited is not.
+    assert await version(url) == "0001_baseline"
+    assert "routingSnapshotEventId" not in await columns(url, "ExecutionRecord")
+
+
+async def test_engine_sessions_carry_their_name_and_statement_timeout(
+    empty_database: Database,
+) -> None:
+    from consumer.db import create_engine
+
+    engine = create_engine(
+        Settings(database_url=empty_database.url, db_statement_timeout_ms=1234, db_pool_size=2)
+    )
+    try:
+        async with engine.connect() as conn:
+            result = await conn.exec_driver_sql(
+                "SELECT current_setting('application_name'), current_setting('statement_timeout')"
+            )
+            assert tuple(result.one()) == ("routing-persistence", "1234ms")
+        assert engine.pool.size() == 2  # type: ignore[attr-defined]
+    finally:
+        await engine.dispose()

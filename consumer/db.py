@@ -85,9 +85,6 @@ _TRANSIENT_CODES = frozenset(
         "40001",  # serialization_failure
         "40P01",  # deadlock_detected
         "55P03",  # lock_not_available (lock_timeout)
-        "55006",  # object_in_use
-        "58000",  # system_error (e.g. I/O during a restart)
-        "XX000",  # internal_error: seen while a server is shutting down; retrying is safe
     }
 )
 _RECORD_PERMANENT_CLASSES = ("22", "23")
@@ -96,9 +93,12 @@ _RECORD_PERMANENT_CLASSES = ("22", "23")
 def classify_sqlstate(sqlstate: str | None) -> ErrorClass:
     """Classify a five-character SQLSTATE (``None``: no SQLSTATE, e.g. a dropped connection).
 
-    ``None`` is :attr:`ErrorClass.TRANSIENT`: an error without a SQLSTATE comes from the
-    connection (reset, refused, closed), not from PostgreSQL judging the statement.
-    ``57014`` (query_canceled: ``statement_timeout``) is transient too: the batch may run again.
+    Transient (docs/architecture.md): class 08 (connection), 40001, 40P01, 53 (insufficient
+    resources), 57P (server shutting down or restarting), 55P03 (lock timeout), and ``None``:
+    an error without a SQLSTATE comes from the connection (reset, refused, closed), not from
+    PostgreSQL judging the statement. Record-permanent: classes 22 and 23. Everything else,
+    ``57014`` (statement_timeout) and ``XX000`` included, is fatal: retrying the same batch
+    would fail the same way, so it must surface.
     """
     if sqlstate is None:
         return ErrorClass.TRANSIENT

@@ -150,8 +150,5 @@ def classify_error(exc: BaseException) -> ErrorClass:
             return ErrorClass.TRANSIENT
         orig = getattr(current, "orig", None)
         current = orig if isinstance(orig, BaseException) else current.__cause__
-    # asyncpg reports a closed connection as InterfaceError/ConnectionDoesNotExistError.
-    name = type(exc).__name__
-    if "ConnectionDoesNotExist" in name or "InterfaceError" in name:
-        return ErrorClass.TRANSIENT
+    # (asyncpg's ConnectionDoesNotExistError carries SQLSTATE 08003: handled above.)
     return ErrorClass.FATAL

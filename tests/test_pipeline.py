@@ -1,0 +1,343 @@
+"""One batch through BatchProcessor on the real stack: records fetched from Kafka, rows in
+PostgreSQL, dead letters on the DLQ topic, the offsets to commit, and faults retried."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+from collections.abc import AsyncIterator
+from decimal import Decimal
+from typing import Any
+
+import asyncpg
+import pytest
+from aiokafka import AIOKafkaProducer
+
+from consumer.db import create_engine, sqlstate_of
+from consumer.errors import TransientError
+from consumer.kafka import client_options
+from consumer.migrate import upgrade
+from consumer.pipeline import BatchProcessor
+from consumer.settings import Settings
+from schemas import EventType, build_event, dumps, loads
+from tests.apply_helpers import (
+    at,
+    cost,
+    cost_payload,
+    fetch,
+    headers_of,
+    policy,
+    produce,
+    read_topic,
+    snapshot,
+    with_raw_payload,
+)
+from tests.conftest import Database, PrivateStack, Topics, free_port
+
+
+@pytest.fixture
+async def producer(settings: Settings) -> AsyncIterator[AIOKafkaProducer]:
+    made = AIOKafkaProducer(acks="all", enable_idempotence=True, **client_options(settings))
+    await made.start()
+    yield made
+    await made.stop()
+
+
+def _changed(settings: Settings, changes: dict[str, Any]) -> Settings:
+    """``settings`` with ``changes``, validated like the real thing (URLs become secrets)."""
+    return Settings.model_validate({**settings.model_dump(), **changes})
+
+
+def _envelope_edit(value: bytes, **changes: Any) -> bytes:
+    document = loads(value)
+    document.update(changes)
+    return dumps(document)
+
+
+def _bad_records(settings: Settings) -> list[tuple[str, str, bytes | None, bytes]]:
+    """(expected reason, topic, key, value): one record per decode reason code."""
+    good = cost("req-bad", "t1", at(0)).value
+    invalid_schema = build_event(
+        EventType.COST,
+        cost_payload(inputTokens=-1),
+        tenant_id="t1",
+        request_id="req-bad",
+        validate=False,
+    ).value
+    broken_rule = build_event(
+        EventType.COST,
+        {**cost_payload(), "totalCostUsd": Decimal("9.99")},
+        tenant_id="t1",
+        request_id="req-bad",
+        validate=False,
+    ).value
+    topic = settings.topic_costs
+    return [
+        ("invalid_json", topic, b"k1", b'{"eventId": '),
+        ("not_an_object", topic, b"k2", b"[1, 2]"),
+        ("schema_violation", topic, b"k3", invalid_schema),
+        ("rule_violation", topic, b"k4", broken_rule),
+        ("unsupported_event_type", topic, b"k5", _envelope_edit(good, type="routing.other")),
+        ("unsupported_schema_version", topic, b"k6", _envelope_edit(good, schemaVersion=2)),
+        ("payload_too_large", topic, b"k7", _envelope_edit(good, padding="x" * 3000)),
+    ]
+
+
+async def test_a_mixed_batch_applies_the_valid_and_dead_letters_every_bad_record(
+    settings: Settings, topics: Topics, database: Database, producer: AIOKafkaProducer
+) -> None:
+    settings = _changed(settings, {"max_payload_bytes": 2048})
+    await database.execute('INSERT INTO "Tenant" ("id") VALUES (\'t1\')')
+    await database.execute(
+        'INSERT INTO "ExecutionRecord" ("id", "requestId", "tenantId") '
+        "VALUES ('req-owned', 'req-owned', 'owner')"
+    )
+    valid = [
+        (settings.topic_snapshots, snapshot("req-1", "t1", at(1))),
+        (settings.topic_costs, cost("req-1", "t1", at(2), input_usd="0.1")),
+        (settings.topic_costs, cost("req-1", "t1", at(1), input_usd="0.3")),  # stale
+        (settings.topic_policies, policy("t1", at(3))),
+    ]
+    db_bad = [
+        ("unknown_tenant", settings.topic_policies, policy("nobody", at(0))),
+        ("tenant_mismatch", settings.topic_snapshots, snapshot("req-owned", "t1", at(0))),
+        (
+            "db_rejected",
+            settings.topic_costs,
+            with_raw_payload(cost("req-2", "t1", at(0), note="N"), "N", '"\\u0000"'),
+        ),
+    ]
+    bad = _bad_records(settings)
+    records: list[tuple[str, bytes | None, bytes | None]] = [
+        (topic, e.key, e.value) for topic, e in valid
+    ]
+    records += [(topic, key, value) for _, topic, key, value in bad]
+    records += [(topic, e.key, e.value) for _, topic, e in db_bad]
+    records.append((settings.topic_snapshots, b"req-gone", None))  # a tombstone
+    await produce(settings.kafka_bootstrap_servers, records)
+    batch = await fetch(settings.kafka_bootstrap_servers, settings.source_topics, len(records))
+    engine = create_engine(settings)
+    try:
+        processor = BatchProcessor(settings, engine, producer, group_id=settings.group_id)
+        result = await processor.process(batch)
+    finally:
+        await engine.dispose()
+
+    # Offsets: every partition of the batch up to its end.
+    assert result.commit_offsets == {tp: max(r.offset for r in rs) + 1 for tp, rs in batch.items()}
+    assert sum(result.commit_offsets.values()) == len(records)  # all produced to partition 0
+    # Counts per outcome.
+    assert result.count("applied") == 3
+    assert result.count("stale") == 1
+    assert result.count("ignored") == 1
+    assert result.count("dead_lettered") == len(bad) + len(db_bad) == result.dead_letters
+    assert result.outcomes[(settings.topic_costs, "routing.cost", "applied")] == 1
+    assert result.outcomes[(settings.topic_costs, "unknown", "dead_lettered")] == len(bad)
+    assert sorted(result.applied_occurred_at) == [at(1), at(2), at(3)]
+    # Rows.
+    rows = await database.fetch(
+        'SELECT "requestId", "tenantId", "actualCost"->>\'inputCostUsd\' AS input, '
+        '"routingSnapshot" IS NOT NULL AS has_snapshot FROM "ExecutionRecord" ORDER BY 1'
+    )
+    assert [tuple(r) for r in rows] == [
+        ("req-1", "t1", "0.1", True),
+        ("req-owned", "owner", None, False),
+    ]
+    # Dead letters: exactly the bad records, each with its reason and where it came from.
+    letters = await read_topic(settings.kafka_bootstrap_servers, topics.dlq)
+    sources = {(r.topic, r.offset): r for rs in batch.values() for r in rs}
+    got: Counter[str] = Counter()
+    for letter in letters:
+        headers = headers_of(letter)
+        source = sources[(headers["dlq.topic"], int(headers["dlq.offset"]))]
+        assert (letter.key, letter.value) == (source.key, source.value)
+        assert headers["dlq.group"] == settings.group_id
+        assert headers["dlq.timestamp"] == str(source.timestamp)
+        assert headers["dlq.error"]
+        got[headers["dlq.reason"]] += 1
+    assert got == Counter([reason for reason, *_ in bad] + [reason for reason, *_ in db_bad])
+
+
+async def test_dry_run_validates_and_counts_but_writes_nothing(
+    settings: Settings, topics: Topics, database: Database
+) -> None:
+    records = [
+        (settings.topic_costs, b"k", cost("req-1", "t1", at(0)).value),
+        (settings.topic_costs, b"k", b"not json"),
+        (settings.topic_policies, b"t1", policy("t1", at(0)).value),
+    ]
+    await produce(settings.kafka_bootstrap_servers, records)
+    batch = await fetch(settings.kafka_bootstrap_servers, settings.source_topics, 3)
+    engine = create_engine(settings)
+    try:
+        processor = BatchProcessor(settings, engine, None, group_id=settings.group_id, dry_run=True)
+        result = await processor.process(batch)
+    finally:
+        await engine.dispose()
+
+    assert result.outcomes == Counter(
+        {
+            (settings.topic_costs, "routing.cost", "valid"): 1,
+            (settings.topic_costs, "unknown", "dead_lettered"): 1,
+            (settings.topic_policies, "tenant.policy", "valid"): 1,
+        }
+    )
+    assert result.dead_letter_reasons == Counter({"invalid_json": 1})
+    assert result.applied_occurred_at == []
+    assert await database.fetch('SELECT * FROM "ExecutionRecord"') == []
+    assert await read_topic(settings.kafka_bootstrap_servers, topics.dlq) == []
+
+
+async def test_an_unexpected_database_error_propagates_and_nothing_is_dead_lettered(
+    settings: Settings, topics: Topics, empty_database: Database, producer: AIOKafkaProducer
+) -> None:
+    # No migrations: "ExecutionRecord" does not exist (42P01). A bug or a misconfiguration must
+    # stop the consumer, never skip or dead-letter records.
+    settings = _changed(settings, {"database_url": empty_database.url})
+    bad = (settings.topic_costs, b"k", b"{}")
+    good = (settings.topic_costs, b"req-1", cost("req-1", "t1", at(0)).value)
+    await produce(settings.kafka_bootstrap_servers, [good, bad])
+    batch = await fetch(settings.kafka_bootstrap_servers, [settings.topic_costs], 2)
+    engine = create_engine(settings)
+    retries: list[float] = []
+    try:
+        processor = BatchProcessor(
+            settings,
+            engine,
+            producer,
+            group_id=settings.group_id,
+            on_retry=lambda _, delay: retries.append(delay),
+        )
+        with pytest.raises(Exception, match="ExecutionRecord") as raised:
+            await processor.process(batch)
+    finally:
+        await engine.dispose()
+
+    assert sqlstate_of(raised.value) == "42P01"
+    assert retries == []
+    assert await read_topic(settings.kafka_bootstrap_servers, topics.dlq) == []
+
+
+async def test_with_a_retry_limit_an_unreachable_database_raises_transient_error(
+    settings: Settings, topics: Topics, producer: AIOKafkaProducer
+) -> None:
+    settings = _changed(
+        settings,
+        {
+            "database_url": f"postgresql://postgres@127.0.0.1:{free_port()}/routing",
+            "retry_max_attempts": 3,
+            "retry_initial_delay_s": 0.01,
+        },
+    )
+    await produce(settings.kafka_bootstrap_servers, [(settings.topic_costs, b"k", b"[]")])
+    await produce(
+        settings.kafka_bootstrap_servers,
+        [(settings.topic_costs, b"req-1", cost("req-1", "t1", at(0)).value)],
+    )
+    batch = await fetch(settings.kafka_bootstrap_servers, [settings.topic_costs], 2)
+    engine = create_engine(settings)
+    retries: list[BaseException] = []
+    states: list[bool] = []
+    try:
+        processor = BatchProcessor(
+            settings,
+            engine,
+            producer,
+            group_id=settings.group_id,
+            on_retry=lambda exc, _: retries.append(exc),
+            on_database_state=states.append,
+        )
+        with pytest.raises(TransientError, match="3 attempts"):
+            await processor.process(batch)
+    finally:
+        await engine.dispose()
+
+    assert len(retries) == 2
+    assert states == [False]
+    # The batch failed as a whole: even its decode rejection was not dead-lettered, since the
+    # caller will not commit and the record comes again.
+    assert await read_topic(settings.kafka_bootstrap_servers, topics.dlq) == []
+
+
+async def _migrated_private_database(stack: PrivateStack) -> str:
+    await asyncio.to_thread(stack.up, "postgres")
+    await asyncio.to_thread(upgrade, Settings(database_url=stack.database_url), sql=False)
+    return stack.database_url
+
+
+@pytest.mark.slow
+async def test_postgresql_stopped_mid_batch_is_waited_for_and_the_batch_completes(
+    settings: Settings, topics: Topics, private_stack: PrivateStack, producer: AIOKafkaProducer
+) -> None:
+    url = await _migrated_private_database(private_stack)
+    settings = _changed(settings, {"database_url": url})
+    events = [cost(f"req-{i}", "t1", at(i)) for i in range(200)]
+    events += [snapshot(f"req-{i}", "t1", at(i)) for i in range(200)]
+    records = [(settings.topic_costs, e.key, e.value) for e in events]
+    records.append((settings.topic_costs, b"x", b"nope"))
+    await produce(settings.kafka_bootstrap_servers, records)
+    batch = await fetch(settings.kafka_bootstrap_servers, [settings.topic_costs], len(records))
+
+    # Hold a lock so the batch's statement is running (blocked) when the server stops.
+    blocker = await asyncpg.connect(url)
+    await blocker.execute('BEGIN; LOCK TABLE "ExecutionRecord" IN ACCESS EXCLUSIVE MODE')
+    engine = create_engine(settings)
+    states: list[bool] = []
+    retries: list[BaseException] = []
+    processor = BatchProcessor(
+        settings,
+        engine,
+        producer,
+        group_id=settings.group_id,
+        on_retry=lambda exc, _: retries.append(exc),
+        on_database_state=states.append,
+    )
+    try:
+        task = asyncio.create_task(processor.process(batch))
+        await _wait_for_lock_waiter(url)
+        assert not task.done()
+        await asyncio.to_thread(private_stack.down, "postgres")
+        await asyncio.sleep(3)
+        assert not task.done()  # still retrying, not failed
+        assert states == [False]
+        await asyncio.to_thread(private_stack.up, "postgres")
+        result = await asyncio.wait_for(task, timeout=60)
+    finally:
+        blocker.terminate()
+        await engine.dispose()
+
+    assert states == [False, True]
+    assert len(retries) >= 2
+    assert result.count("applied") == 400
+    assert result.dead_letters == 1
+    rows = await asyncpg.connect(url)
+    try:
+        stored = await rows.fetch(
+            'SELECT "requestId", "actualCostEventId", "routingSnapshotEventId" '
+            'FROM "ExecutionRecord"'
+        )
+    finally:
+        await rows.close()
+    by_request = {r["requestId"]: r for r in stored}
+    assert len(by_request) == 200
+    for e in events:
+        column = "actualCostEventId" if e.type is EventType.COST else "routingSnapshotEventId"
+        assert by_request[e.key.decode()][column] == e.event_id
+    [letter] = await read_topic(settings.kafka_bootstrap_servers, topics.dlq)
+    assert headers_of(letter)["dlq.reason"] == "invalid_json"
+
+
+async def _wait_for_lock_waiter(url: str) -> None:
+    conn = await asyncpg.connect(url)
+    try:
+        for _ in range(200):
+            waiting = await conn.fetchval(
+                "SELECT count(*) FROM pg_stat_activity "
+                "WHERE wait_event_type = 'Lock' AND application_name = 'routing-persistence'"
+            )
+            if waiting:
+                return
+            await asyncio.sleep(0.05)
+        raise AssertionError("the batch never reached the database")
+    finally:
+        await conn.close()

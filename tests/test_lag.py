@@ -7,10 +7,14 @@ offsets committed here, never from the code under test.
 from __future__ import annotations
 
 import asyncio
+import json
+import re
 import time
 from collections import Counter
+from pathlib import Path
 
 import pytest
+import yaml
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
@@ -193,3 +197,63 @@ async def test_lag_exit_2_when_a_topic_is_missing(lag_settings: Settings) -> Non
         assert missing not in await admin.list_topics()
     finally:
         await admin.close()
+
+
+# --- the dashboard and alert rules watch metrics that exist -----------------------------------
+
+DEPLOY = Path(__file__).resolve().parent.parent / "deploy"
+_SUFFIXES = {"counter": ("_total",), "gauge": ("",), "histogram": ("_bucket", "_sum", "_count")}
+
+
+def _exposed_series_names() -> set[str]:
+    """Every series name the service's registry can expose (labelled families included)."""
+    from consumer.metrics import ServiceMetrics
+
+    names: set[str] = set()
+    for family in ServiceMetrics().registry.collect():
+        names.update(family.name + suffix for suffix in _SUFFIXES.get(family.type, ("",)))
+        names.update(sample.name for sample in family.samples)
+    return names
+
+
+def test_dashboard_and_alerts_use_only_exposed_metrics() -> None:
+    exposed = _exposed_series_names()
+    dashboard_text = (DEPLOY / "grafana" / "routing-persistence.json").read_text()
+    dashboard = json.loads(dashboard_text)
+    used = set(re.findall(r"routing_[a-z_]+", dashboard_text)) - {"routing_persistence"}
+    assert used, "the dashboard queries no routing_* metric"
+    assert used <= exposed, f"unknown metrics in the dashboard: {sorted(used - exposed)}"
+    # Every family the issue lists has a panel.
+    for family in (
+        "routing_consumer_events_total",
+        "routing_consumer_lag_records",
+        "routing_consumer_lag_seconds",
+        "routing_consumer_batch_duration_seconds_bucket",
+        "routing_consumer_end_to_end_latency_seconds_bucket",
+        "routing_consumer_db_retries_total",
+        "routing_consumer_rebalances_total",
+        "routing_consumer_assigned_partitions",
+        "routing_consumer_last_commit_timestamp_seconds",
+        "routing_build_info",
+    ):
+        assert family in used, family
+    ids = [p["id"] for p in dashboard["panels"]]
+    assert len(ids) == len(set(ids))
+    for panel in dashboard["panels"]:
+        if panel["type"] != "row":
+            assert panel["targets"], panel["title"]
+            assert all(t["expr"] for t in panel["targets"]), panel["title"]
+
+    rules = yaml.safe_load((DEPLOY / "prometheus" / "alerts.yaml").read_text())
+    alerts = {r["alert"]: r for g in rules["groups"] for r in g["rules"]}
+    assert {
+        "RoutingConsumerLagHigh",
+        "RoutingConsumerNoCommit",
+        "RoutingConsumerDeadLetterRate",
+    } <= set(alerts)
+    for name, rule in alerts.items():
+        assert rule["labels"]["severity"] in {"warning", "critical"}, name
+        assert rule["annotations"]["summary"], name
+        assert rule["expr"].count("(") == rule["expr"].count(")"), name
+        in_rule = set(re.findall(r"routing_[a-z_]+", rule["expr"]))
+        assert in_rule <= exposed, f"{name}: unknown metrics {sorted(in_rule - exposed)}"

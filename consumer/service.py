@@ -457,6 +457,8 @@ class Service:
             auto_offset_reset="earliest",
             isolation_level="read_committed",
             max_poll_records=self.settings.batch_max_records,
+            session_timeout_ms=self.settings.kafka_session_timeout_ms,
+            heartbeat_interval_ms=min(3000, self.settings.kafka_session_timeout_ms // 3),
         )
 
     def _new_producer(self) -> AIOKafkaProducer:

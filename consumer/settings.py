@@ -72,6 +72,8 @@ class Settings(BaseSettings):
 
     # --- tuning (not in the contract; defaults suit one pod with 1 CPU) ---------------------
     kafka_client_id: str = "routing-persistence"
+    #: A member that stops heartbeating (a crashed pod) loses its partitions after this long.
+    kafka_session_timeout_ms: int = Field(default=10_000, ge=1000, le=300_000)
     #: Upper bound of records taken by one ``getmany()``: bounds memory and batch latency.
     batch_max_records: int = Field(default=2000, ge=1, le=100_000)
     #: How long one ``getmany()`` waits for records before handing back a partial batch.

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
+import ssl
 from typing import Any
 
+from aiokafka.conn import create_conn
+from aiokafka.errors import AuthenticationFailedError, KafkaError, SaslAuthenticationFailed
 from aiokafka.helpers import create_ssl_context
 
 from consumer.settings import Settings
 
-__all__ = ["client_options"]
+__all__ = ["client_options", "find_permanent_connect_error"]
 
 
 def client_options(settings: Settings) -> dict[str, Any]:
@@ -31,3 +35,49 @@ def client_options(settings: Settings) -> dict[str, Any]:
         options["sasl_plain_username"] = settings.kafka_sasl_username
         options["sasl_plain_password"] = settings.kafka_sasl_password.get_secret_value()
     return options
+
+
+#: Errors of one bootstrap connection that no retry can fix: wrong credentials, a server
+#: certificate the configured CA does not sign (or for another host).
+_PERMANENT_CONNECT_ERRORS = (
+    SaslAuthenticationFailed,
+    AuthenticationFailedError,
+    ssl.SSLCertVerificationError,
+)
+
+
+async def find_permanent_connect_error(
+    settings: Settings, *, timeout_s: float = 10.0
+) -> BaseException | None:
+    """Why the bootstrap servers refuse this client, when no retry can fix it; else ``None``.
+
+    aiokafka's ``start()`` reports a refused SASL login or a failed TLS verification only as
+    ``KafkaConnectionError("Unable to bootstrap ...")``, the same as a broker that is down (which
+    is transient and retried). Call this after such a failure: it connects once to each bootstrap
+    server exactly as the clients do and returns the first SASL authentication or certificate
+    verification error, so the caller can stop with a clear message instead of retrying forever.
+    The error's text never contains the password (the broker's message names the mechanism).
+    """
+    options = client_options(settings)
+    for server in settings.kafka_bootstrap_servers.split(","):
+        host, _, port = server.strip().rpartition(":")
+        try:
+            conn = await asyncio.wait_for(
+                create_conn(
+                    host.strip("[]"),
+                    int(port),
+                    client_id=options["client_id"],
+                    ssl_context=options.get("ssl_context"),
+                    security_protocol=options["security_protocol"],
+                    sasl_mechanism=options.get("sasl_mechanism") or "PLAIN",
+                    sasl_plain_username=options.get("sasl_plain_username"),
+                    sasl_plain_password=options.get("sasl_plain_password"),
+                ),
+                timeout_s,
+            )
+        except _PERMANENT_CONNECT_ERRORS as exc:
+            return exc
+        except (KafkaError, OSError, TimeoutError, ValueError):
+            continue  # down or unreachable: transient, the caller retries
+        conn.close()
+    return None

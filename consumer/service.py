@@ -59,7 +59,7 @@ from consumer import __version__
 from consumer.db import create_engine
 from consumer.errors import ConfigurationError
 from consumer.health import HealthServer, HealthState
-from consumer.kafka import client_options
+from consumer.kafka import client_options, find_permanent_connect_error
 from consumer.logs import get_logger
 from consumer.metrics import CONTENT_TYPE, ServiceMetrics
 from consumer.pipeline import BatchProcessor, BatchResult
@@ -482,6 +482,11 @@ class Service:
                 raise ConfigurationError(f"Kafka refused the {what}: {exc!r}") from exc
             except (KafkaError, OSError) as exc:
                 await _quietly(client.stop())
+                # aiokafka reports a refused login or certificate like a broker that is down:
+                # ask once which it was, so wrong credentials stop the process instead of looping.
+                cause = await find_permanent_connect_error(self.settings)
+                if cause is not None:
+                    raise ConfigurationError(f"Kafka refused the {what}: {cause!r}") from cause
                 delay = backoff.next()
                 self.health.is_broker_reachable = False
                 self.health.tick()

@@ -1,0 +1,386 @@
+"""Running each measured system on a backlog: this service, the naive port, the two ceilings.
+
+Each system gets a fresh database (a copy of the run's migrated template with the tenants in
+it) and a fresh consumer group, and reads a backlog produced before it starts.
+
+How the service is timed: it runs as the real ``routing-persistence run`` subprocess; the
+benchmark polls its group's committed offsets (every 0.2 s, through the admin API) and times the
+window from the first commit it sees to the moment the committed offsets reach the end of the
+backlog. Offsets are committed only after the rows are committed (``CONTRACT.md`` §3), so the
+window counts durable events, and startup (imports, group join) is outside it. CPU is the
+process's utime + stime over the same window (``/proc/<pid>/stat``), peak RSS is its ``VmHWM``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+
+from bench.infra import (
+    ROOT,
+    GroupProgress,
+    Stack,
+    TopicSet,
+    cpu_seconds,
+    free_port,
+    peak_rss_bytes,
+)
+from bench.oracle import CheckResult, Oracle, payload_text
+
+__all__ = [
+    "Measured",
+    "pg_ceiling",
+    "run_kafka_ceiling",
+    "run_naive",
+    "run_service_backlog",
+    "service_command",
+    "service_env",
+    "start_service",
+    "stop_service",
+    "watch_group",
+]
+
+
+@dataclass
+class Measured:
+    """What one system did with one backlog."""
+
+    name: str
+    events: int
+    seconds: float
+    cpu_seconds: float | None
+    peak_rss_bytes: int | None
+    check: CheckResult | None = None
+    notes: list[str] = field(default_factory=list)
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def events_per_s(self) -> float:
+        """Throughput over the timed window."""
+        return self.events / self.seconds if self.seconds > 0 else 0.0
+
+    @property
+    def cpu_per_1000(self) -> float | None:
+        """CPU seconds of the process per 1,000 events."""
+        if self.cpu_seconds is None or self.events == 0:
+            return None
+        return self.cpu_seconds * 1000 / self.events
+
+    @property
+    def counts(self) -> bool:
+        """Whether the figures count: the rows were checked and all equal the expected ones."""
+        return self.check is None or self.check.ok
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-ready form for the results file."""
+        return {
+            "name": self.name,
+            "events": self.events,
+            "seconds": round(self.seconds, 4),
+            "events_per_s": round(self.events_per_s, 1),
+            "cpu_seconds": None if self.cpu_seconds is None else round(self.cpu_seconds, 3),
+            "cpu_s_per_1000_events": None
+            if self.cpu_per_1000 is None
+            else round(self.cpu_per_1000, 4),
+            "peak_rss_bytes": self.peak_rss_bytes,
+            "rows": None if self.check is None else self.check.as_dict(),
+            "counts": self.counts,
+            "notes": self.notes,
+            **self.extra,
+        }
+
+
+def service_command() -> list[str]:
+    """The console script of this checkout's venv (``routing-persistence``)."""
+    script = Path(sys.executable).parent / "routing-persistence"
+    if script.exists():
+        return [str(script)]
+    return [sys.executable, "-c", "from consumer.cli import main; main()"]
+
+
+def service_env(
+    stack: Stack, topics: TopicSet, database_url: str, group: str, metrics_port: int
+) -> dict[str, str]:
+    """The environment of a service subprocess: its own topics, database, group and port."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ROUTING_")}
+    env |= {
+        "ROUTING_KAFKA_BOOTSTRAP_SERVERS": stack.bootstrap,
+        "ROUTING_DATABASE_URL": database_url,
+        "ROUTING_GROUP_ID": group,
+        "ROUTING_TOPIC_SNAPSHOTS": topics.snapshots,
+        "ROUTING_TOPIC_COSTS": topics.costs,
+        "ROUTING_TOPIC_POLICIES": topics.policies,
+        "ROUTING_TOPIC_DLQ": topics.dlq,
+        "ROUTING_METRICS_PORT": str(metrics_port),
+        "ROUTING_LOG_LEVEL": "WARNING",
+        "ROUTING_LOG_FORMAT": "json",
+    }
+    return env
+
+
+def start_service(env: dict[str, str], log_path: Path) -> subprocess.Popen[bytes]:
+    """Start ``routing-persistence run`` with ``env``, output to ``log_path``."""
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with log_path.open("wb") as log:
+        return subprocess.Popen(
+            [*service_command(), "run"],
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            cwd=ROOT,
+        )
+
+
+def stop_service(proc: subprocess.Popen[bytes], timeout: float = 40.0) -> int:
+    """SIGTERM the service and wait for it (SIGKILL after ``timeout``); return its exit code."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    return proc.returncode
+
+
+@dataclass
+class Window:
+    """The timed window of a consumer that commits offsets: see the module docstring."""
+
+    events: int
+    seconds: float
+    cpu_seconds: float
+    peak_rss_bytes: int
+    includes_startup: bool
+
+
+async def watch_group(
+    stack: Stack,
+    proc: subprocess.Popen[bytes],
+    groups: list[str],
+    topics: list[str],
+    total: int,
+    *,
+    stall_timeout: float = 180.0,
+    poll_interval: float = 0.2,
+) -> Window:
+    """Poll ``groups``' committed offsets until they reach ``total``; time that window.
+
+    Raises ``RuntimeError`` if the process exits first or makes no progress for
+    ``stall_timeout`` seconds (its log tells why).
+    """
+    pid = proc.pid
+    spawned = time.perf_counter()
+    first: tuple[float, int, float] | None = None
+    last_change = time.perf_counter()
+    last = 0
+    async with GroupProgress(stack.bootstrap, groups, topics) as progress:
+        while True:
+            if proc.poll() is not None:
+                raise RuntimeError(f"process {pid} exited with {proc.returncode} before the end")
+            done = await progress.committed()
+            now = time.perf_counter()
+            cpu = cpu_seconds(pid)
+            if done != last:
+                last, last_change = done, now
+            if first is None and done > 0:
+                first = (now, done, cpu)
+            if done >= total:
+                peak = peak_rss_bytes(pid)
+                assert first is not None
+                if first[1] >= total:  # everything landed in the first commit we saw
+                    return Window(total, now - spawned, cpu, peak, includes_startup=True)
+                return Window(total - first[1], now - first[0], cpu - first[2], peak, False)
+            if now - last_change > stall_timeout:
+                raise RuntimeError(f"no progress for {stall_timeout:.0f} s at {done}/{total}")
+            await asyncio.sleep(poll_interval)
+
+
+async def run_service_backlog(
+    stack: Stack,
+    topics: TopicSet,
+    database_url: str,
+    group: str,
+    total: int,
+    log_path: Path,
+    *,
+    name: str = "this service",
+) -> Measured:
+    """``routing-persistence run`` catching up on a backlog of ``total`` records (see above)."""
+    env = service_env(stack, topics, database_url, group, free_port())
+    proc = start_service(env, log_path)
+    try:
+        window = await watch_group(stack, proc, [group], list(topics.sources), total)
+    finally:
+        code = await asyncio.to_thread(stop_service, proc)
+    notes = []
+    if window.includes_startup:
+        notes.append("the whole backlog landed in the first commit seen: timed from spawn")
+    if code != 0:
+        notes.append(f"exited {code} after SIGTERM (expected 0); see {log_path.name}")
+    return Measured(
+        name,
+        window.events,
+        window.seconds,
+        window.cpu_seconds,
+        window.peak_rss_bytes,
+        notes=notes,
+        extra={"exit_code": code, "backlog": total},
+    )
+
+
+async def run_worker(args: list[str], log_path: Path) -> dict[str, Any]:
+    """Run ``python -m bench.workers *args``; return its JSON report."""
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with log_path.open("wb") as log:
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "bench.workers",
+            *args,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=log,
+            cwd=ROOT,
+        )
+        out, _ = await proc.communicate()
+    if proc.returncode != 0:
+        raise RuntimeError(f"bench.workers {args[0]} exited {proc.returncode}; see {log_path}")
+    report: dict[str, Any] = json.loads(out.decode().strip().splitlines()[-1])
+    return report
+
+
+async def run_kafka_ceiling(stack: Stack, topics: TopicSet, log_dir: Path) -> Measured:
+    """aiokafka reading the backlog and nothing else (no group, no commits, no decoding)."""
+    report = await run_worker(
+        ["kafka-ceiling", "--bootstrap", stack.bootstrap, "--topics", ",".join(topics.sources)],
+        log_dir / "kafka-ceiling.log",
+    )
+    return Measured(
+        "kafka ceiling",
+        report["events"],
+        report["seconds"],
+        report["cpu_seconds"],
+        report["peak_rss_bytes"],
+        notes=["aiokafka getmany() to the end offsets; no group, no decoding, no database"],
+    )
+
+
+async def run_naive(
+    stack: Stack, topics: TopicSet, database_url: str, group: str, log_dir: Path
+) -> Measured:
+    """The naive port (``bench.workers naive``) on ``topics``."""
+    report = await run_worker(
+        [
+            "naive",
+            "--bootstrap",
+            stack.bootstrap,
+            "--topics",
+            ",".join(topics.sources),
+            "--group",
+            group,
+            "--database-url",
+            database_url,
+        ],
+        log_dir / "naive.log",
+    )
+    return Measured(
+        "naive port",
+        report["events"],
+        report["seconds"],
+        report["cpu_seconds"],
+        report["peak_rss_bytes"],
+        notes=[
+            "one session + statement + COMMIT per event, then its offset committed; "
+            "upsert + version guard added to B6's update so the rows come out right"
+        ],
+    )
+
+
+_PG_CEILING_ER = """
+INSERT INTO "ExecutionRecord" AS r (id, "requestId", "tenantId",
+    "routingSnapshot", "routingSnapshotOccurredAt", "routingSnapshotEventId",
+    "actualCost", "actualCostOccurredAt", "actualCostEventId")
+SELECT rid, rid, tid, snap::jsonb, snap_at, snap_id, cost::jsonb, cost_at, cost_id FROM _in_er
+ON CONFLICT ("requestId") DO UPDATE SET
+    "routingSnapshot" = EXCLUDED."routingSnapshot",
+    "routingSnapshotOccurredAt" = EXCLUDED."routingSnapshotOccurredAt",
+    "routingSnapshotEventId" = EXCLUDED."routingSnapshotEventId",
+    "actualCost" = EXCLUDED."actualCost",
+    "actualCostOccurredAt" = EXCLUDED."actualCostOccurredAt",
+    "actualCostEventId" = EXCLUDED."actualCostEventId"
+"""
+_PG_CEILING_T = """
+UPDATE "Tenant" t SET "routingPolicy" = p.pol::jsonb, "routingPolicyOccurredAt" = p.pol_at,
+       "routingPolicyEventId" = p.pol_id
+FROM _in_t p WHERE t.id = p.id
+"""
+
+
+async def pg_ceiling(database_url: str, oracle: Oracle, tenants: list[str]) -> Measured:
+    """PostgreSQL writing the backlog's final rows from memory: COPY + one upsert per table.
+
+    The rows (payloads already extracted) are prepared before the clock starts; the timed part is
+    one transaction: ``COPY`` into temp tables, one ``INSERT ... ON CONFLICT`` into
+    ``"ExecutionRecord"``, one ``UPDATE ... FROM`` of ``"Tenant"``, ``COMMIT``. Its events/s is the
+    backlog's event count over that time. CPU is this (client) process's only.
+    """
+    er_rows = []
+    for rid, tid, snap, snap_at, snap_id, cost, cost_at, cost_id in oracle.execution_rows():
+        er_rows.append(
+            (
+                rid,
+                tid,
+                payload_text(snap.encode()) if snap else None,
+                snap_at,
+                snap_id,
+                payload_text(cost.encode()) if cost else None,
+                cost_at,
+                cost_id,
+            )
+        )
+    t_rows = [
+        (tid, payload_text(pol.encode()), at, eid)
+        for tid, pol, at, eid in oracle.tenant_rows(tenants)
+        if pol is not None
+    ]
+    conn = await asyncpg.connect(database_url)
+    try:
+        started, cpu0 = time.perf_counter(), time.process_time()
+        async with conn.transaction():
+            await conn.execute(
+                "CREATE TEMP TABLE _in_er (rid text, tid text, snap text, snap_at timestamptz,"
+                " snap_id uuid, cost text, cost_at timestamptz, cost_id uuid) ON COMMIT DROP"
+            )
+            await conn.execute(
+                "CREATE TEMP TABLE _in_t (id text, pol text, pol_at timestamptz, pol_id uuid)"
+                " ON COMMIT DROP"
+            )
+            await conn.copy_records_to_table("_in_er", records=er_rows)
+            await conn.copy_records_to_table("_in_t", records=t_rows)
+            await conn.execute(_PG_CEILING_ER)
+            await conn.execute(_PG_CEILING_T)
+        seconds, cpu = time.perf_counter() - started, time.process_time() - cpu0
+    finally:
+        await conn.close()
+    return Measured(
+        "PostgreSQL ceiling",
+        oracle.events,
+        seconds,
+        cpu,
+        None,
+        notes=[
+            f"COPY of {len(er_rows)} + {len(t_rows)} final rows + one INSERT ... ON CONFLICT "
+            "and one UPDATE ... FROM, one transaction; events/s = backlog events / that time; "
+            "CPU is the client's only"
+        ],
+    )

@@ -1,0 +1,197 @@
+"""Baseline consumers run as subprocesses by the benchmark (``python -m bench.workers ...``).
+
+Each prints one JSON line on stdout: ``events``, ``seconds`` (first record to last), ``cpu_seconds``
+(this process, same window) and ``peak_rss_bytes`` (``ru_maxrss``).
+
+- ``kafka-ceiling``: aiokafka reading the topics to their end offsets, doing nothing else: the
+  most a Python consumer on this machine can take from this broker.
+- ``naive``: what a direct translation of the B6 TypeScript functions does: for every record,
+  one SQLAlchemy session, one statement, one ``COMMIT``, then the record's offset committed.
+  Two additions make its rows comparable: the statement is an upsert (B6's ``update`` fails on a
+  missing row) and it carries the contract's version guard (B6 has none, and without it late
+  events leave wrong rows). It uses the same asyncpg driver as the service.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import resource
+import sys
+import time
+import uuid
+from datetime import datetime
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import async_sessionmaker, create_async_engine
+
+__all__ = ["main"]
+
+
+def _report(events: int, seconds: float, cpu: float, **extra: Any) -> None:
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # ru_maxrss is KiB on Linux
+    print(
+        json.dumps(
+            {"events": events, "seconds": seconds, "cpu_seconds": cpu, "peak_rss_bytes": peak}
+            | extra
+        ),
+        flush=True,
+    )
+
+
+async def _assigned_ends(
+    consumer: AIOKafkaConsumer, topics: list[str]
+) -> dict[TopicPartition, int]:
+    parts: list[TopicPartition] = []
+    for topic in topics:
+        for _ in range(100):
+            found = consumer.partitions_for_topic(topic)
+            if found:
+                break
+            await consumer._client.force_metadata_update()
+            await asyncio.sleep(0.1)
+        else:
+            raise RuntimeError(f"no partitions for {topic}")
+        parts += [TopicPartition(topic, p) for p in sorted(found)]
+    ends: dict[TopicPartition, int] = await consumer.end_offsets(parts)
+    return ends
+
+
+async def kafka_ceiling(bootstrap: str, topics: list[str]) -> None:
+    """Read every record of ``topics`` up to the end offsets taken at start; report."""
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap,
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+        max_partition_fetch_bytes=4 * 1024 * 1024,
+        fetch_max_bytes=64 * 1024 * 1024,
+    )
+    await consumer.start()
+    try:
+        ends = await _assigned_ends(consumer, topics)
+        consumer.assign(list(ends))
+        await consumer.seek_to_beginning()
+        remaining = {tp: end for tp, end in ends.items() if end > 0}
+        count = 0
+        # Timed from the first fetch on (connection and metadata are set up by now).
+        started, cpu0 = time.perf_counter(), time.process_time()
+        while remaining:
+            batch = await consumer.getmany(timeout_ms=1000, max_records=10_000)
+            for tp, records in batch.items():
+                if not records:
+                    continue
+                count += len(records)
+                if records[-1].offset + 1 >= remaining.get(tp, 0):
+                    remaining.pop(tp, None)
+        _report(count, time.perf_counter() - started, time.process_time() - cpu0)
+    finally:
+        await consumer.stop()
+
+
+_SNAPSHOT = text("""
+INSERT INTO "ExecutionRecord" AS r (id, "requestId", "tenantId", "routingSnapshot",
+                               "routingSnapshotOccurredAt", "routingSnapshotEventId")
+VALUES (:rid, :rid, :tid, CAST(:env AS jsonb) -> 'payload', :at, :eid)
+ON CONFLICT ("requestId") DO UPDATE
+SET "routingSnapshot" = EXCLUDED."routingSnapshot",
+    "routingSnapshotOccurredAt" = EXCLUDED."routingSnapshotOccurredAt",
+    "routingSnapshotEventId" = EXCLUDED."routingSnapshotEventId"
+WHERE (r."tenantId" IS NULL OR r."tenantId" = EXCLUDED."tenantId")
+  AND (r."routingSnapshotOccurredAt" IS NULL
+       OR (r."routingSnapshotOccurredAt", r."routingSnapshotEventId")
+          < (EXCLUDED."routingSnapshotOccurredAt", EXCLUDED."routingSnapshotEventId"))
+""")
+_COST = text("""
+INSERT INTO "ExecutionRecord" AS r (id, "requestId", "tenantId", "actualCost",
+                               "actualCostOccurredAt", "actualCostEventId")
+VALUES (:rid, :rid, :tid, CAST(:env AS jsonb) -> 'payload', :at, :eid)
+ON CONFLICT ("requestId") DO UPDATE
+SET "actualCost" = EXCLUDED."actualCost",
+    "actualCostOccurredAt" = EXCLUDED."actualCostOccurredAt",
+    "actualCostEventId" = EXCLUDED."actualCostEventId"
+WHERE (r."tenantId" IS NULL OR r."tenantId" = EXCLUDED."tenantId")
+  AND (r."actualCostOccurredAt" IS NULL
+       OR (r."actualCostOccurredAt", r."actualCostEventId")
+          < (EXCLUDED."actualCostOccurredAt", EXCLUDED."actualCostEventId"))
+""")
+_POLICY = text("""
+UPDATE "Tenant"
+SET "routingPolicy" = CAST(:env AS jsonb) -> 'payload',
+    "routingPolicyOccurredAt" = :at, "routingPolicyEventId" = :eid
+WHERE id = :tid
+  AND ("routingPolicyOccurredAt" IS NULL
+       OR ("routingPolicyOccurredAt", "routingPolicyEventId") < (:at, :eid))
+""")
+
+
+async def naive(bootstrap: str, topics: list[str], group: str, database_url: str) -> None:
+    """Apply every record with its own session, statement and commit; commit each offset."""
+    engine = create_async_engine(database_url, pool_size=1, max_overflow=0)
+    sessions = async_sessionmaker(engine, expire_on_commit=False)
+    consumer = AIOKafkaConsumer(
+        *topics,
+        bootstrap_servers=bootstrap,
+        group_id=group,
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+    )
+    await consumer.start()
+    try:
+        ends = await _assigned_ends(consumer, topics)
+        total = sum(ends.values())
+        count = 0
+        started = cpu0 = 0.0
+        async for record in consumer:
+            if count == 0:
+                started, cpu0 = time.perf_counter(), time.process_time()
+            envelope = json.loads(record.value)
+            params = {
+                "env": record.value.decode(),
+                "tid": envelope["tenantId"],
+                "rid": envelope.get("requestId"),
+                "at": datetime.fromisoformat(envelope["occurredAt"]),
+                "eid": uuid.UUID(envelope["eventId"]),
+            }
+            statement = {
+                "routing.snapshot": _SNAPSHOT,
+                "routing.cost": _COST,
+                "tenant.policy": _POLICY,
+            }[envelope["type"]]
+            async with sessions() as session:
+                await session.execute(statement, params)
+                await session.commit()
+            await consumer.commit(
+                {TopicPartition(record.topic, record.partition): record.offset + 1}
+            )
+            count += 1
+            if count >= total:
+                break
+        _report(count, time.perf_counter() - started, time.process_time() - cpu0)
+    finally:
+        await consumer.stop()
+        await engine.dispose()
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point: ``python -m bench.workers {kafka-ceiling,naive} ...``."""
+    parser = argparse.ArgumentParser(prog="bench.workers")
+    parser.add_argument("worker", choices=["kafka-ceiling", "naive"])
+    parser.add_argument("--bootstrap", required=True)
+    parser.add_argument("--topics", required=True, help="comma-separated")
+    parser.add_argument("--group", default="")
+    parser.add_argument("--database-url", default="")
+    args = parser.parse_args(argv)
+    topics = args.topics.split(",")
+    if args.worker == "kafka-ceiling":
+        asyncio.run(kafka_ceiling(args.bootstrap, topics))
+    else:
+        url = args.database_url.replace("postgresql://", "postgresql+asyncpg://", 1)
+        asyncio.run(naive(args.bootstrap, topics, args.group, url))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -351,7 +351,7 @@ _WRONG_KINDS: dict[EventType, list[tuple[str, st.SearchStrategy[Any]]]] = {
     ],
     P: [
         ("payload.tenantId", not_a_string),
-        ("payload.allowedProviders", not_a_string | st.just(["a", 1])),
+        ("payload.allowedProviders", st.none() | st.integers() | st.just("a") | st.just(["a", 1])),
         ("payload.deniedProviders", st.just("x") | st.just([None])),
         ("payload.preferredProvider", st.booleans() | st.integers() | st.just([])),
         ("payload.maxCostPerRequestUsd", not_a_number.filter(lambda v: v is not None)),

@@ -53,7 +53,7 @@ __all__ = [
 #: Bound of every admin or fetch call: an unreachable broker gives exit 2, never a hang.
 CALL_TIMEOUT_S = 15.0
 #: How long the LAG-SECONDS fetch may take in all before the missing ages are reported unknown.
-_AGE_FETCH_TIMEOUT_S = 5.0
+_AGE_FETCH_TIMEOUT_S = 10.0
 #: Refresh period of ``lag --watch``.
 WATCH_INTERVAL_S = 2.0
 

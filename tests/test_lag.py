@@ -126,7 +126,7 @@ async def test_lag_seconds_threshold_and_plain_table(
     )
     await asyncio.sleep(1.2)
     old = await run_cli(lag_settings, "lag", "--max-lag-seconds", "1")
-    assert old.code == 1, old.stderr
+    assert old.code == 1, (old.stdout, old.stderr)
     assert f"{topics.snapshots}[1] lags" in old.stderr
     lines = old.stdout.splitlines()
     assert lines[0].split() == [

@@ -49,6 +49,12 @@ class ServiceMetrics:
             ("topic", "type", "outcome"),
             registry=r,
         )
+        self.dead_letters = Counter(
+            "routing_consumer_dead_letters_total",
+            "Records written to the dead-letter topic, by reason code.",
+            ("reason",),
+            registry=r,
+        )
         self.lag_records = Gauge(
             "routing_consumer_lag_records",
             "Records between the group's committed offset and the log end, per partition.",

@@ -293,6 +293,8 @@ class Service:
         self.metrics.batch_size.observe(size)
         self.metrics.batch_duration.observe(elapsed)
         self.metrics.count_outcomes(result.outcomes)
+        for reason, count in result.dead_letter_reasons.items():
+            self.metrics.dead_letters.labels(reason=reason).inc(count)
         self.metrics.observe_latencies(result.applied_occurred_at)
         committed = await self._commit(consumer, result)
         _log.debug(

@@ -8,7 +8,9 @@ again from the first revision not yet applied, up to ``settings.migrate_max_atte
 Readers queue behind a waiting ``ALTER TABLE`` for at most ``lock_timeout``, never longer.
 
 Alembic's environment runs its own event loop: call these functions from a thread without a
-running loop (the CLI, or ``await asyncio.to_thread(upgrade, settings)``).
+running loop (the CLI, or ``await asyncio.to_thread(upgrade, settings)``). Concurrent calls are
+safe: within a process they take turns (Alembic's state is global), across processes and pods
+a PostgreSQL advisory lock makes them take turns, and the later ones find nothing to do.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import random
 import sys
+import threading
 import time
 from collections.abc import Callable
 from typing import TextIO
@@ -50,6 +53,11 @@ LOCK_NOT_AVAILABLE = "55P03"
 #: What ``pg_stat_activity`` shows for the migration's sessions (as in ``migrations/env.py``).
 APPLICATION_NAME = "routing-persistence-migrate"
 
+# Alembic keeps the running environment in module globals (alembic.context): two commands in
+# one process at once would trample each other. Other processes are serialised by env.py's
+# advisory lock.
+_ALEMBIC = threading.Lock()
+
 _BACKOFF_INITIAL_S = 0.25
 _BACKOFF_MAX_S = 10.0
 
@@ -75,7 +83,8 @@ def _run_with_lock_retries(settings: Settings, action: str, run: Callable[[], No
     for attempt in range(1, attempts + 1):
         started = time.monotonic()
         try:
-            run()
+            with _ALEMBIC:
+                run()
         except Exception as exc:
             if sqlstate_of(exc) != LOCK_NOT_AVAILABLE:
                 raise
@@ -123,7 +132,8 @@ def upgrade(settings: Settings, *, sql: bool = False, from_revision: str | None 
     """
     if sql:
         target = f"{from_revision}:head" if from_revision else "head"
-        command.upgrade(alembic_config(settings), target, sql=True)
+        with _ALEMBIC:
+            command.upgrade(alembic_config(settings), target, sql=True)
         return
     if from_revision is not None:
         raise ValueError("from_revision only applies to sql=True")

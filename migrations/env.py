@@ -17,7 +17,7 @@ from typing import Any
 
 from alembic import context
 from alembic.runtime.migration import MigrationContext, MigrationInfo
-from sqlalchemy import pool
+from sqlalchemy import pool, text
 from sqlalchemy.engine import Connection
 
 from consumer.db import create_engine
@@ -72,7 +72,17 @@ def run_migrations_offline() -> None:
         context.run_migrations()
 
 
+#: Session-level advisory lock key serialising concurrent ``migrate`` runs (two pods, a Job and
+#: an operator): the second waits for the first, then finds the revisions applied.
+#: The value is the first 8 bytes of sha256("routing-persistence migrate"), as a signed bigint.
+MIGRATION_LOCK_KEY = -0x7DB103E9EE815E94
+
+
 def _run_sync(connection: Connection) -> None:
+    connection.execute(text("SELECT pg_advisory_lock(:key)"), {"key": MIGRATION_LOCK_KEY})
+    # Commit the implicit transaction that SELECT began (the advisory lock is session-level
+    # and outlives it), so each revision then starts a transaction of its own.
+    connection.commit()
     context.configure(connection=connection, on_version_apply=_log_applied, **_COMMON)
     with context.begin_transaction():
         context.run_migrations()

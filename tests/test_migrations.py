@@ -360,3 +360,13 @@ async def test_engine_sessions_carry_their_name_and_statement_timeout(
         assert engine.pool.size() == 2  # type: ignore[attr-defined]
     finally:
         await engine.dispose()
+
+
+async def test_concurrent_migrations_all_succeed(empty_database: Database, tmp_path: Path) -> None:
+    """Two pods starting `migrate` at once: they take turns, all exit 0, the schema is right."""
+    results = await asyncio.gather(
+        *(_run_cli("migrate", url=empty_database.url, cwd=tmp_path) for _ in range(2))
+    )
+    assert [code for code, _, _ in results] == [0, 0], [err for _, _, err in results]
+    assert await version(empty_database.url) == HEAD
+    assert await schema_diff(empty_database.url) == []

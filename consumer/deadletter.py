@@ -24,6 +24,7 @@ from aiokafka.errors import KafkaError, KafkaTimeoutError
 from aiokafka.structs import ConsumerRecord
 
 __all__ = [
+    "REDRIVE_HEADER_PREFIX",
     "DeadLetter",
     "DeadLetterWriter",
     "dead_letter_headers",
@@ -35,12 +36,24 @@ __all__ = [
 _MAX_ERROR_CHARS = 4000
 
 
+#: Headers that ``dlq redrive`` puts on a record it republishes (``dlq.redrive-count``,
+#: ``dlq.redrive-of``); copied into the record's dead letter if it fails again, so redrive can
+#: count the attempts and stop (see :mod:`consumer.redrive`).
+REDRIVE_HEADER_PREFIX = "dlq.redrive-"
+
+
 def dead_letter_headers(
     record: ConsumerRecord[Any, Any], reason: str, error: str, group_id: str
 ) -> list[tuple[str, bytes]]:
-    """The §3 headers of the dead letter of ``record`` (values UTF-8 encoded)."""
+    """The §3 headers of the dead letter of ``record`` (values UTF-8 encoded), followed by the
+    record's own ``dlq.redrive-*`` headers when it was republished by ``dlq redrive``."""
     if len(error) > _MAX_ERROR_CHARS:
         error = error[: _MAX_ERROR_CHARS - 1] + "…"
+    redrive = [
+        (name, bytes(value))
+        for name, value in (record.headers or ())
+        if name.startswith(REDRIVE_HEADER_PREFIX)
+    ]
     return [
         ("dlq.reason", str(reason).encode()),
         ("dlq.error", error.encode("utf-8", errors="replace")),
@@ -49,6 +62,7 @@ def dead_letter_headers(
         ("dlq.offset", str(record.offset).encode()),
         ("dlq.timestamp", str(record.timestamp).encode()),
         ("dlq.group", group_id.encode()),
+        *redrive,
     ]
 
 

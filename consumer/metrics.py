@@ -16,14 +16,15 @@ from datetime import UTC, datetime
 
 from aiokafka.structs import TopicPartition
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
-from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4, generate_latest
 
 from consumer import __version__
 
 __all__ = ["CONTENT_TYPE", "OUTCOMES", "ServiceMetrics"]
 
-#: ``Content-Type`` of :meth:`ServiceMetrics.render` (Prometheus text format 0.0.4).
-CONTENT_TYPE = CONTENT_TYPE_LATEST
+#: ``Content-Type`` of :meth:`ServiceMetrics.render`: text format 0.0.4, which every Prometheus
+#: version parses (the body uses no 1.0.0-only feature: names and labels are plain ASCII).
+CONTENT_TYPE = CONTENT_TYPE_PLAIN_0_0_4
 
 #: The values of the ``outcome`` label of ``routing_consumer_events_total``.
 OUTCOMES = ("applied", "stale", "dead_lettered", "ignored")

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+import signal
 import time
 from collections import Counter
 from pathlib import Path
@@ -19,8 +20,19 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
 from consumer.settings import Settings
-from tests.conftest import Services, Topics, free_port, unique
-from tests.ops_helpers import commit_offsets, committed_offsets, end_offsets, produce_raw, run_cli
+from schemas import EventType, build_event
+from tests.conftest import Database, Services, Topics, free_port, unique
+from tests.ops_helpers import (
+    CLI,
+    cli_env,
+    commit_offsets,
+    committed_offsets,
+    cost_payload,
+    end_offsets,
+    produce_raw,
+    run_cli,
+    run_consumer_until_caught_up,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -116,6 +128,63 @@ async def test_lag_counts_unconsumed_records_then_zero_after_commit(
         assert row["committed"] == ends[tp]
         assert row["lag"] == 0
         assert row["lag_seconds"] == 0.0
+
+
+async def test_lag_of_the_real_consumer_before_and_after_it_catches_up(
+    settings: Settings, database: Database
+) -> None:
+    n = 30
+    events = [
+        build_event(EventType.COST, cost_payload(i), tenant_id="tenant-l", request_id=f"req-{i}")
+        for i in range(n)
+    ]
+    await produce_raw(
+        settings.kafka_bootstrap_servers,
+        [(settings.topic_costs, e.key, e.value) for e in events],
+    )
+    ends = await end_offsets(settings.kafka_bootstrap_servers, settings.source_topics)
+    before = await run_cli(settings, "lag", "--json", "--max-lag", "10")
+    assert before.code == 1, before.stderr
+    assert before.json()["total_lag"] == n == sum(ends.values())
+
+    await run_consumer_until_caught_up(settings)
+    assert len(await database.fetch('SELECT 1 FROM "ExecutionRecord"')) == n
+    committed = await committed_offsets(settings.kafka_bootstrap_servers, settings.group_id)
+    after = await run_cli(settings, "lag", "--json", "--max-lag", "0", "--max-lag-seconds", "0")
+    assert after.code == 0, after.stderr
+    document = after.json()
+    assert document["total_lag"] == 0
+    for tp, row in _rows(document).items():
+        assert row["log_end"] == ends[tp]
+        assert row["committed"] == committed.get(tp)
+        assert row["lag"] == 0
+        assert row["lag_seconds"] == 0.0
+
+
+async def test_lag_watch_refreshes_until_interrupted(
+    lag_settings: Settings, topics: Topics
+) -> None:
+    await produce_raw(lag_settings.kafka_bootstrap_servers, [(topics.costs, b"k", b"v")])
+    process = await asyncio.create_subprocess_exec(
+        str(CLI),
+        "lag",
+        "--watch",
+        "--json",
+        env=cli_env(lag_settings),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    assert process.stdout is not None
+    try:
+        async with asyncio.timeout(30):
+            first = json.loads(await process.stdout.readline())
+            second = json.loads(await process.stdout.readline())
+    finally:
+        process.send_signal(signal.SIGINT)
+        _, stderr = await asyncio.wait_for(process.communicate(), 30)
+    assert process.returncode == 0, stderr.decode()
+    assert first["total_lag"] == second["total_lag"] == 1
+    assert second["measured_at"] > first["measured_at"]
 
 
 async def test_lag_seconds_threshold_and_plain_table(

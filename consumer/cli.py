@@ -164,7 +164,12 @@ def replay(
         bool, typer.Option("--dry-run", help="Validate and count; write nothing.")
     ] = False,
 ) -> None:
-    """Re-read topics into the database through the same apply path, up to today's end offsets."""
+    """Re-read topics into the database through the same apply path, up to today's end offsets.
+
+    Manual assignment, no consumer group: the main group's offsets never move, and it is safe
+    while `run` is live (the version guard keeps newer rows). Dead letters it writes carry
+    dlq.group=<group>.replay. Exit 0 done, 1 failed part-way (rerun is harmless), 2 bad usage.
+    """
     from consumer.replay import replay_topics
 
     if from_beginning == (since is not None):
@@ -198,7 +203,11 @@ def lag(
         bool, typer.Option("--watch", help="Refresh a live table until interrupted.")
     ] = False,
 ) -> None:
-    """Per topic and partition: committed offset, end offset, lag, lag in seconds."""
+    """Per topic and partition: committed offset, end offset, lag, lag in seconds.
+
+    Exit 0 within thresholds, 1 when --max-lag (total) or --max-lag-seconds (any partition) is
+    exceeded, 2 when Kafka cannot be reached or a topic is missing.
+    """
     from consumer.lag import show_lag
 
     raise typer.Exit(
@@ -232,7 +241,12 @@ def dlq_redrive(
         bool, typer.Option("--dry-run", help="List what would be published; publish nothing.")
     ] = False,
 ) -> None:
-    """Publish dead letters back to their original topics, with their original key and bytes."""
+    """Publish dead letters back to their original topics, with their original key and bytes.
+
+    At least once: rerunning after a failure republishes what was sent (harmless, the consumer
+    is idempotent); use --since to skip dead letters redriven before. Each event is redriven at
+    most 3 times (header dlq.redrive-count); after that it is refused and listed.
+    """
     from consumer.redrive import redrive
 
     raise typer.Exit(

@@ -166,9 +166,11 @@ def replay(
 ) -> None:
     """Re-read topics into the database through the same apply path, up to today's end offsets.
 
-    Manual assignment, no consumer group: the main group's offsets never move, and it is safe
-    while `run` is live (the version guard keeps newer rows). Dead letters it writes carry
-    dlq.group=<group>.replay. Exit 0 done, 1 failed part-way (rerun is harmless), 2 bad usage.
+    No consumer group: the main group's offsets never move; safe while `run` is live.
+
+    Its dead letters carry dlq.group=<group>.replay.
+
+    Exit 0 done, 1 failed part-way (running it again is harmless), 2 bad usage.
     """
     from consumer.replay import replay_topics
 
@@ -205,8 +207,9 @@ def lag(
 ) -> None:
     """Per topic and partition: committed offset, end offset, lag, lag in seconds.
 
-    Exit 0 within thresholds, 1 when --max-lag (total) or --max-lag-seconds (any partition) is
-    exceeded, 2 when Kafka cannot be reached or a topic is missing.
+    Exit 0 within thresholds, 1 over --max-lag (total) or --max-lag-seconds (any partition).
+
+    Exit 2 when Kafka cannot be reached or a topic is missing.
     """
     from consumer.lag import show_lag
 
@@ -243,9 +246,11 @@ def dlq_redrive(
 ) -> None:
     """Publish dead letters back to their original topics, with their original key and bytes.
 
-    At least once: rerunning after a failure republishes what was sent (harmless, the consumer
-    is idempotent); use --since to skip dead letters redriven before. Each event is redriven at
-    most 3 times (header dlq.redrive-count); after that it is refused and listed.
+    At least once: running it again republishes (harmless: the consumer is idempotent).
+
+    Use --since to skip dead letters redriven before.
+
+    An event is redriven at most 3 times (header dlq.redrive-count), then refused and listed.
     """
     from consumer.redrive import redrive
 

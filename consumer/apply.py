@@ -119,32 +119,45 @@ class _Field:
 
 def _execution_record_sql(column: str) -> str:
     # $1 keys (requestId), $2 tenantIds, $3 occurredAt, $4 eventIds, $5 raw record texts.
-    # The data-modifying CTE runs to completion; the outer query reads the table as it was
-    # *before* the statement, which is what classifying a candidate that was not applied needs:
-    # the row it met (its "tenantId"), or no row at all (a concurrent insert: next round).
+    # `c` pairs each candidate with the row as it is before the statement. Only candidates that
+    # pass the guards there are offered to the INSERT, so PostgreSQL parses the JSON of the
+    # records it may write and no other (a replay of stale events parses nothing); ON CONFLICT
+    # re-checks the same guards on the row as it is now, for concurrent writers.
+    # Output: the candidates not applied (with the row they met, for the caller to classify:
+    # tenant_mismatch, stale, or no row yet = a concurrent insert, next round), plus the applied
+    # ones whose row has a null "tenantId" (the caller must not assume the row is the event's).
     at, eid = f'"{column}OccurredAt"', f'"{column}EventId"'
     return f"""
 WITH i AS (
     SELECT * FROM unnest($1::text[], $2::text[], $3::timestamptz[], $4::uuid[], $5::text[])
         AS u(k, t, o, e, raw)
+), c AS (
+    SELECT i.*, (cur."requestId" IS NOT NULL) AS found, cur."tenantId" AS cur_t,
+        cur.{at} AS cur_o, cur.{eid} AS cur_e
+    FROM i LEFT JOIN "ExecutionRecord" AS cur ON cur."requestId" = i.k
 ), up AS (
     INSERT INTO "ExecutionRecord" AS r ("id", "requestId", "tenantId", "{column}", {at}, {eid})
-    SELECT i.k, i.k, i.t, (i.raw::jsonb) -> 'payload', i.o, i.e FROM i
+    SELECT c.k, c.k, c.t, (c.raw::jsonb) -> 'payload', c.o, c.e FROM c
+    WHERE NOT c.found
+       OR ((c.cur_t IS NULL OR c.cur_t = c.t)
+           AND (c.cur_o IS NULL OR (c.cur_o, c.cur_e) < (c.o, c.e)))
     ON CONFLICT ("requestId") DO UPDATE
         SET "{column}" = EXCLUDED."{column}", {at} = EXCLUDED.{at}, {eid} = EXCLUDED.{eid}
         WHERE (r."tenantId" IS NULL OR r."tenantId" = EXCLUDED."tenantId")
           AND (r.{at} IS NULL OR (r.{at}, r.{eid}) < (EXCLUDED.{at}, EXCLUDED.{eid}))
     RETURNING r."requestId" AS k
 )
-SELECT i.k, (cur."requestId" IS NOT NULL) AS found, cur."tenantId"
-FROM i LEFT JOIN "ExecutionRecord" AS cur ON cur."requestId" = i.k
-WHERE NOT EXISTS (SELECT 1 FROM up WHERE up.k = i.k)
+SELECT c.k, (up.k IS NOT NULL) AS applied, c.found, c.cur_t
+FROM c LEFT JOIN up ON up.k = c.k
+WHERE up.k IS NULL OR (c.found AND c.cur_t IS NULL)
 """
 
 
 def _tenant_sql(column: str) -> str:
     # $1 keys (tenant ids), $2 tenantIds (unused: the key is the tenant), $3 occurredAt,
-    # $4 eventIds, $5 raw record texts. Same shape as above so both kinds share one call.
+    # $4 eventIds, $5 raw record texts: the same shape as above, so both share one call.
+    # UPDATE ... FROM computes SET only for rows passing WHERE: stale records are not parsed.
+    # Output: the candidates not applied, with whether their "Tenant" row exists.
     at, eid = f'"{column}OccurredAt"', f'"{column}EventId"'
     return f"""
 WITH i AS (
@@ -157,7 +170,7 @@ WITH i AS (
     WHERE r."id" = i.k AND (r.{at} IS NULL OR (r.{at}, r.{eid}) < (i.o, i.e))
     RETURNING r."id" AS k
 )
-SELECT i.k, (cur."id" IS NOT NULL) AS found, cur."id" AS t
+SELECT i.k, false AS applied, (cur."id" IS NOT NULL) AS found, cur."id" AS cur_t
 FROM i LEFT JOIN "Tenant" AS cur ON cur."id" = i.k
 WHERE NOT EXISTS (SELECT 1 FROM up WHERE up.k = i.k)
 """
@@ -184,16 +197,17 @@ def _row_key(event: DecodedEvent, spec: _Field) -> str:
 
 
 @dataclass(frozen=True, slots=True)
-class _Miss:
-    """A candidate the statement did not apply, and the row it met."""
+class _Seen:
+    """What the statement reports about one candidate (see the SQL for which are reported)."""
 
-    found: bool
-    row_tenant: str | None
+    applied: bool
+    found: bool  # the row existed before the statement
+    row_tenant: str | None  # its "tenantId" then
 
 
 async def _run(
     conn: AsyncConnection, spec: _Field, idx: list[int], batch: Sequence[PendingEvent]
-) -> dict[str, _Miss]:
+) -> dict[str, _Seen]:
     keys: list[str] = []
     tenants: list[str] = []
     occurred: list[datetime] = []
@@ -208,8 +222,8 @@ async def _run(
         ids.append(ev.event_id)
         raws.append(pending.raw)
     result = await conn.exec_driver_sql(spec.sql, (keys, tenants, occurred, ids, raws))
-    rows = cast("list[tuple[str, bool, str | None]]", result.all())
-    return {key: _Miss(found, tenant) for key, found, tenant in rows}
+    rows = cast("list[tuple[str, bool, bool, str | None]]", result.all())
+    return {key: _Seen(applied, found, tenant) for key, applied, found, tenant in rows}
 
 
 async def _run_isolating(
@@ -219,7 +233,7 @@ async def _run_isolating(
     batch: Sequence[PendingEvent],
     rejected: dict[int, EventResult],
     counter: list[int],
-) -> dict[str, _Miss]:
+) -> dict[str, _Seen]:
     """Run the statement for ``idx``; isolate the records PostgreSQL refuses (into ``rejected``).
 
     Returns the misses of the candidates that ran without error; a refused candidate appears in
@@ -255,6 +269,16 @@ def _refusal_message(exc: BaseException, spec: _Field) -> str:
     )
 
 
+def _mismatch(tenant: str, request: str) -> EventResult:
+    # The row's own tenant is not named: the dead-letter topic must not leak it.
+    return EventResult(
+        Verdict.REJECTED,
+        ReasonCode.TENANT_MISMATCH,
+        f'tenantId {tenant!r} differs from the tenantId of "ExecutionRecord" {request!r}; '
+        "the row is left untouched",
+    )
+
+
 async def _apply_field(
     conn: AsyncConnection,
     spec: _Field,
@@ -275,7 +299,7 @@ async def _apply_field(
             return counter[0]
         heads = [queue[0] for queue in queues.values()]
         rejected: dict[int, EventResult] = {}
-        misses = await _run_isolating(conn, spec, heads, batch, rejected, counter)
+        reported = await _run_isolating(conn, spec, heads, batch, rejected, counter)
         next_queues: dict[str, list[int]] = {}
         for key, queue in queues.items():
             head = queue[0]
@@ -284,13 +308,21 @@ async def _apply_field(
                 if len(queue) > 1:
                     next_queues[key] = queue[1:]
                 continue
-            miss = misses.get(key)
-            if miss is None:  # applied: every older candidate is stale now
+            seen = reported.get(key)
+            if seen is None or seen.applied:
+                # Applied. The row's tenant is the event's, unless the row reported a null one.
+                head_tenant = batch[head].event.tenant_id
+                row_tenant: str | None = head_tenant
+                if seen is not None or not spec.creates_rows:
+                    row_tenant = None
                 results[head] = APPLIED
                 for i in queue[1:]:
-                    results[i] = STALE
+                    tenant = batch[i].event.tenant_id
+                    results[i] = (
+                        _mismatch(tenant, key) if row_tenant and tenant != head_tenant else STALE
+                    )
                 continue
-            if not miss.found:
+            if not seen.found:
                 if spec.creates_rows:
                     # The row was created (or deleted) concurrently after our snapshot: the
                     # next round sees it.
@@ -303,16 +335,11 @@ async def _apply_field(
                             f'tenantId {batch[i].event.tenant_id!r}: no such "Tenant" row',
                         )
                 continue
-            row_tenant = miss.row_tenant if spec.creates_rows else None
+            row_tenant = seen.row_tenant if spec.creates_rows else None
             remaining: list[int] = []
             for i in queue:
                 if row_tenant is not None and batch[i].event.tenant_id != row_tenant:
-                    results[i] = EventResult(
-                        Verdict.REJECTED,
-                        ReasonCode.TENANT_MISMATCH,
-                        f"tenantId {batch[i].event.tenant_id!r} differs from the tenantId of "
-                        f'"ExecutionRecord" {key!r}; the row is left untouched',
-                    )
+                    results[i] = _mismatch(batch[i].event.tenant_id, key)
                 else:
                     remaining.append(i)
             if remaining and remaining[0] == head:

@@ -74,29 +74,44 @@ def policy_payload(tenant: str, **extra: Any) -> dict[str, Any]:
     return payload
 
 
-def snapshot(request: str, tenant: str, when: datetime, **extra: Any) -> OutgoingEvent:
+def snapshot(
+    request: str, tenant: str, when: datetime, *, event_id: uuid.UUID | None = None, **extra: Any
+) -> OutgoingEvent:
+    """A valid snapshot event; ``extra`` goes into the payload."""
     return build_event(
         EventType.SNAPSHOT,
         snapshot_payload(tenant, **extra),
         tenant_id=tenant,
         request_id=request,
         occurred_at=when,
+        event_id=event_id,
     )
 
 
-def cost(request: str, tenant: str, when: datetime, **extra: Any) -> OutgoingEvent:
+def cost(
+    request: str, tenant: str, when: datetime, *, event_id: uuid.UUID | None = None, **extra: Any
+) -> OutgoingEvent:
+    """A valid cost event; ``extra`` goes into the payload (``input_usd``/``output_usd`` too)."""
     return build_event(
         EventType.COST,
         cost_payload(**extra),
         tenant_id=tenant,
         request_id=request,
         occurred_at=when,
+        event_id=event_id,
     )
 
 
-def policy(tenant: str, when: datetime, **extra: Any) -> OutgoingEvent:
+def policy(
+    tenant: str, when: datetime, *, event_id: uuid.UUID | None = None, **extra: Any
+) -> OutgoingEvent:
+    """A valid policy event for ``tenant``; ``extra`` goes into the payload."""
     return build_event(
-        EventType.POLICY, policy_payload(tenant, **extra), tenant_id=tenant, occurred_at=when
+        EventType.POLICY,
+        policy_payload(tenant, **extra),
+        tenant_id=tenant,
+        occurred_at=when,
+        event_id=event_id,
     )
 
 

@@ -167,16 +167,46 @@ async def test_tenant_mismatch_leaves_the_row_untouched_and_older_matching_event
     owner = snapshot("req-m", "owner", at(5), strategy="owner")
     intruder_cost = cost("req-m", "intruder", at(1))
 
-    outcome = await apply_in_transaction(engine, [intruder, owner, intruder_cost])
+    old_intruder = snapshot("req-m", "intruder", at(2))  # older than the winner: still rejected
+
+    outcome = await apply_in_transaction(engine, [intruder, owner, intruder_cost, old_intruder])
 
     assert outcome.results[0].reason is ReasonCode.TENANT_MISMATCH
     assert "intruder" in outcome.results[0].message
+    assert "owner" not in outcome.results[0].message  # the row's tenant is not disclosed
     assert outcome.results[1].verdict is Verdict.APPLIED
     assert outcome.results[2].reason is ReasonCode.TENANT_MISMATCH
+    assert outcome.results[3].reason is ReasonCode.TENANT_MISMATCH
     row = await _record(database, "req-m")
     assert row["tenantId"] == "owner"
     assert json.loads(row["snap_text"])["strategy"] == "owner"
     assert row["actualCost"] is None
+
+
+async def test_a_row_created_in_the_batch_belongs_to_its_creator(
+    engine: AsyncEngine, database: Database
+) -> None:
+    creator = cost("req-new", "t1", at(5))
+    other = cost("req-new", "t2", at(1))
+
+    outcome = await apply_in_transaction(engine, [other, creator])
+
+    assert outcome.results[1].verdict is Verdict.APPLIED
+    assert outcome.results[0].reason is ReasonCode.TENANT_MISMATCH
+    assert (await _record(database, "req-new"))["tenantId"] == "t1"
+
+
+async def test_a_refused_record_older_than_the_stored_value_is_just_stale(
+    engine: AsyncEngine, database: Database
+) -> None:
+    await apply_in_transaction(engine, [cost("req-s", "t1", at(10))])
+    refused = with_raw_payload(cost("req-s", "t1", at(1), note="N"), "N", '"\\u0000"')
+
+    outcome = await apply_in_transaction(engine, [refused])
+
+    # Only what would be written is parsed by PostgreSQL: a replay of old records costs no JSON
+    # parsing, and an old record is stale whatever its bytes.
+    assert outcome.results[0].verdict is Verdict.STALE
 
 
 async def test_a_null_tenant_row_accepts_any_tenant_and_keeps_its_null(

@@ -12,13 +12,17 @@ field per round** (usually one round), whatever the batch size. It implements ``
 * **Rows.** ``"ExecutionRecord"`` rows are created when missing (``"id"`` = ``"requestId"``,
   ``"tenantId"`` from the event); ``"Tenant"`` rows never are (``unknown_tenant``).
 * **Tenant isolation.** An event whose ``tenantId`` differs from the row's non-null
-  ``"tenantId"`` is rejected ``tenant_mismatch`` and the row is untouched; a null ``"tenantId"``
-  accepts any tenant and stays null (only the service's own columns are ever updated).
+  ``"tenantId"`` is rejected ``tenant_mismatch`` and the row is untouched, whatever its version
+  (an old one too: a tenant rule is never downgraded to ``stale``); a null ``"tenantId"``
+  accepts any tenant and stays null (only the service's own columns are ever updated). Which
+  tenant owns a row this service creates is first come, first served: its creating event's.
 * **Exact payloads.** The stored JSON is taken by PostgreSQL from the record's own bytes,
   ``($raw::jsonb) -> 'payload'``: every field as received, numbers exact, unknown fields kept.
-* **A record PostgreSQL refuses** (SQLSTATE class 22 or 23, e.g. ``\\u0000`` in a JSON string) is
-  isolated by rolling back to a savepoint and splitting the statement's input in halves until the
-  refused record is alone: ``db_rejected``; the others are applied.
+  Only records that pass the guards are parsed, so replaying stale records parses nothing.
+* **A record PostgreSQL refuses** (SQLSTATE class 22 or 23, e.g. ``\\u0000`` in a JSON string)
+  when offered for writing is isolated by rolling back to a savepoint and splitting the
+  statement's input in halves until the refused record is alone: ``db_rejected``; the others are
+  applied. (Older than the stored value, such a record is never parsed: it is ``stale``.)
 
 Rounds: after a round, a row whose candidate was rejected (``db_rejected``, ``tenant_mismatch``)
 offers its next-newest candidate in the next round, so a bad or mismatching newest event never

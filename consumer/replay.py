@@ -416,8 +416,8 @@ async def replay_topics(
     ``since=None`` means from the beginning; naive datetimes are UTC. ``topics`` defaults to the
     three source topics. Returns 0 when every partition reached the end offsets taken at the
     start; 2 on bad usage (unknown topic or partition, ``until`` before ``since``) or when Kafka
-    cannot be reached at the start; 1 when the replay failed part-way (a message on stderr):
-    what was applied stays applied and running it again is harmless.
+    cannot be reached at the start; 1 when the replay failed part-way (a message on stderr),
+    130 when interrupted: what was applied stays applied and running it again is harmless.
     """
     errors = Console(stderr=True, soft_wrap=True)
     console = Console(soft_wrap=True)
@@ -459,6 +459,9 @@ async def replay_topics(
         )
         try:
             summary = await _run(settings, consumer, starts, ends, until, dry_run, console)
+        except asyncio.CancelledError:  # Ctrl-C: asyncio.run cancels the main task
+            errors.print("replay: interrupted; what was applied stays applied, rerun is harmless")
+            return 130
         except Exception as exc:
             _log.exception("replay.failed")
             errors.print(

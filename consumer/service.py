@@ -16,7 +16,9 @@ redelivered after the rebalance or restart that caused it, and idempotence makes
 **Rebalance.** aiokafka calls :meth:`_Listener.on_partitions_revoked` from its coordination task
 before it rejoins the group, while the member's generation is still valid. The listener waits for
 the lock the loop holds around steps 2-3, so the batch in hand is applied and committed before the
-partitions go. The wait is bounded (``shutdown_timeout_s``): past it (the database is down, say)
+partitions go; batches fetched after that, until the new assignment, are dropped unhandled (the
+new assignment starts every partition at its committed offset), so a clean rebalance handles no
+record twice. The wait is bounded (``shutdown_timeout_s``): past it (the database is down, say)
 the revoked partitions are marked abandoned and the loop will not commit them; the records are
 redelivered to their new owner. The commit itself cannot deadlock with the listener: it takes only
 aiokafka's own commit lock, which the rebalance path never holds while calling the listener.
@@ -57,7 +59,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from consumer import __version__
 from consumer.db import create_engine
-from consumer.errors import ConfigurationError
+from consumer.errors import ConfigurationError, TransientError
 from consumer.health import HealthServer, HealthState
 from consumer.kafka import client_options, find_permanent_connect_error
 from consumer.logs import get_logger
@@ -133,6 +135,8 @@ class Service:
         self._batch_lock = asyncio.Lock()
         self._assigned: set[TopicPartition] = set()
         self._abandoned: set[TopicPartition] = set()
+        #: Between "partitions revoked" and "partitions assigned": fetched batches are dropped.
+        self._is_rebalancing = False
         self._committed: dict[TopicPartition, int] = {}
         #: Record time (Unix s) of the oldest fetched record not yet committed, per partition.
         self._pending_since: dict[TopicPartition, float] = {}
@@ -191,6 +195,9 @@ class Service:
         except ConfigurationError as exc:
             _log.critical("consumer.fatal", kind="configuration", error=str(exc), exc_info=True)
             return 2
+        except TransientError as exc:  # only with retry_max_attempts set: the limit was reached
+            _log.critical("consumer.fatal", kind="retries_exhausted", error=str(exc))
+            return 1
         except Exception as exc:
             _log.critical("consumer.fatal", kind="bug", error=repr(exc), exc_info=True)
             return 1
@@ -275,6 +282,11 @@ class Service:
             self.health.tick()
             if batch:
                 async with self._batch_lock:
+                    if self._is_rebalancing:
+                        # Fetched for an assignment that is being revoked: the next assignment
+                        # restarts every partition from its committed offset, so dropping these
+                        # loses nothing, while handling them now would handle them twice.
+                        continue
                     await self._handle_batch(consumer, processor, batch)
         return 0
 
@@ -350,6 +362,7 @@ class Service:
 
     async def _on_revoked(self, revoked: set[TopicPartition]) -> None:
         self.health.is_in_group = False
+        self._is_rebalancing = True
         if revoked:
             try:
                 # Held by the loop from "batch fetched" to "offsets committed".
@@ -375,6 +388,7 @@ class Service:
     def _on_assigned(self, assigned: set[TopicPartition]) -> None:
         # A new generation: what was abandoned in the old one may be committed if it is ours again.
         self._abandoned.clear()
+        self._is_rebalancing = False
         self._assigned = set(assigned)
         self.health.is_in_group = True
         self.metrics.rebalances.inc()

@@ -9,6 +9,7 @@ from collections import Counter
 import pytest
 
 from consumer.demo import SampleRecord, make_sample, publish_sample, seed_database
+from consumer.service import Service
 from consumer.settings import Settings
 from schemas import EventType, ReasonCode
 from tests.conftest import Database
@@ -191,3 +192,55 @@ async def _wait_lag_refreshed(port: int, settings: Settings) -> None:
         ):
             return
         await asyncio.sleep(0.1)
+
+
+def _owned_partitions(service: Service) -> set[tuple[str, str]]:
+    """The partitions an instance reports lag for (its metrics' per-partition series)."""
+    samples = parse_metrics(service.metrics.render().decode())
+    return {
+        (dict(labels)["topic"], dict(labels)["partition"])
+        for name, labels in samples
+        if name == "routing_consumer_log_end_offset"
+    }
+
+
+async def _wait_partition_split(services: list[Service], total: int) -> None:
+    for _ in range(200):
+        owned = [_owned_partitions(s) for s in services]
+        union: set[tuple[str, str]] = set().union(*owned)
+        if len(union) == total and sum(len(o) for o in owned) == total and all(owned):
+            return
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"partitions not split between instances: {owned}")
+
+
+@pytest.mark.partitions(6)
+async def test_a_member_joining_and_leaving_moves_partitions_and_their_series(
+    settings: Settings, database: Database
+) -> None:
+    settings = _small_payload_limit(settings)
+    sample = make_sample(1500, seed=17, tenants=6, max_payload_bytes=_MAX_PAYLOAD)
+    await seed_database(settings, sample)
+    thirds = [sample.records[i::3] for i in range(3)]
+    total = 3 * 6
+    async with running_service(settings) as first:
+        published = await publish_sample(settings, thirds[0])
+        await wait_caught_up(settings)
+        async with running_service(settings) as second:
+            await _wait_partition_split([first, second], total)
+            published += await publish_sample(settings, thirds[1])
+            await wait_caught_up(settings)
+        # The second left the group cleanly: the first owns everything again.
+        await _wait_partition_split([first], total)
+        published += await publish_sample(settings, thirds[2])
+        await wait_caught_up(settings)
+        rebalances = metric_sum(
+            parse_metrics(first.metrics.render().decode()), "routing_consumer_rebalances_total"
+        )
+    assert rebalances >= 3
+    assert_same_state(
+        await actual_state(database.url),
+        expected_state(published, sample.tenants, sample.execution_records),
+    )
+    # Batches in hand were committed before their partitions moved: nothing was redelivered.
+    assert_dead_letters_match(await dead_letters(settings), published, exact_once=True)

@@ -4,12 +4,14 @@ records, read offsets and topics independently of the code under test."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import signal
 import subprocess
 import sys
-from collections.abc import Iterable, Mapping, Sequence
+import tempfile
+from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
@@ -231,32 +233,48 @@ def topic_for(settings: Settings, event_type: str) -> str:
     }[event_type]
 
 
+@contextlib.asynccontextmanager
+async def live_consumer(settings: Settings) -> AsyncIterator[asyncio.subprocess.Process]:
+    """The real ``routing-persistence run`` for the duration of the block; SIGTERM at the end,
+    after which it must exit 0. Its log goes to a file (a pipe could fill up and block it)."""
+    with tempfile.TemporaryFile() as log:
+        process = await asyncio.create_subprocess_exec(
+            str(CLI),
+            "run",
+            env=cli_env(settings),
+            stdout=asyncio.subprocess.DEVNULL,
+            stderr=log,
+        )
+        try:
+            yield process
+        finally:
+            if process.returncode is None:
+                process.send_signal(signal.SIGTERM)
+            await asyncio.wait_for(process.wait(), 60)
+            log.seek(0)
+            tail = log.read().decode(errors="replace")[-3000:]
+        assert process.returncode == 0, tail
+
+
+async def wait_caught_up(
+    settings: Settings,
+    process: asyncio.subprocess.Process | None = None,
+    *,
+    time_limit_s: float = 90.0,
+) -> None:
+    """Wait until the group has committed every source partition's end offset (taken now)."""
+    ends = await end_offsets(settings.kafka_bootstrap_servers, settings.source_topics)
+    async with asyncio.timeout(time_limit_s):
+        while True:
+            committed = await committed_offsets(settings.kafka_bootstrap_servers, settings.group_id)
+            if all(committed.get(tp, 0) >= end for tp, end in ends.items()):
+                return
+            assert process is None or process.returncode is None, "the consumer exited"
+            await asyncio.sleep(0.3)
+
+
 async def run_consumer_until_caught_up(settings: Settings, *, time_limit_s: float = 90.0) -> None:
     """Run the real ``routing-persistence run`` until the group has committed every source
     partition's end offset, then stop it with SIGTERM (it must exit 0)."""
-    ends = await end_offsets(settings.kafka_bootstrap_servers, settings.source_topics)
-    process = await asyncio.create_subprocess_exec(
-        str(CLI),
-        "run",
-        env=cli_env(settings),
-        stdout=asyncio.subprocess.DEVNULL,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    try:
-        async with asyncio.timeout(time_limit_s):
-            while True:
-                committed = await committed_offsets(
-                    settings.kafka_bootstrap_servers, settings.group_id
-                )
-                if all(committed.get(tp, 0) >= end for tp, end in ends.items()):
-                    break
-                if process.returncode is not None:
-                    break
-                await asyncio.sleep(0.3)
-    finally:
-        if process.returncode is None:
-            process.send_signal(signal.SIGTERM)
-        _, stderr = await asyncio.wait_for(process.communicate(), 60)
-    assert process.returncode == 0, stderr.decode()[-3000:]
-    committed = await committed_offsets(settings.kafka_bootstrap_servers, settings.group_id)
-    assert all(committed.get(tp, 0) >= end for tp, end in ends.items()), (committed, ends)
+    async with live_consumer(settings) as process:
+        await wait_caught_up(settings, process, time_limit_s=time_limit_s)

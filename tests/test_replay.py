@@ -6,6 +6,7 @@ built, without moving the main group's offsets.
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -17,7 +18,9 @@ from tests.conftest import Database, Topics, unique
 from tests.ops_helpers import (
     committed_offsets,
     cost_payload,
+    end_offsets,
     headers_of,
+    live_consumer,
     policy_payload,
     produce_raw,
     read_topic,
@@ -25,6 +28,7 @@ from tests.ops_helpers import (
     run_consumer_until_caught_up,
     snapshot_payload,
     topic_for,
+    wait_caught_up,
 )
 
 pytestmark = pytest.mark.integration
@@ -270,3 +274,40 @@ async def test_replay_with_nothing_to_read_says_so(settings: Settings) -> None:
     assert result.code == 0, result.stderr
     assert _summary(result.stdout)["TOTAL"]["TOTAL"] == 0
     assert f"the offsets of group {settings.group_id!r} were not touched" in result.stdout
+
+
+async def test_replay_beside_a_live_consumer_never_moves_rows_backwards(
+    settings: Settings, database: Database
+) -> None:
+    def snapshot(n: int, version: int) -> Any:
+        return build_event(
+            EventType.SNAPSHOT,
+            snapshot_payload("tenant-live", f"v{version}"),
+            tenant_id="tenant-live",
+            request_id=f"req-{n}",
+            occurred_at=T0 + timedelta(minutes=version),
+        )
+
+    async def publish(version: int) -> None:
+        events = [snapshot(n, version) for n in range(40)]
+        await produce_raw(
+            settings.kafka_bootstrap_servers,
+            [(settings.topic_snapshots, e.key, e.value) for e in events],
+        )
+
+    await publish(1)
+    await publish(2)
+    async with live_consumer(settings) as process:
+        await wait_caught_up(settings, process)
+        # Replay every old version while the live consumer applies a newer one.
+        replay = asyncio.create_task(run_cli(settings, "replay", "--from-beginning"))
+        await publish(3)
+        result = await replay
+        assert result.code == 0, result.stderr
+        await wait_caught_up(settings, process)
+        ends = await end_offsets(settings.kafka_bootstrap_servers, settings.source_topics)
+        committed = await committed_offsets(settings.kafka_bootstrap_servers, settings.group_id)
+    assert {tp: committed.get(tp, 0) for tp in ends} == ends
+    rows = await database.fetch('SELECT "routingSnapshot" FROM "ExecutionRecord"')
+    assert len(rows) == 40
+    assert {loads(r["routingSnapshot"])["resolvedAlias"] for r in rows} == {"v3"}

@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 
 import pytest
 from pydantic import SecretStr
 
 from consumer.demo import make_sample, publish_sample, seed_database
 from consumer.migrate import upgrade
+from consumer.service import Service
 from consumer.settings import Settings
-from tests.conftest import PrivateStack
+from tests.conftest import Database, PrivateStack, create_topics
 from tests.service_helpers import (
     actual_state,
     assert_dead_letters_match,
@@ -85,3 +87,112 @@ async def test_postgres_down_for_ten_seconds_mid_stream(
         expected_state(published, sample.tenants, sample.execution_records),
     )
     assert_dead_letters_match(await dead_letters(settings), published, exact_once=True)
+
+
+async def _until(predicate: Callable[[], bool], within: float) -> None:
+    deadline = time.monotonic() + within
+    while not predicate():
+        assert time.monotonic() < deadline, "condition not reached in time"
+        await asyncio.sleep(0.05)
+
+
+def _retries(service: Service) -> float:
+    samples = parse_metrics(service.metrics.render().decode())
+    return metric_sum(samples, "routing_consumer_db_retries_total")
+
+
+async def _private_postgres_settings(settings: Settings, stack: PrivateStack) -> Settings:
+    await asyncio.to_thread(stack.up, "postgres")
+    settings = settings.model_copy(
+        update={
+            "database_url": SecretStr(stack.database_url),
+            "max_payload_bytes": _MAX_PAYLOAD,
+        }
+    )
+    await asyncio.to_thread(upgrade, settings)
+    return settings
+
+
+async def test_shutdown_gives_up_on_a_stuck_batch_after_the_timeout_uncommitted(
+    settings: Settings, private_stack: PrivateStack
+) -> None:
+    settings = await _private_postgres_settings(settings, private_stack)
+    settings = settings.model_copy(update={"shutdown_timeout_s": 2.0})
+    sample = make_sample(300, seed=4, tenants=4, max_payload_bytes=_MAX_PAYLOAD)
+    await seed_database(settings, sample)
+    half = len(sample.records) // 2
+    service = Service(settings, metrics_port=0)
+    task = asyncio.create_task(service.run())
+    try:
+        while not service.health.is_ready():
+            assert not task.done(), task.result()
+            await asyncio.sleep(0.05)
+        await publish_sample(settings, sample.records[:half])
+        await wait_caught_up(settings)
+        before = await committed_offsets(settings)
+        await asyncio.to_thread(private_stack.down, "postgres")
+        await publish_sample(settings, sample.records[half:])
+        # A batch is in hand once the apply is being retried.
+        await _until(lambda: _retries(service) > 0, within=15)
+        started = time.monotonic()
+        service.request_stop()
+        code = await asyncio.wait_for(asyncio.shield(task), 15)
+        elapsed = time.monotonic() - started
+    finally:
+        if not task.done():
+            task.cancel()
+    assert code == 1
+    assert 2.0 <= elapsed < 8.0, elapsed
+    assert await committed_offsets(settings) == before
+
+
+async def test_broker_down_at_start_and_mid_stream(
+    settings: Settings, database: Database, private_stack: PrivateStack
+) -> None:
+    settings = settings.model_copy(
+        update={
+            "kafka_bootstrap_servers": private_stack.kafka_bootstrap,
+            "max_payload_bytes": _MAX_PAYLOAD,
+            "kafka_session_timeout_ms": 6000,
+        }
+    )
+    sample = make_sample(1500, seed=8, tenants=6, max_payload_bytes=_MAX_PAYLOAD)
+    await seed_database(settings, sample)
+    half = len(sample.records) // 2
+    service = Service(settings, metrics_port=0)
+    task = asyncio.create_task(service.run())
+    try:
+        # No broker at all: alive, not ready, retrying.
+        await _until(lambda: service.metrics_port is not None, within=10)
+        port = service.metrics_port
+        assert port is not None
+        await asyncio.sleep(1.0)
+        assert (await http_get(port, "/healthz"))[0] == 200
+        assert (await http_get(port, "/readyz"))[0] == 503
+        assert not task.done()
+
+        await asyncio.to_thread(private_stack.up, "kafka")
+        await create_topics(
+            private_stack.kafka_bootstrap, [*settings.source_topics, settings.topic_dlq], 3
+        )
+        await _wait_status(port, "/readyz", 200, within=60)
+        published = await publish_sample(settings, sample.records[:half])
+        await wait_caught_up(settings)
+
+        await asyncio.to_thread(private_stack.down, "kafka")
+        await _wait_status(port, "/readyz", 503, within=15)
+        assert (await http_get(port, "/healthz"))[0] == 200
+        await asyncio.to_thread(private_stack.up, "kafka")
+        await _wait_status(port, "/readyz", 200, within=60)
+        published += await publish_sample(settings, sample.records[half:])
+        await wait_caught_up(settings, within=60)
+        service.request_stop()
+        assert await asyncio.wait_for(asyncio.shield(task), 30) == 0
+    finally:
+        if not task.done():
+            task.cancel()
+    assert_same_state(
+        await actual_state(database.url),
+        expected_state(published, sample.tenants, sample.execution_records),
+    )
+    assert_dead_letters_match(await dead_letters(settings), published, exact_once=False)

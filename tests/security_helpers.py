@@ -21,7 +21,7 @@ import time
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO
+from typing import IO, Protocol
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
@@ -30,7 +30,7 @@ from pydantic import SecretStr
 
 from consumer.kafka import client_options
 from consumer.settings import Settings
-from schemas import OutgoingEvent
+from schemas import EventType
 from tests.conftest import ROOT, free_port, unique
 
 SECURE_STACK = ROOT / "deploy" / "local" / "secure" / "secure-stack"
@@ -129,7 +129,18 @@ async def create_topics_with(settings: Settings, names: Sequence[str], partition
         await admin.close()
 
 
-def topic_for(settings: Settings, event: OutgoingEvent) -> str:
+class Publishable(Protocol):
+    """A record to publish: :class:`schemas.OutgoingEvent` or the bench workload's Event."""
+
+    @property
+    def type(self) -> EventType: ...
+    @property
+    def key(self) -> bytes: ...
+    @property
+    def value(self) -> bytes: ...
+
+
+def topic_for(settings: Settings, event: Publishable) -> str:
     return {
         "routing.snapshot": settings.topic_snapshots,
         "routing.cost": settings.topic_costs,
@@ -137,7 +148,7 @@ def topic_for(settings: Settings, event: OutgoingEvent) -> str:
     }[str(event.type)]
 
 
-async def publish(settings: Settings, events: Iterable[OutgoingEvent]) -> int:
+async def publish(settings: Settings, events: Iterable[Publishable]) -> int:
     """Publish ``events`` to their topics (acks=all) with ``settings``' client options."""
     producer = AIOKafkaProducer(**client_options(settings), acks="all", linger_ms=5)
     await producer.start()

@@ -326,6 +326,11 @@ def test_compose_prometheus_scrapes_the_consumer(monkeypatch: pytest.MonkeyPatch
     targets = [t for sc in job["static_configs"] for t in sc["targets"]]
     assert targets == [f"consumer:{settings.metrics_port}"]
     assert config["rule_files"] == ["/etc/prometheus/routing/*.yaml"]
+    # The glob loads the alert rules that sit beside this file (and nothing else of ours).
+    rules = sorted((DEPLOY / "prometheus").glob("*.yaml"))
+    assert rules, "deploy/prometheus/*.yaml: the alert rules"
+    for path in rules:
+        assert yaml.safe_load(path.read_text())["groups"], path
 
 
 def test_compose_grafana_is_provisioned() -> None:

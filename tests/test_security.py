@@ -142,6 +142,35 @@ async def test_untrusted_broker_certificate_fails_fast(
 
 # --- PostgreSQL over TLS with scram-sha-256 ------------------------------------------------------
 
+
+@pytest.mark.parametrize(
+    ("url", "async_query", "plain_query", "dsn_passed"),
+    [
+        ("postgresql://u:p@h:5432/d", "", "", False),
+        (
+            "postgresql://u:p@h:5432/d?sslmode=verify-full&sslrootcert=/ca.pem",
+            "ssl=verify-full",
+            "sslmode=verify-full&sslrootcert=%2Fca.pem",
+            True,
+        ),
+        ("postgresql+asyncpg://u:p@h:5432/d?ssl=require", "ssl=require", "sslmode=require", False),
+    ],
+)
+def test_database_tls_parameters_reach_both_drivers(
+    url: str, async_query: str, plain_query: str, dsn_passed: bool
+) -> None:
+    """libpq's sslmode/sslrootcert work for SQLAlchemy's asyncpg dialect (which would pass them
+    on as unknown keywords) and for plain asyncpg; TLS is never dropped on the way."""
+    settings = Settings(database_url=url)
+    assert settings.async_database_url.startswith("postgresql+asyncpg://u:p@h:5432/d")
+    assert settings.async_database_url.partition("?")[2] == async_query
+    assert settings.plain_database_url.startswith("postgresql://u:p@h:5432/d")
+    assert settings.plain_database_url.partition("?")[2] == plain_query
+    assert ("dsn" in settings.database_connect_args) is dsn_passed
+    if dsn_passed:
+        assert settings.database_connect_args["dsn"] == settings.plain_database_url
+
+
 ROLE = "routing_persistence"
 
 

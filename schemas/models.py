@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import re
 import uuid
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta, timezone
 from decimal import MAX_EMAX, MIN_EMIN, Context, Decimal
 from typing import Annotated, Any, Final
@@ -37,6 +38,7 @@ from schemas.codes import EventType
 
 __all__ = [
     "COST_TOLERANCE",
+    "PAYLOAD_CHECKS",
     "PAYLOAD_MODELS",
     "RULE_ERROR_TYPE",
     "SCHEMA_VERSION",
@@ -136,25 +138,33 @@ def parse_rfc3339(value: object) -> datetime:
             "datetime_format",
             "Input should be an RFC 3339 date-time with offset, like 2026-01-31T12:00:00.000Z",
         )
-    year, month, day, hour, minute, second, fraction, zulu, sign, off_h, off_m = match.groups()
     try:
-        tz = UTC if zulu else _offset(sign, off_h, off_m)
-        parsed = datetime(
-            int(year),
-            int(month),
-            int(day),
-            int(hour),
-            int(minute),
-            int(second),
-            int(fraction[:6].ljust(6, "0")) if fraction else 0,
-            tzinfo=tz,
-        )
+        try:
+            # C speed; the pattern has already pinned the form, so this only reads it.
+            parsed = datetime.fromisoformat(value)
+        except ValueError:
+            parsed = _from_groups(match)  # lower-case "t"/"z" (or an impossible date: raises)
         parsed.astimezone(UTC)  # year 1 at +01:00 or 9999-12-31T23:00-02:00 do not exist in UTC
     except (ValueError, OverflowError):
         raise PydanticCustomError(
             "datetime_range", "Input should be a valid date and time in the Gregorian calendar"
         ) from None
     return parsed
+
+
+def _from_groups(match: re.Match[str]) -> datetime:
+    """The datetime of an :data:`_RFC3339` match, field by field (raises ``ValueError``)."""
+    year, month, day, hour, minute, second, fraction, zulu, sign, off_h, off_m = match.groups()
+    return datetime(
+        int(year),
+        int(month),
+        int(day),
+        int(hour),
+        int(minute),
+        int(second),
+        int(fraction[:6].ljust(6, "0")) if fraction else 0,
+        tzinfo=UTC if zulu else _offset(sign, off_h, off_m),
+    )
 
 
 def _offset(sign: str, hours: str, minutes: str) -> timezone:
@@ -432,6 +442,130 @@ PAYLOAD_MODELS: Final[
     EventType.SNAPSHOT: RoutingPlanSnapshot,
     EventType.COST: ActualCost,
     EventType.POLICY: TenantRoutingPolicy,
+}
+
+
+# --- fast checks (the decoder's hot path) ----------------------------------------------------
+#
+# The same rules as the models above, as plain boolean functions over a payload decoded by
+# schemas.jsoncodec.loads, constructing nothing. decode_event accepts a payload they pass without
+# building a model; when one fails, the model is run for the reason code and the message. The
+# property tests keep both in step (every generated valid payload passes; every mutation fails).
+
+
+def _is_money(value: Any) -> bool:
+    kind = type(value)
+    if kind is int:
+        return bool(value >= 0)
+    return kind is Decimal and value.is_finite() and value >= 0
+
+
+def _is_positive_money(value: Any) -> bool:
+    kind = type(value)
+    if kind is int:
+        return bool(value > 0)
+    return kind is Decimal and value.is_finite() and value > 0
+
+
+def _as_decimal(value: Any) -> Decimal:
+    return Decimal(value) if type(value) is int else value
+
+
+def _is_identifier(value: object) -> bool:
+    return type(value) is str and 0 < len(value) <= ID_MAX_LENGTH
+
+
+def _is_provider_model(value: object) -> bool:
+    if type(value) is not dict:
+        return False
+    provider, model = value.get("provider"), value.get("model")
+    return type(provider) is str and provider != "" and type(model) is str and model != ""
+
+
+def _is_timestamp(value: object) -> bool:
+    if type(value) is not str:
+        return False
+    try:
+        parse_rfc3339(value)
+    except PydanticCustomError:
+        return False
+    return True
+
+
+def _is_distinct_strings(value: object) -> bool:
+    return (
+        type(value) is list
+        and all(type(item) is str for item in value)
+        and len(set(value)) == len(value)
+    )
+
+
+def is_valid_snapshot(payload: dict[str, Any]) -> bool:
+    """Whether ``payload`` keeps every rule of :class:`RoutingPlanSnapshot` (tenant aside)."""
+    get = payload.get
+    count, fallbacks, estimate = get("candidateCount"), get("fallbacks"), get("costEstimate")
+    return (
+        type(get("snapshotId")) is str
+        and type(get("strategy")) is str
+        and type(get("resolvedAlias")) is str
+        and type(count) is int
+        and count >= 1
+        and _is_identifier(get("tenantId"))
+        and type(estimate) is dict
+        and _is_money(estimate.get("totalCostUsd"))
+        and _is_provider_model(get("primary"))
+        and type(fallbacks) is list
+        and all(map(_is_provider_model, fallbacks))
+        and 1 + len(fallbacks) <= count
+        and _is_timestamp(get("timestamp"))
+    )
+
+
+def is_valid_cost(payload: dict[str, Any]) -> bool:
+    """Whether ``payload`` satisfies every rule of :class:`ActualCost`."""
+    get = payload.get
+    tokens_in, tokens_out, provider = get("inputTokens"), get("outputTokens"), get("provider")
+    cost_in, cost_out, total = get("inputCostUsd"), get("outputCostUsd"), get("totalCostUsd")
+    return (
+        type(tokens_in) is int
+        and tokens_in >= 0
+        and type(tokens_out) is int
+        and tokens_out >= 0
+        and type(provider) is str
+        and provider != ""
+        and _is_money(cost_in)
+        and _is_money(cost_out)
+        and _is_money(total)
+        and _cost_total_matches(_as_decimal(total), (_as_decimal(cost_in), _as_decimal(cost_out)))
+    )
+
+
+def is_valid_policy(payload: dict[str, Any]) -> bool:
+    """Whether ``payload`` keeps every rule of :class:`TenantRoutingPolicy` (tenant aside)."""
+    get = payload.get
+    allowed: Any = get("allowedProviders")
+    denied: Any = get("deniedProviders")
+    preferred, max_cost = get("preferredProvider"), get("maxCostPerRequestUsd")
+    if not (
+        _is_identifier(get("tenantId"))
+        and type(get("defaultStrategy")) is str
+        and _is_distinct_strings(allowed)
+        and _is_distinct_strings(denied)
+        and "preferredProvider" in payload
+        and (preferred is None or type(preferred) is str)
+        and "maxCostPerRequestUsd" in payload
+        and (max_cost is None or _is_positive_money(max_cost))
+        and set(allowed).isdisjoint(denied)
+    ):
+        return False
+    return preferred is None or (preferred not in denied and (not allowed or preferred in allowed))
+
+
+#: The fast check of each event type's payload.
+PAYLOAD_CHECKS: Final[dict[EventType, Callable[[dict[str, Any]], bool]]] = {
+    EventType.SNAPSHOT: is_valid_snapshot,
+    EventType.COST: is_valid_cost,
+    EventType.POLICY: is_valid_policy,
 }
 
 

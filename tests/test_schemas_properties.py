@@ -35,7 +35,7 @@ from schemas import (
     parse_rfc3339,
 )
 from schemas.build import to_json_value
-from schemas.models import RULE_ERROR_TYPE
+from schemas.models import _RFC3339, PAYLOAD_CHECKS, RULE_ERROR_TYPE, _from_groups
 
 FAST = settings(
     max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow], database=None
@@ -191,6 +191,8 @@ def _assert_same_json(actual: Any, expected: Any, path: str) -> None:
 def test_valid_events_decode_and_re_encode_every_field_exactly(doc: dict[str, Any]) -> None:
     decoded = decode_event(dumps(doc))
     assert isinstance(decoded, DecodedEvent), decoded
+    # Accepted by the fast check, not only by the model behind it.
+    assert PAYLOAD_CHECKS[decoded.type](decoded.payload)
     assert str(decoded.event_id) == doc["eventId"]
     assert decoded.occurred_at == parse_rfc3339(doc["occurredAt"])
     assert (decoded.tenant_id, decoded.request_id) == (doc["tenantId"], doc.get("requestId"))
@@ -210,6 +212,32 @@ def test_valid_events_decode_and_re_encode_every_field_exactly(doc: dict[str, An
 def test_the_envelope_model_accepts_every_valid_event(doc: dict[str, Any]) -> None:
     model = Envelope.model_validate(doc)
     assert model.payload == doc["payload"]
+
+
+@FAST
+@given(
+    moment=instants,
+    fraction_digits=st.integers(0, 9),
+    zulu=st.booleans(),
+    lower=st.booleans(),
+)
+def test_rfc3339_fast_path_reads_what_the_field_by_field_parser_reads(
+    moment: datetime, fraction_digits: int, zulu: bool, lower: bool
+) -> None:
+    text = moment.strftime("%Y-%m-%dT%H:%M:%S")
+    if fraction_digits:
+        text += "." + (f"{moment.microsecond:06d}" + "987")[:fraction_digits]
+    if zulu:
+        text = moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S") + text[19:] + "Z"
+    else:
+        offset = moment.strftime("%z")
+        text += f"{offset[:3]}:{offset[3:]}"
+    if lower:
+        text = text.lower()
+    match = _RFC3339.fullmatch(text)
+    assert match is not None, text
+    assert parse_rfc3339(text) == _from_groups(match)
+    assert parse_rfc3339(text).utcoffset() == _from_groups(match).utcoffset()
 
 
 # --- single-rule mutations -------------------------------------------------------------------

@@ -8,7 +8,9 @@ key and bytes, so the consumer applies it through its normal path.
 Selection: the dead-letter topic is read with a manual assignment (no consumer group, nothing
 committed), from the beginning or from ``--since`` (the dead letter's own timestamp), up to the
 end offsets taken at the start, so records that this run sends back to the dead-letter topic are
-never read again by it. ``--reason`` (repeatable) and ``--limit`` narrow the selection.
+never read again by it. ``--reason`` (repeatable) and ``--limit`` narrow the selection. The
+range is read twice, streaming (memory stays bounded whatever its size): once for the
+``dlq.redrive-of`` marks below, once to decide and publish.
 
 No infinite loops. Each republished record carries two headers:
 
@@ -33,11 +35,12 @@ from __future__ import annotations
 import asyncio
 import sys
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.errors import KafkaError
 from rich.console import Console
 from rich.table import Table
@@ -58,9 +61,8 @@ __all__ = [
     "REDRIVE_COUNT_HEADER",
     "REDRIVE_OF_HEADER",
     "DeadLetter",
-    "RedriveError",
-    "plan_redrive",
-    "read_dead_letters",
+    "Decision",
+    "RedrivePlanner",
     "redrive",
 ]
 
@@ -72,10 +74,6 @@ REDRIVE_OF_HEADER = "dlq.redrive-of"
 #: Headers the dead-letter writer adds; they describe the failure, not the event, so they are not
 #: sent back with it.
 _DLQ_HEADER_PREFIX = "dlq."
-
-
-class RedriveError(Exception):
-    """Redrive could not start or finish (broker unreachable, topic missing, publish failed)."""
 
 
 @dataclass(frozen=True)
@@ -143,45 +141,43 @@ def _parse(
     )
 
 
-async def read_dead_letters(
-    settings: Settings, *, since: datetime | None = None
-) -> list[DeadLetter]:
-    """Every dead letter from the start (or ``since``) up to the end offsets taken now.
+@dataclass(frozen=True)
+class _Range:
+    """The dead-letter offsets one run reads: fixed at the start, the same for both passes."""
 
-    Uses a group-less consumer with a manual assignment: no group joins, nothing is committed.
-    Raises :class:`RedriveError` when Kafka is unreachable, the topic is missing, or reading
-    stalls for ``CALL_TIMEOUT_S``.
-    """
-    topic = settings.topic_dlq
-    consumer = AIOKafkaConsumer(
+    starts: dict[TopicPartition, int]
+    ends: dict[TopicPartition, int]
+    since_ms: int | None
+
+
+def _consumer(settings: Settings) -> AIOKafkaConsumer:
+    return AIOKafkaConsumer(
         **client_options(settings),
         group_id=None,
         enable_auto_commit=False,
         auto_offset_reset="earliest",
         request_timeout_ms=int(CALL_TIMEOUT_S * 1000),
     )
-    letters: list[DeadLetter] = []
-    try:
-        async with asyncio.timeout(CALL_TIMEOUT_S):
-            await consumer.start()
-            tps = await partitions_of(settings, [topic])
-            ends = await consumer.end_offsets(tps)
-            starts = await start_offsets(consumer, tps, ends, since)
-        since_ms = timestamp_ms(since) if since is not None else None
-        async for batch in read_ranges(consumer, starts, ends):
-            for tp, records in batch.items():
-                letters.extend(
-                    _parse(tp.partition, r.offset, r.timestamp, r.key, r.value, r.headers)
-                    for r in records
-                    if since_ms is None or r.timestamp >= since_ms
-                )
-    except ReplayError as exc:
-        raise RedriveError(str(exc)) from exc
-    except (KafkaError, OSError, TimeoutError) as exc:
-        raise RedriveError(f"reading dead-letter topic {topic!r} failed: {_describe(exc)}") from exc
-    finally:
-        await consumer.stop()
-    return letters
+
+
+async def _open_range(
+    settings: Settings, consumer: AIOKafkaConsumer, since: datetime | None
+) -> _Range:
+    """From the start (or ``since``) up to the end offsets taken now."""
+    async with asyncio.timeout(CALL_TIMEOUT_S):
+        tps = await partitions_of(settings, [settings.topic_dlq])
+        ends = dict(await consumer.end_offsets(tps))
+        starts = await start_offsets(consumer, tps, ends, since)
+    return _Range(starts, ends, timestamp_ms(since) if since is not None else None)
+
+
+async def _iter_letters(consumer: AIOKafkaConsumer, span: _Range) -> AsyncIterator[DeadLetter]:
+    """The dead letters of ``span``, partition by partition in offset order, streamed."""
+    async for batch in read_ranges(consumer, span.starts, span.ends):
+        for tp, records in batch.items():
+            for r in records:
+                if span.since_ms is None or r.timestamp >= span.since_ms:
+                    yield _parse(tp.partition, r.offset, r.timestamp, r.key, r.value, r.headers)
 
 
 def _describe(exc: BaseException) -> str:
@@ -192,43 +188,50 @@ def _describe(exc: BaseException) -> str:
     return text if text.startswith(name) else f"{name}: {text}" if text else name
 
 
-def plan_redrive(
-    letters: Sequence[DeadLetter],
-    settings: Settings,
-    *,
-    reasons: Sequence[str] | None = None,
-    limit: int | None = None,
-) -> list[Decision]:
-    """Decide, for each dead letter matching ``reasons``, whether to redrive it.
+class RedrivePlanner:
+    """Decides, one dead letter at a time in reading order, what redrive does with it.
 
-    ``limit`` bounds how many are *redriven* (refused and superseded ones are listed but do not
-    count). Only the configured source topics are valid targets: a dead letter naming any other
+    ``superseded`` holds the ``dlq.redrive-of`` values of the whole range (first pass).
+    ``limit`` bounds how many are *redriven*; refused and superseded ones are listed but do not
+    count. Only the configured source topics are valid targets: a dead letter naming any other
     topic is refused rather than published somewhere unexpected.
     """
-    dlq = settings.topic_dlq
-    superseded = {letter.redrive_of for letter in letters if letter.redrive_of is not None}
-    wanted = set(reasons) if reasons else None
-    decisions: list[Decision] = []
-    redriven = 0
-    for letter in letters:
-        if wanted is not None and letter.reason not in wanted:
-            continue
-        if f"{dlq}/{letter.coordinates}" in superseded:
-            decisions.append(Decision(letter, "superseded", "redriven before; a newer copy exists"))
-        elif letter.redrive_count >= MAX_REDRIVES:
-            decisions.append(
-                Decision(letter, "refused", f"redriven {letter.redrive_count} times already")
-            )
-        elif letter.topic is None:
-            decisions.append(Decision(letter, "refused", "no dlq.topic header"))
-        elif letter.topic not in settings.source_topics:
-            decisions.append(Decision(letter, "refused", f"{letter.topic!r} is not a source topic"))
-        elif limit is not None and redriven >= limit:
-            break
-        else:
-            decisions.append(Decision(letter, "redrive"))
-            redriven += 1
-    return decisions
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        superseded: set[str],
+        reasons: Sequence[str] | None = None,
+        limit: int | None = None,
+    ) -> None:
+        self._settings = settings
+        self._superseded = superseded
+        self._wanted = set(reasons) if reasons else None
+        self._limit = limit
+        self.redriven = 0
+
+    @property
+    def is_exhausted(self) -> bool:
+        """True once ``limit`` dead letters have been chosen for redrive."""
+        return self._limit is not None and self.redriven >= self._limit
+
+    def decide(self, letter: DeadLetter) -> Decision | None:
+        """The decision for ``letter``, or None when ``--reason`` does not select it."""
+        if self._wanted is not None and letter.reason not in self._wanted:
+            return None
+        if f"{self._settings.topic_dlq}/{letter.coordinates}" in self._superseded:
+            return Decision(letter, "superseded", "redriven before; a newer copy exists")
+        if letter.redrive_count >= MAX_REDRIVES:
+            return Decision(letter, "refused", f"redriven {letter.redrive_count} times already")
+        if letter.topic is None:
+            return Decision(letter, "refused", "no dlq.topic header")
+        if letter.topic not in self._settings.source_topics:
+            return Decision(letter, "refused", f"{letter.topic!r} is not a source topic")
+        if self.is_exhausted:
+            return None
+        self.redriven += 1
+        return Decision(letter, "redrive")
 
 
 def _republished_headers(letter: DeadLetter, dlq: str) -> list[tuple[str, bytes]]:
@@ -240,34 +243,46 @@ def _republished_headers(letter: DeadLetter, dlq: str) -> list[tuple[str, bytes]
     ]
 
 
-async def _publish(settings: Settings, decisions: Sequence[Decision]) -> None:
-    """Produce every ``redrive`` decision with acks=all and wait for all acknowledgements."""
-    producer = AIOKafkaProducer(
-        **client_options(settings),
-        acks="all",
-        enable_idempotence=True,
-        request_timeout_ms=int(CALL_TIMEOUT_S * 1000),
-    )
-    try:
+#: Acknowledgements are awaited every this many records (bounds memory, keeps the pipeline full).
+_PUBLISH_CHUNK = 1000
+
+
+class _Publisher:
+    """Sends redriven records with acks=all; :meth:`flush` awaits every acknowledgement."""
+
+    def __init__(self, settings: Settings) -> None:
+        self._settings = settings
+        self._producer = AIOKafkaProducer(
+            **client_options(settings),
+            acks="all",
+            enable_idempotence=True,
+            request_timeout_ms=int(CALL_TIMEOUT_S * 1000),
+        )
+        self._pending: list[asyncio.Future[Any]] = []
+
+    async def start(self) -> None:
         async with asyncio.timeout(CALL_TIMEOUT_S):
-            await producer.start()
-        futures = []
-        for decision in decisions:
-            letter = decision.letter
-            assert letter.topic is not None  # plan_redrive refuses letters without a topic
-            futures.append(
-                await producer.send(
-                    letter.topic,
-                    value=letter.value,
-                    key=letter.key,
-                    headers=_republished_headers(letter, settings.topic_dlq),
-                )
+            await self._producer.start()
+
+    async def send(self, letter: DeadLetter) -> None:
+        assert letter.topic is not None  # the planner refuses letters without a topic
+        self._pending.append(
+            await self._producer.send(
+                letter.topic,
+                value=letter.value,
+                key=letter.key,
+                headers=_republished_headers(letter, self._settings.topic_dlq),
             )
-        await asyncio.gather(*futures)
-    except (KafkaError, OSError, TimeoutError) as exc:
-        raise RedriveError(f"publishing failed: {_describe(exc)}") from exc
-    finally:
-        await producer.stop()
+        )
+        if len(self._pending) >= _PUBLISH_CHUNK:
+            await self.flush()
+
+    async def flush(self) -> None:
+        pending, self._pending = self._pending, []
+        await asyncio.gather(*pending)
+
+    async def stop(self) -> None:
+        await self._producer.stop()
 
 
 def _key_text(key: bytes | None) -> str:
@@ -356,29 +371,87 @@ async def redrive(
 ) -> int:
     """Redrive the selected dead letters; return the exit code.
 
-    0: done (including when some were refused, which the summary says); 1: publishing failed
+    Two streaming passes over the same range (memory stays bounded whatever the topic's size):
+    the first collects the ``dlq.redrive-of`` marks, the second decides and publishes.
+    0: done (including when some were refused, which the summary lists); 1: publishing failed
     part-way (rerunning is safe: at least once, idempotent consumer); 2: bad usage, Kafka
-    unreachable, topic missing. ``dry_run`` prints the table of decisions and publishes nothing.
+    unreachable, topic missing. ``dry_run`` prints every decision and publishes nothing;
+    otherwise only the refused and superseded ones are listed.
     """
     errors = Console(stderr=True, soft_wrap=True)
     if limit is not None and limit < 0:
         errors.print("dlq redrive: --limit must not be negative")
         return 2
     console = Console(soft_wrap=True)
+    consumer = _consumer(settings)
+    publisher = None if dry_run else _Publisher(settings)
+    decisions: list[Decision] = []  # value-free copies: only what the table and summary need
     try:
-        letters = await read_dead_letters(settings, since=since)
-    except RedriveError as exc:
-        errors.print(f"dlq redrive: {exc}", markup=False, highlight=False)
-        return 2
-    decisions = plan_redrive(letters, settings, reasons=reasons, limit=limit)
-    if dry_run or any(d.action != "redrive" for d in decisions):
-        _print_plan(console, decisions)
-    if not dry_run:
         try:
-            await _publish(settings, [d for d in decisions if d.action == "redrive"])
-        except RedriveError as exc:
+            await consumer.start()
+            span = await _open_range(settings, consumer, since)
+            superseded = {
+                letter.redrive_of
+                async for letter in _iter_letters(consumer, span)
+                if letter.redrive_of is not None
+            }
+            if publisher is not None:
+                await publisher.start()
+        except ReplayError as exc:
             errors.print(f"dlq redrive: {exc}", markup=False, highlight=False)
+            return 2
+        except (KafkaError, OSError, TimeoutError) as exc:
+            errors.print(
+                f"dlq redrive: cannot read {settings.topic_dlq!r} at "
+                f"{settings.kafka_bootstrap_servers}: {_describe(exc)}",
+                markup=False,
+                highlight=False,
+            )
+            return 2
+        planner = RedrivePlanner(settings, superseded=superseded, reasons=reasons, limit=limit)
+        try:
+            async for letter in _iter_letters(consumer, span):
+                decision = planner.decide(letter)
+                if decision is None:
+                    if planner.is_exhausted:
+                        break
+                    continue
+                if decision.action == "redrive" and publisher is not None:
+                    await publisher.send(letter)
+                decisions.append(_without_value(decision))
+            if publisher is not None:
+                await publisher.flush()
+        except (KafkaError, OSError, TimeoutError) as exc:
+            errors.print(f"dlq redrive: failed: {_describe(exc)}", markup=False, highlight=False)
             errors.print("dlq redrive: nothing is lost; running it again is safe (at least once)")
             return 1
+        except asyncio.CancelledError:  # Ctrl-C
+            errors.print("dlq redrive: interrupted; running it again is safe (at least once)")
+            return 130
+    finally:
+        if publisher is not None:
+            await publisher.stop()
+        await consumer.stop()
+    shown = decisions if dry_run else [d for d in decisions if d.action != "redrive"]
+    if shown:
+        _print_plan(console, shown)
     console.print(_summary(decisions, dry_run=dry_run), markup=False, highlight=False)
     return 0
+
+
+def _without_value(decision: Decision) -> Decision:
+    letter = decision.letter
+    light = DeadLetter(
+        partition=letter.partition,
+        offset=letter.offset,
+        timestamp_ms=letter.timestamp_ms,
+        key=letter.key,
+        value=None,
+        headers=(),
+        reason=letter.reason,
+        error=letter.error[:200],
+        topic=letter.topic,
+        redrive_count=letter.redrive_count,
+        redrive_of=letter.redrive_of,
+    )
+    return Decision(light, decision.action, decision.why)

@@ -16,7 +16,7 @@ import re
 import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta, timezone
-from decimal import MAX_EMAX, MIN_EMIN, Context, Decimal
+from decimal import MAX_EMAX, MIN_EMIN, Context, Decimal, Inexact, Overflow
 from typing import Annotated, Any, Final
 
 from pydantic import (
@@ -362,7 +362,16 @@ class RoutingPlanSnapshot(BaseModel):
 _MAX_PRECISION = 10_000
 
 
+# Everyday amounts fit 50 digits: the sum is exact, or Inexact says it was not (then the slow way).
+_EXACT_CONTEXT = Context(prec=50, Emax=MAX_EMAX, Emin=MIN_EMIN, traps=[Inexact, Overflow])
+
+
 def _cost_total_matches(total: Decimal, parts: tuple[Decimal, Decimal]) -> bool:
+    try:
+        ctx = _EXACT_CONTEXT
+        return ctx.subtract(total, ctx.add(parts[0], parts[1])).copy_abs() <= COST_TOLERANCE
+    except ArithmeticError:
+        pass
     numbers = (total, *parts)
     nonzero = [n.adjusted() for n in numbers if n]
     top = max(nonzero, default=0)

@@ -244,3 +244,19 @@ async def test_a_member_joining_and_leaving_moves_partitions_and_their_series(
     )
     # Batches in hand were committed before their partitions moved: nothing was redelivered.
     assert_dead_letters_match(await dead_letters(settings), published, exact_once=True)
+
+
+async def test_make_run_flow_accounts_for_every_record(
+    settings: Settings, database: Database, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from consumer.demo_main import run
+
+    settings = _small_payload_limit(settings)
+    assert await run(settings, events=800, rate=0, seed=3) == 0
+    out = capsys.readouterr().out
+    assert "all accounted for" in out
+    assert "lag after the run: 0 records" in out
+    assert "exit code 0" in out
+    letters = await dead_letters(settings)
+    assert {letter.reason for letter in letters} == {str(code) for code in ReasonCode}
+    await wait_caught_up(settings, within=5)

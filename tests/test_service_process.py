@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,6 +21,7 @@ from consumer.demo import Sample, SampleRecord, make_sample, publish_sample, see
 from consumer.settings import Settings
 from tests.conftest import Database, free_port
 from tests.service_helpers import (
+    CLI,
     ConsumerProcess,
     actual_state,
     assert_dead_letters_match,
@@ -29,6 +31,8 @@ from tests.service_helpers import (
     end_offsets,
     expected_state,
     lagging_partitions,
+    running_service,
+    settings_env,
     wait_caught_up,
 )
 
@@ -179,3 +183,28 @@ async def test_two_consumers_share_the_group_and_survive_losing_one(
     # The survivor saw at least two assignments: shared, then all partitions.
     assert first_log.count('"partitions.assigned"') >= 2, first_log[-3000:]
     await _assert_outcome(settings, database, sample, published, exact_once=False)
+
+
+async def test_demo_command_publishes_a_sample_the_consumer_handles(
+    process_settings: Settings, database: Database
+) -> None:
+    settings = process_settings
+    done = await asyncio.to_thread(
+        subprocess.run,
+        [str(CLI), "demo", "--events", "300", "--seed", "5"],
+        env=settings_env(settings),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    sample = make_sample(300, seed=5, max_payload_bytes=_MAX_PAYLOAD)
+    assert f"published {len(sample.records)} records" in done.stdout
+    async with running_service(settings):
+        await wait_caught_up(settings)
+    letters = await dead_letters(settings)
+    assert sorted(letter.reason for letter in letters) == sorted(
+        str(r.reason) for r in sample.records if r.reason is not None
+    )
+    rows = await database.fetch('SELECT count(*) AS n FROM "ExecutionRecord"')
+    assert rows[0]["n"] > 0

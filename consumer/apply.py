@@ -59,9 +59,9 @@ __all__ = [
     "apply_events",
 ]
 
-#: Bound on the rounds of one field in one batch. A round only repeats for rows whose candidate
-#: was rejected (each round consumes at least one candidate per such row), so this is reached only
-#: if rows keep vanishing under us (deleted by another writer between our statements).
+#: Bound on the rounds of one field in one batch. A round repeats only for rows whose candidate
+#: was rejected (which consumes it) or lost a race with a concurrent writer (the next round sees
+#: the row's new state), so this is reached only if rows keep changing under us.
 _MAX_ROUNDS: Final = 1000
 
 
@@ -121,62 +121,72 @@ class _Field:
         return self.table == "ExecutionRecord"
 
 
+# Both statements take the same five arrays: $1 row keys ("requestId", or the tenant id for
+# policies), $2 tenantIds, $3 occurredAt, $4 eventIds, $5 the raw record texts; one entry per
+# candidate, at most one candidate per key. Both return one row per candidate, except those a
+# concurrent writer got in between (the caller offers them again in the next round):
+#
+#   (key, applied = true,  found = null,           tenant = the row's "tenantId" now)
+#   (key, applied = false, found = row existed?,    tenant = the row's "tenantId")
+#
+# `c` pairs each candidate with its row as it is before the statement and decides there whether
+# the candidate may be written (`ok`: tenant and version guards). Only those are offered for
+# writing, so PostgreSQL parses the JSON of the records it may write and of no other (a replay of
+# stale records parses nothing). The write re-checks both guards on the row as it is *now*
+# (ON CONFLICT / UPDATE see the latest committed version), which is what keeps concurrent
+# consumers correct. Plans stay sound without estimates: every join is a key lookup, and the
+# output never joins the written rows back to the input.
+
+
 def _execution_record_sql(column: str) -> str:
-    # $1 keys (requestId), $2 tenantIds, $3 occurredAt, $4 eventIds, $5 raw record texts.
-    # `c` pairs each candidate with the row as it is before the statement. Only candidates that
-    # pass the guards there are offered to the INSERT, so PostgreSQL parses the JSON of the
-    # records it may write and no other (a replay of stale events parses nothing); ON CONFLICT
-    # re-checks the same guards on the row as it is now, for concurrent writers.
-    # Output: the candidates not applied (with the row they met, for the caller to classify:
-    # tenant_mismatch, stale, or no row yet = a concurrent insert, next round), plus the applied
-    # ones whose row has a null "tenantId" (the caller must not assume the row is the event's).
     at, eid = f'"{column}OccurredAt"', f'"{column}EventId"'
     return f"""
 WITH i AS (
     SELECT * FROM unnest($1::text[], $2::text[], $3::timestamptz[], $4::uuid[], $5::text[])
         AS u(k, t, o, e, raw)
 ), c AS (
-    SELECT i.*, (cur."requestId" IS NOT NULL) AS found, cur."tenantId" AS cur_t,
-        cur.{at} AS cur_o, cur.{eid} AS cur_e
+    SELECT i.k, i.t, i.o, i.e, i.raw,
+        (cur."requestId" IS NOT NULL) AS found, cur."tenantId" AS cur_t,
+        (cur."requestId" IS NULL OR coalesce(
+            (cur."tenantId" IS NULL OR cur."tenantId" = i.t)
+            AND (cur.{at} IS NULL OR (cur.{at}, cur.{eid}) < (i.o, i.e)), false)) AS ok
     FROM i LEFT JOIN "ExecutionRecord" AS cur ON cur."requestId" = i.k
 ), up AS (
     INSERT INTO "ExecutionRecord" AS r ("id", "requestId", "tenantId", "{column}", {at}, {eid})
-    SELECT c.k, c.k, c.t, (c.raw::jsonb) -> 'payload', c.o, c.e FROM c
-    WHERE NOT c.found
-       OR ((c.cur_t IS NULL OR c.cur_t = c.t)
-           AND (c.cur_o IS NULL OR (c.cur_o, c.cur_e) < (c.o, c.e)))
+    SELECT c.k, c.k, c.t, (c.raw::jsonb) -> 'payload', c.o, c.e FROM c WHERE c.ok
     ON CONFLICT ("requestId") DO UPDATE
         SET "{column}" = EXCLUDED."{column}", {at} = EXCLUDED.{at}, {eid} = EXCLUDED.{eid}
         WHERE (r."tenantId" IS NULL OR r."tenantId" = EXCLUDED."tenantId")
           AND (r.{at} IS NULL OR (r.{at}, r.{eid}) < (EXCLUDED.{at}, EXCLUDED.{eid}))
-    RETURNING r."requestId" AS k
+    RETURNING r."requestId" AS k, r."tenantId" AS t
 )
-SELECT c.k, (up.k IS NOT NULL) AS applied, c.found, c.cur_t
-FROM c LEFT JOIN up ON up.k = c.k
-WHERE up.k IS NULL OR (c.found AND c.cur_t IS NULL)
+SELECT k, true, NULL::boolean, t FROM up
+UNION ALL
+SELECT k, false, found, cur_t FROM c WHERE NOT ok
 """
 
 
 def _tenant_sql(column: str) -> str:
-    # $1 keys (tenant ids), $2 tenantIds (unused: the key is the tenant), $3 occurredAt,
-    # $4 eventIds, $5 raw record texts: the same shape as above, so both share one call.
-    # UPDATE ... FROM computes SET only for rows passing WHERE: stale records are not parsed.
-    # Output: the candidates not applied, with whether their "Tenant" row exists.
     at, eid = f'"{column}OccurredAt"', f'"{column}EventId"'
     return f"""
 WITH i AS (
     SELECT * FROM unnest($1::text[], $2::text[], $3::timestamptz[], $4::uuid[], $5::text[])
         AS u(k, t, o, e, raw)
+), c AS (
+    SELECT i.k, i.o, i.e, i.raw, (cur."id" IS NOT NULL) AS found,
+        (cur."id" IS NOT NULL
+         AND coalesce(cur.{at} IS NULL OR (cur.{at}, cur.{eid}) < (i.o, i.e), false)) AS ok
+    FROM i LEFT JOIN "Tenant" AS cur ON cur."id" = i.k
 ), up AS (
     UPDATE "Tenant" AS r
-    SET "{column}" = (i.raw::jsonb) -> 'payload', {at} = i.o, {eid} = i.e
-    FROM i
-    WHERE r."id" = i.k AND (r.{at} IS NULL OR (r.{at}, r.{eid}) < (i.o, i.e))
+    SET "{column}" = (c.raw::jsonb) -> 'payload', {at} = c.o, {eid} = c.e
+    FROM c
+    WHERE c.ok AND r."id" = c.k AND (r.{at} IS NULL OR (r.{at}, r.{eid}) < (c.o, c.e))
     RETURNING r."id" AS k
 )
-SELECT i.k, false AS applied, (cur."id" IS NOT NULL) AS found, cur."id" AS cur_t
-FROM i LEFT JOIN "Tenant" AS cur ON cur."id" = i.k
-WHERE NOT EXISTS (SELECT 1 FROM up WHERE up.k = i.k)
+SELECT k, true, NULL::boolean, k FROM up
+UNION ALL
+SELECT k, false, found, k FROM c WHERE NOT ok
 """
 
 
@@ -202,11 +212,11 @@ def _row_key(event: DecodedEvent, spec: _Field) -> str:
 
 @dataclass(frozen=True, slots=True)
 class _Seen:
-    """What the statement reports about one candidate (see the SQL for which are reported)."""
+    """What the statement reports about one candidate (see the SQL above)."""
 
     applied: bool
-    found: bool  # the row existed before the statement
-    row_tenant: str | None  # its "tenantId" then
+    found: bool | None  # not applied: whether the row existed before the statement
+    row_tenant: str | None  # the row's "tenantId" (after the write when applied)
 
 
 async def _run(
@@ -226,7 +236,7 @@ async def _run(
         ids.append(ev.event_id)
         raws.append(pending.raw)
     result = await conn.exec_driver_sql(spec.sql, (keys, tenants, occurred, ids, raws))
-    rows = cast("list[tuple[str, bool, bool, str | None]]", result.all())
+    rows = cast("list[tuple[str, bool, bool | None, str | None]]", result.all())
     return {key: _Seen(applied, found, tenant) for key, applied, found, tenant in rows}
 
 
@@ -313,31 +323,29 @@ async def _apply_field(
                     next_queues[key] = queue[1:]
                 continue
             seen = reported.get(key)
-            if seen is None or seen.applied:
-                # Applied. The row's tenant is the event's, unless the row reported a null one.
-                head_tenant = batch[head].event.tenant_id
-                row_tenant: str | None = head_tenant
-                if seen is not None or not spec.creates_rows:
-                    row_tenant = None
+            if seen is None:
+                # Passed the guards before the statement, refused by them during it: a
+                # concurrent writer changed the row. The next round sees its new state.
+                next_queues[key] = queue
+                continue
+            if seen.applied:
                 results[head] = APPLIED
+                row_tenant: str | None = seen.row_tenant if spec.creates_rows else None
                 for i in queue[1:]:
                     tenant = batch[i].event.tenant_id
                     results[i] = (
-                        _mismatch(tenant, key) if row_tenant and tenant != head_tenant else STALE
+                        _mismatch(tenant, key) if row_tenant and tenant != row_tenant else STALE
                     )
                 continue
             if not seen.found:
-                if spec.creates_rows:
-                    # The row was created (or deleted) concurrently after our snapshot: the
-                    # next round sees it.
-                    next_queues[key] = queue
-                else:
-                    for i in queue:
-                        results[i] = EventResult(
-                            Verdict.REJECTED,
-                            ReasonCode.UNKNOWN_TENANT,
-                            f'tenantId {batch[i].event.tenant_id!r}: no such "Tenant" row',
-                        )
+                if spec.creates_rows:  # impossible: a missing row is always written
+                    raise RuntimeError(f'"ExecutionRecord" {key!r} was neither found nor written')
+                for i in queue:
+                    results[i] = EventResult(
+                        Verdict.REJECTED,
+                        ReasonCode.UNKNOWN_TENANT,
+                        f'tenantId {batch[i].event.tenant_id!r}: no such "Tenant" row',
+                    )
                 continue
             row_tenant = seen.row_tenant if spec.creates_rows else None
             remaining: list[int] = []

@@ -376,19 +376,28 @@ async def _watch(
     max_lag_seconds: float | None,
     as_json: bool,
 ) -> int:
-    """Refresh every ``WATCH_INTERVAL_S`` until interrupted; shows consume/produce rates."""
+    """Refresh every ``WATCH_INTERVAL_S`` until interrupted; shows consume/produce rates.
+
+    A live rich table on a terminal; otherwise one JSON document (``as_json``) or one plain
+    table per refresh, so ``lag --watch | tee`` and log collectors get whole snapshots.
+    """
     async with _clients(settings) as clients:
         previous: LagReport | None = None
-        live = None if as_json else Live(console=console, auto_refresh=False, transient=False)
+        is_live = console.is_terminal and not as_json
+        live = Live(console=console, auto_refresh=False) if is_live else None
         with live if live is not None else contextlib.nullcontext():
             while True:
                 report = await measure_lag(settings, clients=clients)
-                if as_json:
-                    print(json.dumps(report.to_json()), flush=True)
-                else:
-                    assert live is not None
-                    title = _watch_title(report, previous, max_lag, max_lag_seconds)
+                title = _watch_title(report, previous, max_lag, max_lag_seconds)
+                if live is not None:
                     live.update(_rich_table(report, max_lag, max_lag_seconds, title), refresh=True)
+                elif as_json:
+                    sys.stdout.write(json.dumps(report.to_json()) + "\n")
+                else:
+                    rows = [_cells(p) for p in report.partitions] + [_total_cells(report)]
+                    plain_title = title.replace("[bold red]", "").replace("[/]", "")
+                    sys.stdout.write(f"{plain_title}\n{render_plain_table(_COLUMNS, rows)}\n\n")
+                sys.stdout.flush()
                 previous = report
                 await asyncio.sleep(WATCH_INTERVAL_S)
 

@@ -387,7 +387,17 @@ async def _watch(
         live = Live(console=console, auto_refresh=False) if is_live else None
         with live if live is not None else contextlib.nullcontext():
             while True:
-                report = await measure_lag(settings, clients=clients)
+                try:
+                    report = await measure_lag(settings, clients=clients)
+                except LagError as exc:
+                    # An incident view must outlive a broker blip: say so and try again.
+                    Console(stderr=True, soft_wrap=True).print(
+                        f"lag: {exc}; retrying in {WATCH_INTERVAL_S:g} s",
+                        markup=False,
+                        highlight=False,
+                    )
+                    await asyncio.sleep(WATCH_INTERVAL_S)
+                    continue
                 title = _watch_title(report, previous, max_lag, max_lag_seconds)
                 if live is not None:
                     live.update(_rich_table(report, max_lag, max_lag_seconds, title), refresh=True)

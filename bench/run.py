@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import logging
 import platform
 import secrets
 import sys
@@ -34,6 +35,7 @@ import asyncpg
 
 from bench.infra import ROOT, Stack, TopicSet, produce
 from bench.oracle import Oracle, check_rows
+from bench.profile import top_frames
 from bench.systems import (
     Measured,
     pg_ceiling,
@@ -67,12 +69,22 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--latency-seconds", type=float, default=20.0)
     parser.add_argument(
+        "--latency-rates",
+        default="",
+        help="fixed produce rates (events/s, comma-separated) instead of 50 %%/90 %% of the max",
+    )
+    parser.add_argument(
         "--only",
         default="",
         help="comma-separated subset of service,kafka,pg,naive,latency,peer,scale (a partial run)",
     )
     parser.add_argument("--out", type=Path, default=None, help="results JSON path")
     parser.add_argument("--keep", action="store_true", help="keep topics and databases")
+    parser.add_argument(
+        "--profile",
+        action="store_true",
+        help="sample the service with py-spy (if installed) during the backlog and latency runs",
+    )
     parser.add_argument(
         "--no-report", action="store_true", help="do not rewrite bench/RESULTS.md and charts"
     )
@@ -154,8 +166,13 @@ class Run:
 
     def record(self, key: str, measured: Measured) -> None:
         self.results["systems"][key] = measured.as_dict()
-        if not measured.counts:
-            self.failed.append(f"{measured.name}: wrong rows {measured.check}")
+        if not measured.counts and measured.check is not None:
+            c = measured.check
+            self.failed.append(
+                f"{measured.name}: wrong rows: {c.wrong_execution_records:,} of "
+                f"{c.expected_execution_records:,} ExecutionRecord, {c.wrong_tenants:,} of "
+                f"{c.expected_tenants:,} Tenant (e.g. {'; '.join(c.examples[:3])})"
+            )
         rate = f"{measured.events_per_s:,.0f} events/s"
         cpu = measured.cpu_per_1000
         cpu_s = "" if cpu is None else f", {cpu:.3f} CPU s/1000"
@@ -201,6 +218,7 @@ class Run:
             oracle.events,
             self.log_dir / f"{key}.log",
             name=name,
+            profile_path=self.log_dir / f"{key}.pyspy.txt" if self.args.profile else None,
         )
         measured.check = await check_rows(url, oracle, self.tenants)
         dead = await self.dlq_count(topics)
@@ -278,11 +296,15 @@ class Run:
             self.results["errors"].append("latency skipped: no valid service throughput")
             return
         shares = (0.5,) if self.args.quick else (0.5, 0.9)
-        for share in shares:
-            rate = service.events_per_s * share
-            if self.args.quick:
-                rate = min(rate, 1_000.0)
-            key = f"lat{int(share * 100)}"
+        plan = [(share, service.events_per_s * share) for share in shares]
+        if self.args.latency_rates:
+            plan = [
+                (float(r) / service.events_per_s, float(r))
+                for r in self.args.latency_rates.split(",")
+            ]
+        for share, planned in plan:
+            rate = min(planned, 1_000.0) if self.args.quick else planned
+            key = f"lat{int(rate)}"
             topics = await self.topics(key)
             url = await self.database(key)
             result = await measure_latency(
@@ -295,15 +317,20 @@ class Run:
                 tenants=self.tenants,
                 seed=self.args.seed + int(share * 100),
                 log_path=self.log_dir / f"{key}.log",
+                profile_path=self.log_dir / f"{key}.pyspy.txt" if self.args.profile else None,
             )
             summary = result.as_dict() | {"share_of_max": share}
-            self.results["latency"][f"{int(share * 100)}%"] = summary
+            if self.args.profile:
+                summary["profile"] = top_frames(self.log_dir / f"{key}.pyspy.txt")
+            self.results["latency"][f"{share:.0%}"] = summary
             if result.exit_code != 0:
                 self.failed.append(f"latency run {key}: service exit code {result.exit_code}")
             print(
                 f"bench: latency at {share:.0%} ({summary['achieved_rate']:,.0f} events/s): "
                 f"p50 {summary['p50_ms']} ms, p99 {summary['p99_ms']} ms, "
-                f"max {summary['max_ms']} ms, unresolved {summary['unresolved']}",
+                f"max {summary['max_ms']} ms, unresolved {summary['unresolved']}; "
+                f"harness {summary['harness_cores']} cores; "
+                f"service batch mean {_mean_batch(summary['service_histogram'])}",
                 flush=True,
             )
 
@@ -328,6 +355,12 @@ class Run:
             self.record(key, measured)
             self.results["systems"].pop(key, None)
             await self.stack.delete_topics(topics.all)
+
+
+def _mean_batch(histogram: dict[str, float]) -> str:
+    count = histogram.get("batch_size_count")
+    total = histogram.get("batch_size_sum")
+    return f"{total / count:.0f} records" if count and total else "?"
 
 
 def machine(stack_pg_version: str) -> dict[str, Any]:
@@ -409,6 +442,8 @@ async def _amain(args: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     """Run the benchmark; exit 1 when a system wrote wrong rows or the run broke."""
     args = _parse(argv)
+    # aiokafka logs retried produce errors (a new topic's leader moving in) as ERROR: noise here.
+    logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
     return asyncio.run(_amain(args))
 
 

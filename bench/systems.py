@@ -20,6 +20,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -36,6 +37,7 @@ from bench.infra import (
     peak_rss_bytes,
 )
 from bench.oracle import CheckResult, Oracle, payload_text
+from bench.profile import Profiler, top_frames
 
 __all__ = [
     "Measured",
@@ -173,6 +175,7 @@ async def watch_group(
     *,
     stall_timeout: float = 180.0,
     poll_interval: float = 0.2,
+    on_first: Callable[[], None] | None = None,
 ) -> Window:
     """Poll ``groups``' committed offsets until they reach ``total``; time that window.
 
@@ -195,6 +198,8 @@ async def watch_group(
                 last, last_change = done, now
             if first is None and done > 0:
                 first = (now, done, cpu)
+                if on_first is not None:
+                    on_first()
             if done >= total:
                 peak = peak_rss_bytes(pid)
                 assert first is not None
@@ -215,13 +220,28 @@ async def run_service_backlog(
     log_path: Path,
     *,
     name: str = "this service",
+    profile_path: Path | None = None,
 ) -> Measured:
-    """``routing-persistence run`` catching up on a backlog of ``total`` records (see above)."""
+    """``routing-persistence run`` catching up on a backlog of ``total`` records (see above).
+
+    With ``profile_path``, py-spy samples the service during the catch-up (:mod:`bench.profile`)
+    and the top frames land in ``extra["profile"]``.
+    """
     env = service_env(stack, topics, database_url, group, free_port())
     proc = start_service(env, log_path)
+    profilers: list[Profiler] = []
+
+    def profile() -> None:  # from the first commit on: startup (imports) is not the hot path
+        if profile_path is not None:
+            profilers.append(Profiler(proc.pid, profile_path))
+
     try:
-        window = await watch_group(stack, proc, [group], list(topics.sources), total)
+        window = await watch_group(
+            stack, proc, [group], list(topics.sources), total, on_first=profile
+        )
     finally:
+        for profiler in profilers:
+            await asyncio.to_thread(profiler.stop)
         code = await asyncio.to_thread(stop_service, proc)
     notes = []
     if window.includes_startup:
@@ -235,7 +255,8 @@ async def run_service_backlog(
         window.cpu_seconds,
         window.peak_rss_bytes,
         notes=notes,
-        extra={"exit_code": code, "backlog": total},
+        extra={"exit_code": code, "backlog": total}
+        | ({"profile": top_frames(profile_path)} if profile_path else {}),
     )
 
 

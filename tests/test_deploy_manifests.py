@@ -284,6 +284,10 @@ def test_compose_wiring(monkeypatch: pytest.MonkeyPatch) -> None:
     # The broker advertises what the consumer dials.
     advertised = services["kafka"]["environment"]["KAFKA_ADVERTISED_LISTENERS"]
     assert f"//{settings.kafka_bootstrap_servers}" in advertised
+    # Kafka's and PostgreSQL's data live on the named volumes, where the images keep them.
+    kafka_env = services["kafka"]["environment"]
+    assert f"kafka-data:{kafka_env['KAFKA_LOG_DIRS']}" in services["kafka"]["volumes"]
+    assert "postgres-data:/var/lib/postgresql/data" in services["postgres"]["volumes"]
     # The consumer connects as the least-privilege role that `grants` creates, to `postgres`.
     url = settings.plain_database_url
     assert "@postgres:5432/" in url

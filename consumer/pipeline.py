@@ -16,6 +16,10 @@ offsets the caller may commit, and returns only once everything those offsets co
 4. The result carries ``commit_offsets`` (last offset + 1 per partition of the batch) and the
    outcome counts for the metrics.
 
+``process`` is ``finish(prepare(batch))``: step 1 is :meth:`BatchProcessor.prepare` (CPU only),
+steps 2-4 :meth:`BatchProcessor.finish`, so a loop can decode batch N+1 while batch N waits for
+PostgreSQL.
+
 Faults: a transient database fault (see :func:`consumer.db.classify_error`) rolls the transaction
 back and the whole apply is retried; a transient Kafka error retries the failed dead letters.
 Both back off exponentially (capped at ``settings.retry_max_delay_s``, with jitter) and retry
@@ -61,6 +65,7 @@ __all__ = [
     "OUTCOME_VALID",
     "BatchProcessor",
     "BatchResult",
+    "PreparedBatch",
 ]
 
 OUTCOME_APPLIED: Final = "applied"
@@ -96,6 +101,16 @@ class BatchResult:
     def count(self, outcome: str) -> int:
         """Records of this batch with ``outcome``, all topics and types together."""
         return sum(n for (_, _, o), n in self.outcomes.items() if o == outcome)
+
+
+@dataclass
+class PreparedBatch:
+    """A decoded batch waiting for :meth:`BatchProcessor.finish` (opaque to callers)."""
+
+    result: BatchResult
+    pending: list[PendingEvent] = field(default_factory=list)
+    sources: list[ConsumerRecord[Any, Any]] = field(default_factory=list)  # of ``pending``
+    letters: list[DeadLetter] = field(default_factory=list)
 
 
 class _Backoff:
@@ -186,15 +201,26 @@ class BatchProcessor:
     ) -> BatchResult:
         """Handle every record of ``batch``; return once all of it is durable.
 
-        Raises :class:`~consumer.errors.TransientError` when ``retry_max_attempts`` is set and
+        The same as ``await self.finish(self.prepare(batch))``. Raises
+        :class:`~consumer.errors.TransientError` when ``retry_max_attempts`` is set and
         exhausted, and any non-transient error unchanged; in both cases nothing of this batch
         may be committed.
         """
-        started = time.perf_counter()
+        return await self.finish(self.prepare(batch))
+
+    def prepare(
+        self, batch: Mapping[TopicPartition, Sequence[ConsumerRecord[Any, Any]]]
+    ) -> PreparedBatch:
+        """Decode and validate ``batch`` (CPU only: no database, no broker, never raises for bad
+        records).
+
+        Split from :meth:`finish` so that a loop may decode the next batch while the previous
+        one's :meth:`finish` waits for PostgreSQL (the server works on another core meanwhile).
+        """
         result = BatchResult()
-        pending: list[PendingEvent] = []
-        sources: list[ConsumerRecord[Any, Any]] = []
-        letters: list[DeadLetter] = []
+        prepared = PreparedBatch(result)
+        pending, sources, letters = prepared.pending, prepared.sources, prepared.letters
+        outcomes = result.outcomes
         max_bytes = self._settings.max_payload_bytes
         for tp, records in batch.items():
             if not records:
@@ -204,39 +230,52 @@ class BatchProcessor:
             for record in records:
                 value = record.value
                 if value is None:
-                    result.outcomes[(record.topic, UNKNOWN_TYPE, OUTCOME_IGNORED)] += 1
+                    outcomes[(record.topic, UNKNOWN_TYPE, OUTCOME_IGNORED)] += 1
                     continue
                 decoded = decode_event(value, max_bytes=max_bytes)
                 if isinstance(decoded, Rejection):
                     label = str(getattr(decoded, "event_type", None) or UNKNOWN_TYPE)
                     letters.append(DeadLetter(record, str(decoded.reason), decoded.message))
-                    result.outcomes[(record.topic, label, OUTCOME_DEAD_LETTERED)] += 1
+                    outcomes[(record.topic, label, OUTCOME_DEAD_LETTERED)] += 1
                     continue
                 # decode_event accepted it, so it is UTF-8; PostgreSQL re-parses these very
                 # bytes to store the payload exactly.
                 pending.append(PendingEvent(decoded, value.decode("utf-8")))
                 sources.append(record)
+        return prepared
 
+    async def finish(self, prepared: PreparedBatch) -> BatchResult:
+        """Apply a :meth:`prepare`-d batch and write its dead letters; return once durable.
+
+        At most one ``finish`` at a time per processor, batches in the order they were fetched.
+        Raises as :meth:`process` does.
+        """
+        started = time.perf_counter()
+        result, letters = prepared.result, prepared.letters
+        outcomes = result.outcomes
         if self._dry_run:
-            for record, item in zip(sources, pending, strict=True):
-                result.outcomes[(record.topic, str(item.event.type), OUTCOME_VALID)] += 1
+            for record, item in zip(prepared.sources, prepared.pending, strict=True):
+                outcomes[(record.topic, str(item.event.type), OUTCOME_VALID)] += 1
             result.dead_letters = len(letters)
             result.dead_letter_reasons.update(letter.reason for letter in letters)
             return result
 
-        if pending:
-            applied = await self._apply(pending)
-            for record, item, verdict in zip(sources, pending, applied.results, strict=True):
-                event_type = str(item.event.type)
+        if prepared.pending:
+            applied = await self._apply(prepared.pending)
+            occurred = result.applied_occurred_at
+            for record, item, verdict in zip(
+                prepared.sources, prepared.pending, applied.results, strict=True
+            ):
+                event_type = item.event.type.value
                 if verdict.verdict is Verdict.APPLIED:
-                    result.outcomes[(record.topic, event_type, OUTCOME_APPLIED)] += 1
-                    result.applied_occurred_at.append(item.event.occurred_at)
+                    outcomes[(record.topic, event_type, OUTCOME_APPLIED)] += 1
+                    occurred.append(item.event.occurred_at)
                 elif verdict.verdict is Verdict.STALE:
-                    result.outcomes[(record.topic, event_type, OUTCOME_STALE)] += 1
+                    outcomes[(record.topic, event_type, OUTCOME_STALE)] += 1
                 else:
                     assert verdict.reason is not None  # REJECTED always carries its reason
                     letters.append(DeadLetter(record, str(verdict.reason), verdict.message))
-                    result.outcomes[(record.topic, event_type, OUTCOME_DEAD_LETTERED)] += 1
+                    outcomes[(record.topic, event_type, OUTCOME_DEAD_LETTERED)] += 1
 
         if letters:
             await self._dead_letter(letters)

@@ -69,14 +69,14 @@ _SHORT = 60
 # RFC 3339 section 5.6 ``date-time``: "T" and "Z" case-insensitive, an offset always present.
 _RFC3339 = re.compile(
     r"([0-9]{4})-([0-9]{2})-([0-9]{2})[Tt]([0-9]{2}):([0-9]{2}):([0-9]{2})(?:\.([0-9]+))?"
-    r"(?:([Zz])|([+-])([0-9]{2}):([0-9]{2}))",
+    r"(?:([Zz])|([+-])([01][0-9]|2[0-3]):([0-5][0-9]))",
     re.ASCII,
 )
 _UUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
 _UUID_PATTERN = "^" + _UUID.pattern + "$"
 _RFC3339_PATTERN = (
     r"^[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt][0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]+)?"
-    r"([Zz]|[+-][0-9]{2}:[0-9]{2})$"
+    r"([Zz]|[+-]([01][0-9]|2[0-3]):[0-5][0-9])$"
 )
 _OFFSETS: dict[tuple[str, str, str], timezone] = {}
 

@@ -260,6 +260,7 @@ REJECTIONS: list[tuple[str, EventType, _Mut, ReasonCode, str]] = [
     ("occurred-space", S, _set("occurredAt", "2026-01-31 12:00:00Z"), SCHEMA, "occurredAt"),
     ("occurred-number", S, _set("occurredAt", 1767225600), SCHEMA, "occurredAt"),
     ("occurred-feb-30", S, _set("occurredAt", "2026-02-30T12:00:00Z"), SCHEMA, "occurredAt"),
+    ("occurred-offset-80-min", S, _set("occurredAt", "2026-01-31T12:00:00+00:80"), SCHEMA, "occ"),
     ("occurred-offset-24", S, _set("occurredAt", "2026-01-31T12:00:00+24:00"), SCHEMA, "occ"),
     ("occurred-overflow", S, _set("occurredAt", "9999-12-31T23:30:00-01:00"), SCHEMA, "occ"),
     ("occurred-missing", S, _drop("occurredAt"), SCHEMA, "occurredAt: Field required"),

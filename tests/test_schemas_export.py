@@ -27,7 +27,6 @@ KNOWN_GAPS = {
     "count-float",
     "version-float",
     "occurred-feb-30",
-    "occurred-offset-24",
     "occurred-overflow",
 }
 

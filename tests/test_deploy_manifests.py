@@ -18,10 +18,12 @@ import http.server
 import json
 import re
 import shlex
+import shutil
 import subprocess
 import sys
 import threading
 import tomllib
+import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -190,6 +192,51 @@ def test_dockerfile_copies_only_files_that_exist() -> None:
             *sources, _target = shlex.split(args)
             for source in sources:
                 assert (ROOT / source).exists(), f"COPY {source}: missing in the repository"
+
+
+def test_dockerfile_build_stage_makes_a_complete_wheel(tmp_path: Path) -> None:
+    """Replay the build stage's COPYs into a fresh directory and build the wheel from it, as
+    `docker build` would: the wheel must carry the console script, every migration, the Alembic
+    files and the JSON Schemas (else `migrate` or `schemas export` break in the image)."""
+    build = stages()[0]
+    workdir = Path(next(args for instr, args in build if instr == "WORKDIR"))
+    context = tmp_path / "context"
+    for instr, args in build:
+        if instr != "COPY" or args.startswith("--from="):
+            continue
+        *sources, target = shlex.split(args)
+        dest = context / (workdir / target).relative_to(workdir)  # targets are under WORKDIR
+        for source in sources:
+            origin = ROOT / source
+            if origin.is_dir():
+                shutil.copytree(origin, dest, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+            else:
+                dest.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(origin, dest / origin.name)
+    built = subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(tmp_path / "w"), "."],
+        cwd=context,
+        capture_output=True,
+        text=True,
+        timeout=240,
+        check=False,
+    )
+    assert built.returncode == 0, built.stderr[-3000:]
+    (wheel,) = (tmp_path / "w").glob("routing_persistence-*.whl")
+    with zipfile.ZipFile(wheel) as archive:
+        names = set(archive.namelist())
+        entry_points = next(n for n in names if n.endswith(".dist-info/entry_points.txt"))
+        assert "routing-persistence = consumer.cli:main" in archive.read(entry_points).decode()
+    migrations = {
+        f"migrations/versions/{p.name}" for p in (ROOT / "migrations" / "versions").glob("*.py")
+    }
+    assert migrations, "the repository has migrations"
+    assert migrations <= names
+    assert {"migrations/alembic.ini", "migrations/env.py", "migrations/script.py.mako"} <= names
+    schemas_json = {f"schemas/json/{p.name}" for p in (ROOT / "schemas" / "json").glob("*.json")}
+    assert schemas_json
+    assert schemas_json <= names
+    assert {"consumer/py.typed", "schemas/py.typed"} <= names
 
 
 def _healthcheck_argv() -> list[str]:

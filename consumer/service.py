@@ -164,7 +164,13 @@ class Service:
         try:
             if self._serve_http:
                 server = HealthServer(self.health, self._render_metrics, port=self._requested_port)
-                self.metrics_port = await server.start()
+                try:
+                    self.metrics_port = await server.start()
+                except OSError as exc:
+                    raise ConfigurationError(
+                        f"cannot serve metrics on port {self._requested_port}: {exc.strerror}; "
+                        "set ROUTING_METRICS_PORT (0 turns the endpoint off)"
+                    ) from exc
             _log.info(
                 "consumer.starting",
                 version=__version__,
@@ -419,6 +425,8 @@ class Service:
             except (KafkaError, TimeoutError, OSError) as exc:
                 self.health.is_broker_reachable = False
                 _log.warning("lag.refresh_failed", error=repr(exc))
+            except Exception:  # a bug here must not stop the gauges for good, nor the service
+                _log.exception("lag.refresh_failed")
             await asyncio.sleep(self.settings.lag_refresh_interval_s)
 
     async def _refresh_lag(self, consumer: AIOKafkaConsumer) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+import socket
 import subprocess
 import time
 from collections.abc import Iterator
@@ -19,7 +20,7 @@ import pytest
 
 from consumer.demo import Sample, SampleRecord, make_sample, publish_sample, seed_database
 from consumer.settings import Settings
-from tests.conftest import Database, free_port
+from tests.conftest import Database, Services, Topics, free_port, unique
 from tests.service_helpers import (
     CLI,
     ConsumerProcess,
@@ -208,3 +209,52 @@ async def test_demo_command_publishes_a_sample_the_consumer_handles(
     )
     rows = await database.fetch('SELECT count(*) AS n FROM "ExecutionRecord"')
     assert rows[0]["n"] > 0
+
+
+async def test_a_fatal_error_exits_one_loudly_and_commits_nothing(
+    services: Services, topics: Topics, empty_database: Database
+) -> None:
+    # A database nobody migrated: the first apply fails with "relation does not exist", which
+    # no retry can fix.
+    settings = Settings(
+        kafka_bootstrap_servers=services.kafka_bootstrap,
+        database_url=empty_database.url,
+        group_id=unique("group"),
+        topic_snapshots=topics.snapshots,
+        topic_costs=topics.costs,
+        topic_policies=topics.policies,
+        topic_dlq=topics.dlq,
+        metrics_port=0,
+    )
+    sample = make_sample(100, seed=2, tenants=2, max_payload_bytes=_MAX_PAYLOAD)
+    await publish_sample(settings, [r for r in sample.records if r.reason is None])
+    done = await asyncio.to_thread(
+        subprocess.run,
+        [str(CLI), "run"],
+        env=settings_env(settings),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 1, done.stderr[-2000:]
+    fatal = [line for line in done.stderr.splitlines() if '"consumer.fatal"' in line]
+    assert fatal, done.stderr[-2000:]
+    assert "UndefinedTable" in fatal[0] or "does not exist" in fatal[0]
+    assert await committed_offsets(settings) == {}
+
+
+async def test_a_metrics_port_in_use_is_a_configuration_error(process_settings: Settings) -> None:
+    with socket.socket() as taken:
+        taken.bind(("0.0.0.0", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        done = await asyncio.to_thread(
+            subprocess.run,
+            [str(CLI), "run"],
+            env=settings_env(process_settings, metrics_port=port),
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    assert done.returncode == 2, done.stderr[-2000:]
+    assert f"cannot serve metrics on port {port}" in done.stderr

@@ -32,7 +32,7 @@ from tests.apply_helpers import (
     snapshot,
     with_raw_payload,
 )
-from tests.conftest import Database, PrivateStack, Topics, free_port
+from tests.conftest import Database, PrivateStack, Topics, create_topics, free_port
 
 
 @pytest.fixture
@@ -341,3 +341,53 @@ async def _wait_for_lock_waiter(url: str) -> None:
         raise AssertionError("the batch never reached the database")
     finally:
         await conn.close()
+
+
+@pytest.mark.slow
+async def test_dead_letters_wait_for_a_broker_that_is_down_and_are_written_when_it_returns(
+    settings: Settings, private_stack: PrivateStack
+) -> None:
+    # The source records come from the shared broker; the dead-letter topic lives on a private
+    # broker that this test stops while the batch is in hand.
+    await asyncio.to_thread(private_stack.up, "kafka")
+    dlq = "private.dlq"
+    await create_topics(private_stack.kafka_bootstrap, [dlq], 1)
+    settings = _changed(settings, {"topic_dlq": dlq})
+    await produce(
+        settings.kafka_bootstrap_servers,
+        [
+            (settings.topic_costs, b"k", b"{oops"),
+            (settings.topic_costs, b"req-1", cost("req-1", "t1", at(0)).value),
+        ],
+    )
+    batch = await fetch(settings.kafka_bootstrap_servers, [settings.topic_costs], 2)
+    producer = AIOKafkaProducer(
+        bootstrap_servers=private_stack.kafka_bootstrap, acks="all", request_timeout_ms=3000
+    )
+    await producer.start()
+    engine = create_engine(settings)
+    retries: list[BaseException] = []
+    try:
+        processor = BatchProcessor(
+            settings,
+            engine,
+            producer,
+            group_id=settings.group_id,
+            on_retry=lambda exc, _: retries.append(exc),
+        )
+        await asyncio.to_thread(private_stack.down, "kafka")
+        task = asyncio.create_task(processor.process(batch))
+        await asyncio.sleep(6)
+        assert not task.done()  # waiting for the broker, neither failed nor done
+        await asyncio.to_thread(private_stack.up, "kafka")
+        result = await asyncio.wait_for(task, timeout=120)
+    finally:
+        await producer.stop()
+        await engine.dispose()
+
+    assert retries
+    assert result.dead_letters == 1
+    assert result.count("applied") == 1
+    [letter] = await read_topic(private_stack.kafka_bootstrap, dlq)
+    assert letter.value == b"{oops"
+    assert headers_of(letter)["dlq.reason"] == "invalid_json"

@@ -54,6 +54,7 @@ __all__ = [
     "STALE",
     "ApplyOutcome",
     "EventResult",
+    "IsolationNeeded",
     "PendingEvent",
     "Verdict",
     "apply_events",
@@ -63,6 +64,13 @@ __all__ = [
 #: was rejected (which consumes it) or lost a race with a concurrent writer (the next round sees
 #: the row's new state), so this is reached only if rows keep changing under us.
 _MAX_ROUNDS: Final = 1000
+
+
+class IsolationNeeded(Exception):
+    """PostgreSQL refused a record while applying without ``isolate``; the transaction is aborted.
+
+    Roll it back and apply the same batch again with ``isolate=True``.
+    """
 
 
 class Verdict(enum.StrEnum):
@@ -247,13 +255,22 @@ async def _run_isolating(
     batch: Sequence[PendingEvent],
     rejected: dict[int, EventResult],
     counter: list[int],
+    isolate: bool,
 ) -> dict[str, _Seen]:
     """Run the statement for ``idx``; isolate the records PostgreSQL refuses (into ``rejected``).
 
-    Returns the misses of the candidates that ran without error; a refused candidate appears in
-    ``rejected`` only. Errors other than a record's own (class 22/23) propagate.
+    Returns what the statement reports of the candidates that ran without error; a refused
+    candidate appears in ``rejected`` only. Without ``isolate`` (no savepoint), a refusal raises
+    :class:`IsolationNeeded`. Errors other than a record's own (class 22/23) propagate.
     """
     counter[0] += 1
+    if not isolate:
+        try:
+            return await _run(conn, spec, idx, batch)
+        except Exception as exc:
+            if classify_error(exc) is ErrorClass.RECORD_PERMANENT:
+                raise IsolationNeeded(_refusal_message(exc, spec)) from exc
+            raise
     try:
         async with conn.begin_nested():
             return await _run(conn, spec, idx, batch)
@@ -266,9 +283,9 @@ async def _run_isolating(
             )
             return {}
         half = len(idx) // 2
-        misses = await _run_isolating(conn, spec, idx[:half], batch, rejected, counter)
-        misses.update(await _run_isolating(conn, spec, idx[half:], batch, rejected, counter))
-        return misses
+        seen = await _run_isolating(conn, spec, idx[:half], batch, rejected, counter, isolate)
+        seen.update(await _run_isolating(conn, spec, idx[half:], batch, rejected, counter, isolate))
+        return seen
 
 
 def _refusal_message(exc: BaseException, spec: _Field) -> str:
@@ -299,6 +316,7 @@ async def _apply_field(
     idx: list[int],
     batch: Sequence[PendingEvent],
     results: list[EventResult | None],
+    isolate: bool,
 ) -> int:
     """Apply the candidates ``idx`` (all of one type) into ``results``; return the statements."""
     queues: dict[str, list[int]] = {}
@@ -313,7 +331,7 @@ async def _apply_field(
             return counter[0]
         heads = [queue[0] for queue in queues.values()]
         rejected: dict[int, EventResult] = {}
-        reported = await _run_isolating(conn, spec, heads, batch, rejected, counter)
+        reported = await _run_isolating(conn, spec, heads, batch, rejected, counter, isolate)
         next_queues: dict[str, list[int]] = {}
         for key, queue in queues.items():
             head = queue[0]
@@ -368,14 +386,19 @@ async def _apply_field(
     )
 
 
-async def apply_events(conn: AsyncConnection, events: Sequence[PendingEvent]) -> ApplyOutcome:
+async def apply_events(
+    conn: AsyncConnection, events: Sequence[PendingEvent], *, isolate: bool = True
+) -> ApplyOutcome:
     """Apply ``events`` inside the caller's open transaction on ``conn``; return each verdict.
 
     The caller owns the transaction: it commits when this returns and rolls back when it raises.
-    Records PostgreSQL refuses are rolled back to a savepoint and reported ``REJECTED``
-    (``db_rejected``); tenant and unknown-tenant rejections likewise. Any other error — transient
-    (see :func:`consumer.db.classify_error`) or not — propagates unchanged, and the transaction
-    must then be rolled back by the caller.
+    With ``isolate`` (the default) each statement runs under a savepoint, and records PostgreSQL
+    refuses are rolled back to it, isolated and reported ``REJECTED`` (``db_rejected``).
+    Without, no savepoint is taken (two round trips fewer per statement) and the first refusal
+    raises :class:`IsolationNeeded`: roll back, then apply the batch again with ``isolate``.
+    Tenant and unknown-tenant rejections are always reported as verdicts. Any other error —
+    transient (see :func:`consumer.db.classify_error`) or not — propagates unchanged, and the
+    caller must roll the transaction back.
     """
     results: list[EventResult | None] = [None] * len(events)
     by_field: dict[str, list[int]] = {}
@@ -385,7 +408,7 @@ async def apply_events(conn: AsyncConnection, events: Sequence[PendingEvent]) ->
     for spec in _FIELDS:
         idx = by_field.pop(spec.event_type, None)
         if idx:
-            statements += await _apply_field(conn, spec, idx, events, results)
+            statements += await _apply_field(conn, spec, idx, events, results, isolate)
     if by_field:
         raise ValueError(f"no field for event types {sorted(by_field)}")
     final: list[EventResult] = []

@@ -49,7 +49,7 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.structs import ConsumerRecord, TopicPartition
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from consumer.apply import ApplyOutcome, PendingEvent, Verdict, apply_events
+from consumer.apply import ApplyOutcome, IsolationNeeded, PendingEvent, Verdict, apply_events
 from consumer.db import ErrorClass, classify_error, sqlstate_of
 from consumer.deadletter import DeadLetter, DeadLetterWriter, is_transient_kafka_error
 from consumer.errors import TransientError
@@ -292,11 +292,19 @@ class BatchProcessor:
 
     async def _apply(self, pending: list[PendingEvent]) -> ApplyOutcome:
         attempt = 0
+        # Savepoints cost two round trips per statement and are needed only when PostgreSQL
+        # refuses a record: try without, and isolate only a batch that proved to need it.
+        isolate = False
         while True:
             attempt += 1
             try:
                 async with self._engine.begin() as conn:
-                    outcome = await apply_events(conn, pending)
+                    outcome = await apply_events(conn, pending, isolate=isolate)
+            except IsolationNeeded:
+                _log.info("batch.isolating_refused_records")
+                isolate = True
+                attempt -= 1  # not a fault: the same attempt, done the careful way
+                continue
             except Exception as exc:
                 if classify_error(exc) is not ErrorClass.TRANSIENT:
                     raise

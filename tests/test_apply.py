@@ -9,13 +9,14 @@ from typing import Any
 import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from consumer.apply import Verdict
+from consumer.apply import IsolationNeeded, Verdict, apply_events
 from schemas import ReasonCode
 from tests.apply_helpers import (
     apply_in_transaction,
     at,
     cost,
     engine_for,
+    pending,
     policy,
     snapshot,
     with_raw_payload,
@@ -279,6 +280,22 @@ async def test_a_record_postgresql_refuses_is_isolated_and_the_rest_applied(
         **{f"req-{i}": "fine" for i in range(40) if i not in bad_rows},
         "req-17": "fallback",
     }
+
+
+async def test_without_isolation_a_refusal_aborts_the_batch_for_a_careful_retry(
+    engine: AsyncEngine, database: Database
+) -> None:
+    fine = cost("req-f", "t1", at(0))
+    refused = with_raw_payload(cost("req-r", "t1", at(0), note="N"), "N", '"\\u0000"')
+
+    with pytest.raises(IsolationNeeded, match="22P05"):
+        async with engine.begin() as conn:
+            await apply_events(conn, [pending(fine), pending(refused)], isolate=False)
+
+    assert await database.fetch('SELECT * FROM "ExecutionRecord"') == []
+    async with engine.begin() as conn:
+        outcome = await apply_events(conn, [pending(fine), pending(refused)], isolate=True)
+    assert [r.verdict for r in outcome.results] == [Verdict.APPLIED, Verdict.REJECTED]
 
 
 async def test_a_key_column_conflict_is_db_rejected_not_fatal(

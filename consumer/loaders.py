@@ -154,7 +154,10 @@ async def _load(
         stored = (await conn.execute(text(sql), {"key": key})).scalar_one_or_none()
     if stored is None:
         return None
-    value = loads(stored)
+    try:
+        value = loads(stored)
+    except ValueError as exc:  # e.g. jsonb wrote 1e5000 back as an integer too long for Python
+        raise SchemaDriftError(f"{where}: stored {column} cannot be read as JSON: {exc}") from exc
     try:
         return model.model_validate(value)
     except ValidationError as exc:

@@ -127,6 +127,16 @@ async def test_hand_corrupted_rows_raise_schema_drift_naming_table_row_and_field
     assert "denied" in str(policy_error.value)
 
 
+async def test_stored_json_python_cannot_read_is_drift(
+    database: Database, engine: AsyncEngine
+) -> None:
+    # jsonb keeps 1e5000 as a 5001-digit integer: beyond what Python reads as an int by default.
+    cost = dumps(cost_payload()).decode().replace('"cachedTokens":17', '"cachedTokens":1e5000')
+    await _store_execution(database, REQUEST, None, cost.encode())
+    with pytest.raises(SchemaDriftError, match="actualCost cannot be read as JSON"):
+        await load_actual_cost(engine, REQUEST)
+
+
 async def test_a_policy_stored_under_another_tenant_is_drift(
     database: Database, engine: AsyncEngine
 ) -> None:

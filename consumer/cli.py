@@ -267,10 +267,19 @@ def dlq_redrive(
 def schemas_export(
     directory: Annotated[Path, typer.Argument(help="Folder to write the *.json files into.")],
 ) -> None:
-    """Write the JSON Schema (draft 2020-12) of the envelope and of each payload."""
+    """Write the JSON Schema (draft 2020-12) of the envelope and of each payload.
+
+    Prints each path written; the folder is created if missing. ``envelope.schema.json`` alone
+    validates a whole event. Exit 1 when the folder cannot be written.
+    """
     from schemas.export import export_json_schemas
 
-    for path in export_json_schemas(directory):
+    try:
+        written = export_json_schemas(directory)
+    except OSError as exc:
+        typer.echo(f"schemas export: cannot write to {directory}: {exc.strerror or exc}", err=True)
+        raise typer.Exit(1) from exc
+    for path in written:
         typer.echo(str(path))
 
 

@@ -73,6 +73,21 @@ def test_the_cli_writes_the_same_files(tmp_path: Path) -> None:
         assert (tmp_path / name).read_bytes() == (COMMITTED / name).read_bytes()
 
 
+def test_the_cli_exits_1_when_it_cannot_write(tmp_path: Path) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    script = Path(sys.executable).parent / "routing-persistence"
+    done = subprocess.run(
+        [str(script), "schemas", "export", str(blocker / "sub")],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert done.returncode == 1
+    assert "cannot write" in done.stderr
+    assert "Traceback" not in done.stderr
+
+
 @pytest.mark.parametrize("event_type", list(EventType))
 def test_valid_sample_events_validate(event_type: EventType) -> None:
     doc = _as_foreign_producer_sees_it(envelope(event_type))

@@ -79,6 +79,11 @@ UNKNOWN_TYPE: Final = "unknown"
 
 _log = get_logger(__name__)
 
+#: Transient errors where the database is up and merely made this transaction lose a race with
+#: another (deadlock, serialization failure, lock timeout): retried without reporting the
+#: database unavailable.
+_LOST_RACE: Final = frozenset({"40001", "40P01", "55P03"})
+
 
 @dataclass
 class BatchResult:
@@ -308,7 +313,8 @@ class BatchProcessor:
             except Exception as exc:
                 if classify_error(exc) is not ErrorClass.TRANSIENT:
                     raise
-                self._set_database_state(ok=False)
+                if sqlstate_of(exc) not in _LOST_RACE:
+                    self._set_database_state(ok=False)
                 await self._backoff.pause(exc, attempt, "batch.apply")
                 continue
             self._set_database_state(ok=True)

@@ -259,6 +259,56 @@ async def test_with_a_retry_limit_an_unreachable_database_raises_transient_error
     assert await read_topic(settings.kafka_bootstrap_servers, topics.dlq) == []
 
 
+async def test_a_lock_timeout_is_retried_without_reporting_the_database_down(
+    settings: Settings, database: Database, producer: AIOKafkaProducer
+) -> None:
+    # Every session of this database gives up waiting for a lock after 100 ms (SQLSTATE 55P03).
+    await database.execute(f'ALTER DATABASE "{database.name}" SET lock_timeout = 100')
+    await database.execute(
+        'INSERT INTO "ExecutionRecord" ("id", "requestId", "tenantId") '
+        "VALUES ('r', 'r', 't1')"
+    )
+    event = cost("r", "t1", at(0))
+    await produce(
+        settings.kafka_bootstrap_servers, [(settings.topic_costs, event.key, event.value)]
+    )
+    batch = await fetch(settings.kafka_bootstrap_servers, [settings.topic_costs], 1)
+    holder = await database.connect()
+    await holder.execute('BEGIN; SELECT 1 FROM "ExecutionRecord" WHERE "id" = \'r\' FOR UPDATE')
+    engine = create_engine(settings)
+    retries: list[str | None] = []
+    states: list[bool] = []
+    retried_twice = asyncio.Event()
+
+    def on_retry(exc: BaseException, _: float) -> None:
+        retries.append(sqlstate_of(exc))
+        if len(retries) >= 2:
+            retried_twice.set()
+
+    try:
+        processor = BatchProcessor(
+            settings,
+            engine,
+            producer,
+            group_id=settings.group_id,
+            on_retry=on_retry,
+            on_database_state=states.append,
+        )
+        task = asyncio.create_task(processor.process(batch))
+        await asyncio.wait_for(retried_twice.wait(), timeout=30)
+        await holder.execute("ROLLBACK")
+        result = await asyncio.wait_for(task, timeout=30)
+    finally:
+        await holder.close()
+        await engine.dispose()
+
+    assert set(retries) == {"55P03"}
+    assert states == [True]  # never reported unavailable: the server was up all along
+    assert result.count("applied") == 1
+    rows = await database.fetch('SELECT "actualCostEventId" FROM "ExecutionRecord"')
+    assert rows[0]["actualCostEventId"] == event.event_id
+
+
 async def _migrated_private_database(stack: PrivateStack) -> str:
     await asyncio.to_thread(stack.up, "postgres")
     await asyncio.to_thread(upgrade, Settings(database_url=stack.database_url), sql=False)

@@ -122,20 +122,25 @@ async def read_ranges(
     consumer.assign(sorted(remaining))
     for tp in remaining:
         consumer.seek(tp, starts[tp])
-    stalled_at = time.monotonic() + STALL_TIMEOUT_S
+    # Only time spent waiting for records counts towards a stall: the caller may take long
+    # over a batch (the database restarting) between two fetches.
+    waiting_since: float | None = None
     while remaining:
-        _check_stall(stalled_at)
         async with asyncio.timeout(STALL_TIMEOUT_S):
             fetched = await consumer.getmany(
                 *sorted(remaining), timeout_ms=timeout_ms, max_records=max_records
             )
+        if fetched:
+            waiting_since = None
+        elif waiting_since is None:
+            waiting_since = time.monotonic()
+        else:
+            _check_stall(waiting_since)
         batch: dict[TopicPartition, list[Any]] = {}
         for tp, records in fetched.items():
             kept = [r for r in records if r.offset < ends[tp]]
             if kept:
                 batch[tp] = kept
-        if fetched:
-            stalled_at = time.monotonic() + STALL_TIMEOUT_S
         for tp in list(remaining):
             # position() also covers gaps (compaction, transaction markers) before the end.
             if await consumer.position(tp) >= ends[tp]:
@@ -145,8 +150,8 @@ async def read_ranges(
             yield batch
 
 
-def _check_stall(stalled_at: float) -> None:
-    if time.monotonic() > stalled_at:
+def _check_stall(waiting_since: float) -> None:
+    if time.monotonic() - waiting_since > STALL_TIMEOUT_S:
         raise TimeoutError(f"no record for {STALL_TIMEOUT_S:g} s before the end offsets")
 
 

@@ -40,6 +40,8 @@ def cli_env(settings: Settings, **extra: str) -> dict[str, str]:
         ROUTING_METRICS_PORT="0",
         ROUTING_LOG_FORMAT="json",
         ROUTING_BATCH_TIMEOUT_MS=str(settings.batch_timeout_ms),
+        ROUTING_RETRY_INITIAL_DELAY_S=str(settings.retry_initial_delay_s),
+        ROUTING_RETRY_MAX_DELAY_S=str(settings.retry_max_delay_s),
         COLUMNS="200",
     )
     env.update(extra)

@@ -10,11 +10,15 @@ import asyncio
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import asyncpg
 import pytest
+from pydantic import SecretStr
 
+from consumer.migrate import upgrade
+from consumer.replay import STALL_TIMEOUT_S
 from consumer.settings import Settings
 from schemas import EventType, build_event, loads
-from tests.conftest import Database, Topics, unique
+from tests.conftest import Database, PrivateStack, Topics, unique
 from tests.ops_helpers import (
     committed_offsets,
     cost_payload,
@@ -311,3 +315,36 @@ async def test_replay_beside_a_live_consumer_never_moves_rows_backwards(
     rows = await database.fetch('SELECT "routingSnapshot" FROM "ExecutionRecord"')
     assert len(rows) == 40
     assert {loads(r["routingSnapshot"])["resolvedAlias"] for r in rows} == {"v3"}
+
+
+@pytest.mark.slow
+async def test_replay_waits_out_a_database_outage_longer_than_its_stall_timeout(
+    settings: Settings, private_stack: PrivateStack
+) -> None:
+    # The replay's database is a private PostgreSQL this test may stop; Kafka is the shared one.
+    await asyncio.to_thread(private_stack.up, "postgres")
+    await asyncio.to_thread(upgrade, Settings(database_url=private_stack.database_url), sql=False)
+    settings = settings.model_copy(update={"database_url": SecretStr(private_stack.database_url)})
+    events = [
+        build_event(EventType.COST, cost_payload(i), tenant_id="tenant-o", request_id=f"req-{i}")
+        for i in range(20)
+    ]
+    await produce_raw(
+        settings.kafka_bootstrap_servers,
+        [(settings.topic_costs, e.key, e.value) for e in events],
+    )
+    await asyncio.to_thread(private_stack.down, "postgres")
+    replay = asyncio.create_task(run_cli(settings, "replay", "--from-beginning"))
+    # Longer than STALL_TIMEOUT_S: time spent retrying a batch is not a stalled fetch.
+    await asyncio.sleep(STALL_TIMEOUT_S + 3)
+    assert not replay.done()
+    await asyncio.to_thread(private_stack.up, "postgres")
+    result = await replay
+    assert result.code == 0, result.stderr[-3000:]
+    assert _summary(result.stdout)["TOTAL"]["APPLIED"] == 20
+    assert "batch.apply.retry" in result.stderr
+    conn = await asyncpg.connect(private_stack.database_url)
+    try:
+        assert await conn.fetchval('SELECT count(*) FROM "ExecutionRecord"') == 20
+    finally:
+        await conn.close()

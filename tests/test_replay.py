@@ -334,7 +334,10 @@ async def test_replay_waits_out_a_database_outage_longer_than_its_stall_timeout(
         [(settings.topic_costs, e.key, e.value) for e in events],
     )
     await asyncio.to_thread(private_stack.down, "postgres")
-    replay = asyncio.create_task(run_cli(settings, "replay", "--from-beginning"))
+    # Several batches, so reading goes on after the batch that waited for the database.
+    replay = asyncio.create_task(
+        run_cli(settings, "replay", "--from-beginning", ROUTING_BATCH_MAX_RECORDS="5")
+    )
     # Longer than STALL_TIMEOUT_S: time spent retrying a batch is not a stalled fetch.
     await asyncio.sleep(STALL_TIMEOUT_S + 3)
     assert not replay.done()

@@ -1,14 +1,16 @@
 """The set-based, version-guarded upserts: a batch of decoded events into PostgreSQL.
 
 :func:`apply_events` writes a batch inside the caller's transaction with **one SQL statement per
-field per round** (usually one round), whatever the batch size. It implements ``CONTRACT.md`` §3:
+table per round** (usually one round), whatever the batch size: a request's snapshot and cost
+in one batch are written to their ``"ExecutionRecord"`` row together, by one row update. It
+implements ``CONTRACT.md`` §3:
 
 * **Convergent and idempotent.** Every field carries its version, ``(occurredAt, eventId)``, in
   two bookkeeping columns. A write happens only when the stored version is null or older
   (``WHERE`` in the statement, so concurrent consumers and replays agree); an equal version is the
-  same event, a no-op counted ``stale``. Within the batch only the newest event per row and field
-  is offered (ON CONFLICT cannot touch a row twice in one statement); the older ones are ``stale``
-  once the newest is applied or found stale.
+  same event, a no-op counted ``stale``. Each field is guarded on its own. Within the batch only
+  the newest event per row and field is offered (ON CONFLICT cannot touch a row twice in one
+  statement); the older ones are ``stale`` once the newest is applied or found stale.
 * **Rows.** ``"ExecutionRecord"`` rows are created when missing (``"id"`` = ``"requestId"``,
   ``"tenantId"`` from the event); ``"Tenant"`` rows never are (``unknown_tenant``).
 * **Tenant isolation.** An event whose ``tenantId`` differs from the row's non-null
@@ -21,12 +23,15 @@ field per round** (usually one round), whatever the batch size. It implements ``
   Only records that pass the guards are parsed, so replaying stale records parses nothing.
 * **A record PostgreSQL refuses** (SQLSTATE class 22 or 23, e.g. ``\\u0000`` in a JSON string)
   when offered for writing is isolated by rolling back to a savepoint and splitting the
-  statement's input in halves until the refused record is alone: ``db_rejected``; the others are
-  applied. (Older than the stored value, such a record is never parsed: it is ``stale``.)
+  statement's input in halves (a row holding two records, into its two) until the refused record
+  is alone: ``db_rejected``; the others are applied. (Older than the stored value, such a record
+  is never parsed: it is ``stale``.)
 
 Rounds: after a round, a row whose candidate was rejected (``db_rejected``, ``tenant_mismatch``)
 offers its next-newest candidate in the next round, so a bad or mismatching newest event never
-hides an older valid one. Candidates of another tenant than the row's are rejected at once.
+hides an older valid one. Candidates of another tenant than the row's are rejected at once. A
+request whose newest snapshot and newest cost carry different tenants offers the cost a round
+later (the row can only be created with one tenant).
 
 Everything else (a transient fault, a bug, a missing permission) propagates unchanged to the
 caller, who rolls the transaction back: see :mod:`consumer.pipeline`.
@@ -39,7 +44,7 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import TYPE_CHECKING, Final, cast
+from typing import TYPE_CHECKING, Any, Final
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -107,7 +112,7 @@ class ApplyOutcome:
     """The result of :func:`apply_events`: ``results[i]`` is the verdict on ``events[i]``."""
 
     results: list[EventResult]
-    #: SQL statements executed (savepoints excluded): one per field per round plus the splits.
+    #: SQL statements executed (savepoints excluded): one per table per round plus the splits.
     statements: int = 0
 
     def count(self, verdict: Verdict) -> int:
@@ -117,101 +122,140 @@ class ApplyOutcome:
 
 @dataclass(frozen=True, slots=True)
 class _Field:
-    """One JSON field this service writes, with its two version columns."""
+    """One JSON column this service writes, with its two version columns."""
 
     event_type: EventType
-    table: str
     column: str
-    sql: str  # the round's statement; returns only the candidates it did NOT apply
+
+
+@dataclass(frozen=True, slots=True)
+class _Table:
+    """A table this service writes: its fields and the round statement (see the SQL below)."""
+
+    name: str
+    fields: tuple[_Field, ...]
+    sql: str
 
     @property
     def creates_rows(self) -> bool:
-        return self.table == "ExecutionRecord"
+        return self.name == "ExecutionRecord"
 
 
-# Both statements take the same five arrays: $1 row keys ("requestId", or the tenant id for
-# policies), $2 tenantIds, $3 occurredAt, $4 eventIds, $5 the raw record texts; one entry per
-# candidate, at most one candidate per key. Both return one row per candidate, except those a
-# concurrent writer got in between (the caller offers them again in the next round):
+# A round statement takes, per row: $1 the key ("requestId", or the tenant id for a policy),
+# $2 the events' tenantId, then for each field of the table three arrays: occurredAt, eventId and
+# the raw record text (NULLs where the row has no candidate for that field). It returns rows
+# (written, key, found, tenant, eid_1, pass_1[, eid_2, pass_2]) of two kinds:
 #
-#   (key, applied = true,  found = null,           tenant = the row's "tenantId" now)
-#   (key, applied = false, found = row existed?,    tenant = the row's "tenantId")
+# * written = true: a row written; tenant and eid_n are its "tenantId" and "<field n>EventId"
+#   after the statement (found and pass_n null);
+# * written = false: a row with a candidate that was not offered for writing; found says whether
+#   the row existed, tenant is its "tenantId" then, pass_n whether field n's candidate was offered.
 #
-# `c` pairs each candidate with its row as it is before the statement and decides there whether
-# the candidate may be written (`ok`: tenant and version guards). Only those are offered for
-# writing, so PostgreSQL parses the JSON of the records it may write and of no other (a replay of
-# stale records parses nothing). The write re-checks both guards on the row as it is *now*
-# (ON CONFLICT / UPDATE see the latest committed version), which is what keeps concurrent
-# consumers correct. Plans stay sound without estimates: every join is a key lookup, and the
-# output never joins the written rows back to the input.
+# A candidate offered for writing that is not the row's value afterwards lost a race with a
+# concurrent writer: the caller offers it again in the next round.
+#
+# `c` pairs each row with its state before the statement and decides there, per field, whether the
+# candidate may be written (tenant and version guards). Only those are offered, so PostgreSQL
+# parses the JSON of the records it may write and of no other (a replay of stale records parses
+# nothing). The write re-checks the guards on the row as it is *now* (ON CONFLICT / UPDATE see the
+# latest committed version), which keeps concurrent consumers correct. The plans need no good
+# estimates: every join is a key lookup, and the output never joins written rows back to the input.
 
 
-def _execution_record_sql(column: str) -> str:
-    at, eid = f'"{column}OccurredAt"', f'"{column}EventId"'
+def _execution_record_sql() -> str:
+    names = ("routingSnapshot", "actualCost")
+    at = {n: f'"{n}OccurredAt"' for n in names}
+    eid = {n: f'"{n}EventId"' for n in names}
+
+    # Per field n (1 = snapshot, 2 = cost): o_n, e_n, raw_n; its guard against a row r and a
+    # candidate version (o, e): the stored version is null or older.
+    def newer(row: str, n: str, o: str, e: str) -> str:
+        return f"({row}.{at[n]} IS NULL OR ({row}.{at[n]}, {row}.{eid[n]}) < ({o}, {e}))"
+
+    s, k = names
+
+    def excluded_newer(n: str) -> str:
+        new_o, new_e = f"EXCLUDED.{at[n]}", f"EXCLUDED.{eid[n]}"
+        return f"({new_o} IS NOT NULL AND {newer('r', n, new_o, new_e)})"
+
+    excl_s, excl_k = excluded_newer(s), excluded_newer(k)
+
+    def keep_or_take(n: str, guard: str) -> str:
+        return ", ".join(
+            f"{col} = CASE WHEN {guard} THEN EXCLUDED.{col} ELSE r.{col} END"
+            for col in (f'"{n}"', at[n], eid[n])
+        )
+
     return f"""
 WITH i AS (
-    SELECT * FROM unnest($1::text[], $2::text[], $3::timestamptz[], $4::uuid[], $5::text[])
-        AS u(k, t, o, e, raw)
+    SELECT * FROM unnest($1::text[], $2::text[],
+        $3::timestamptz[], $4::uuid[], $5::text[], $6::timestamptz[], $7::uuid[], $8::text[])
+        AS u(k, t, o1, e1, raw1, o2, e2, raw2)
 ), c AS (
-    SELECT i.k, i.t, i.o, i.e, i.raw,
-        (cur."requestId" IS NOT NULL) AS found, cur."tenantId" AS cur_t,
-        (cur."requestId" IS NULL OR coalesce(
-            (cur."tenantId" IS NULL OR cur."tenantId" = i.t)
-            AND (cur.{at} IS NULL OR (cur.{at}, cur.{eid}) < (i.o, i.e)), false)) AS ok
+    SELECT i.*, (cur."requestId" IS NOT NULL) AS found, cur."tenantId" AS cur_t,
+        (i.o1 IS NOT NULL AND coalesce((cur."tenantId" IS NULL OR cur."tenantId" = i.t)
+            AND {newer("cur", s, "i.o1", "i.e1")}, true)) AS pass1,
+        (i.o2 IS NOT NULL AND coalesce((cur."tenantId" IS NULL OR cur."tenantId" = i.t)
+            AND {newer("cur", k, "i.o2", "i.e2")}, true)) AS pass2
     FROM i LEFT JOIN "ExecutionRecord" AS cur ON cur."requestId" = i.k
 ), up AS (
-    INSERT INTO "ExecutionRecord" AS r ("id", "requestId", "tenantId", "{column}", {at}, {eid})
-    SELECT c.k, c.k, c.t, (c.raw::jsonb) -> 'payload', c.o, c.e FROM c WHERE c.ok
-    ON CONFLICT ("requestId") DO UPDATE
-        SET "{column}" = EXCLUDED."{column}", {at} = EXCLUDED.{at}, {eid} = EXCLUDED.{eid}
-        WHERE (r."tenantId" IS NULL OR r."tenantId" = EXCLUDED."tenantId")
-          AND (r.{at} IS NULL OR (r.{at}, r.{eid}) < (EXCLUDED.{at}, EXCLUDED.{eid}))
-    RETURNING r."requestId" AS k, r."tenantId" AS t
+    INSERT INTO "ExecutionRecord" AS r ("id", "requestId", "tenantId",
+        "{s}", {at[s]}, {eid[s]}, "{k}", {at[k]}, {eid[k]})
+    SELECT c.k, c.k, c.t,
+        CASE WHEN c.pass1 THEN (c.raw1::jsonb) -> 'payload' END,
+        CASE WHEN c.pass1 THEN c.o1 END, CASE WHEN c.pass1 THEN c.e1 END,
+        CASE WHEN c.pass2 THEN (c.raw2::jsonb) -> 'payload' END,
+        CASE WHEN c.pass2 THEN c.o2 END, CASE WHEN c.pass2 THEN c.e2 END
+    FROM c WHERE c.pass1 OR c.pass2
+    ON CONFLICT ("requestId") DO UPDATE SET {keep_or_take(s, excl_s)}, {keep_or_take(k, excl_k)}
+    WHERE (r."tenantId" IS NULL OR r."tenantId" = EXCLUDED."tenantId") AND ({excl_s} OR {excl_k})
+    RETURNING r."requestId", r."tenantId", r.{eid[s]}, r.{eid[k]}
 )
-SELECT k, true, NULL::boolean, t FROM up
+SELECT true, "requestId", NULL::boolean, "tenantId", {eid[s]}, NULL::boolean, {eid[k]},
+    NULL::boolean
+FROM up
 UNION ALL
-SELECT k, false, found, cur_t FROM c WHERE NOT ok
+SELECT false, k, found, cur_t, NULL, pass1, NULL, pass2 FROM c
+WHERE (o1 IS NOT NULL AND NOT pass1) OR (o2 IS NOT NULL AND NOT pass2)
 """
 
 
-def _tenant_sql(column: str) -> str:
-    at, eid = f'"{column}OccurredAt"', f'"{column}EventId"'
+def _tenant_sql() -> str:
+    at, eid = '"routingPolicyOccurredAt"', '"routingPolicyEventId"'
     return f"""
 WITH i AS (
     SELECT * FROM unnest($1::text[], $2::text[], $3::timestamptz[], $4::uuid[], $5::text[])
-        AS u(k, t, o, e, raw)
+        AS u(k, t, o1, e1, raw1)
 ), c AS (
-    SELECT i.k, i.o, i.e, i.raw, (cur."id" IS NOT NULL) AS found,
-        (cur."id" IS NOT NULL
-         AND coalesce(cur.{at} IS NULL OR (cur.{at}, cur.{eid}) < (i.o, i.e), false)) AS ok
+    SELECT i.k, i.o1, i.e1, i.raw1, (cur."id" IS NOT NULL) AS found,
+        (cur."id" IS NOT NULL AND coalesce(cur.{at} IS NULL
+            OR (cur.{at}, cur.{eid}) < (i.o1, i.e1), false)) AS pass1
     FROM i LEFT JOIN "Tenant" AS cur ON cur."id" = i.k
 ), up AS (
     UPDATE "Tenant" AS r
-    SET "{column}" = (c.raw::jsonb) -> 'payload', {at} = c.o, {eid} = c.e
+    SET "routingPolicy" = (c.raw1::jsonb) -> 'payload', {at} = c.o1, {eid} = c.e1
     FROM c
-    WHERE c.ok AND r."id" = c.k AND (r.{at} IS NULL OR (r.{at}, r.{eid}) < (c.o, c.e))
-    RETURNING r."id" AS k
+    WHERE c.pass1 AND r."id" = c.k AND (r.{at} IS NULL OR (r.{at}, r.{eid}) < (c.o1, c.e1))
+    RETURNING r."id", r.{eid}
 )
-SELECT k, true, NULL::boolean, k FROM up
+SELECT true, "id", NULL::boolean, NULL::text, {eid}, NULL::boolean FROM up
 UNION ALL
-SELECT k, false, found, k FROM c WHERE NOT ok
+SELECT false, k, found, NULL, NULL, pass1 FROM c WHERE NOT pass1
 """
 
 
-_FIELDS: Final = (
-    _Field(
-        EventType.SNAPSHOT,
+_TABLES: Final = (
+    _Table(
         "ExecutionRecord",
-        "routingSnapshot",
-        _execution_record_sql("routingSnapshot"),
+        (_Field(EventType.SNAPSHOT, "routingSnapshot"), _Field(EventType.COST, "actualCost")),
+        _execution_record_sql(),
     ),
-    _Field(EventType.COST, "ExecutionRecord", "actualCost", _execution_record_sql("actualCost")),
-    _Field(EventType.POLICY, "Tenant", "routingPolicy", _tenant_sql("routingPolicy")),
+    _Table("Tenant", (_Field(EventType.POLICY, "routingPolicy"),), _tenant_sql()),
 )
 
 
-def _row_key(event: DecodedEvent, spec: _Field) -> str:
-    if spec.creates_rows:
+def _row_key(event: DecodedEvent, table: _Table) -> str:
+    if table.creates_rows:
         if event.request_id is None:  # the decoder guarantees it for these types
             raise ValueError(f"{event.type} event {event.event_id} has no requestId")
         return event.request_id
@@ -219,85 +263,146 @@ def _row_key(event: DecodedEvent, spec: _Field) -> str:
 
 
 @dataclass(frozen=True, slots=True)
-class _Seen:
-    """What the statement reports about one candidate (see the SQL above)."""
+class _Item:
+    """One row of a round statement: its key and, per field of the table, a candidate or None."""
 
-    applied: bool
-    found: bool | None  # not applied: whether the row existed before the statement
-    row_tenant: str | None  # the row's "tenantId" (after the write when applied)
+    key: str
+    heads: tuple[int | None, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class _Written:
+    tenant: str | None  # the row's "tenantId" after the statement
+    event_ids: tuple[uuid.UUID | None, ...]  # per field, the stored eventId after it
+
+
+@dataclass(frozen=True, slots=True)
+class _Held:
+    found: bool  # the row existed before the statement
+    tenant: str | None  # its "tenantId" then
+    passes: tuple[bool | None, ...]  # per field: could its candidate be written (None: none)
+
+
+@dataclass(slots=True)
+class _Report:
+    written: dict[str, _Written]
+    held: dict[str, _Held]
 
 
 async def _run(
-    conn: AsyncConnection, spec: _Field, idx: list[int], batch: Sequence[PendingEvent]
-) -> dict[str, _Seen]:
-    keys: list[str] = []
+    conn: AsyncConnection, table: _Table, items: Sequence[_Item], batch: Sequence[PendingEvent]
+) -> _Report:
+    keys = [item.key for item in items]
     tenants: list[str] = []
-    occurred: list[datetime] = []
-    ids: list[uuid.UUID] = []
-    raws: list[str] = []
-    for i in idx:
-        pending = batch[i]
-        ev = pending.event
-        keys.append(_row_key(ev, spec))
-        tenants.append(ev.tenant_id)
-        occurred.append(ev.occurred_at)
-        ids.append(ev.event_id)
-        raws.append(pending.raw)
-    result = await conn.exec_driver_sql(spec.sql, (keys, tenants, occurred, ids, raws))
-    rows = cast("list[tuple[str, bool, bool | None, str | None]]", result.all())
-    return {key: _Seen(applied, found, tenant) for key, applied, found, tenant in rows}
+    columns: list[list[object]] = []
+    for n in range(len(table.fields)):
+        occurred: list[datetime | None] = []
+        ids: list[uuid.UUID | None] = []
+        raws: list[str | None] = []
+        for item in items:
+            i = item.heads[n]
+            if i is None:
+                occurred.append(None)
+                ids.append(None)
+                raws.append(None)
+            else:
+                pending = batch[i]
+                occurred.append(pending.event.occurred_at)
+                ids.append(pending.event.event_id)
+                raws.append(pending.raw)
+        columns += [occurred, ids, raws]  # type: ignore[list-item]
+    for item in items:
+        first = next(i for i in item.heads if i is not None)
+        tenants.append(batch[first].event.tenant_id)
+    result = await conn.exec_driver_sql(table.sql, (keys, tenants, *columns))
+    report = _Report({}, {})
+    width = len(table.fields)
+    rows: list[Any] = list(result.all())
+    for row in rows:
+        if row[0]:
+            report.written[row[1]] = _Written(row[3], tuple(row[4 + 2 * n] for n in range(width)))
+        else:
+            report.held[row[1]] = _Held(row[2], row[3], tuple(row[5 + 2 * n] for n in range(width)))
+    return report
 
 
 async def _run_isolating(
     conn: AsyncConnection,
-    spec: _Field,
-    idx: list[int],
+    table: _Table,
+    items: Sequence[_Item],
     batch: Sequence[PendingEvent],
     rejected: dict[int, EventResult],
     counter: list[int],
     isolate: bool,
-) -> dict[str, _Seen]:
-    """Run the statement for ``idx``; isolate the records PostgreSQL refuses (into ``rejected``).
+) -> _Report:
+    """Run the statement for ``items``; isolate the records PostgreSQL refuses (into ``rejected``).
 
-    Returns what the statement reports of the candidates that ran without error; a refused
-    candidate appears in ``rejected`` only. Without ``isolate`` (no savepoint), a refusal raises
+    Returns the report of the rows that ran without error; a refused candidate appears in
+    ``rejected`` only. Without ``isolate`` (no savepoint), a refusal raises
     :class:`IsolationNeeded`. Errors other than a record's own (class 22/23) propagate.
     """
     counter[0] += 1
     if not isolate:
         try:
-            return await _run(conn, spec, idx, batch)
+            return await _run(conn, table, items, batch)
         except Exception as exc:
             if classify_error(exc) is ErrorClass.RECORD_PERMANENT:
-                raise IsolationNeeded(_refusal_message(exc, spec)) from exc
+                raise IsolationNeeded(_refusal_message(exc, f'"{table.name}"')) from exc
             raise
     try:
         async with conn.begin_nested():
-            return await _run(conn, spec, idx, batch)
+            return await _run(conn, table, items, batch)
     except Exception as exc:
         if classify_error(exc) is not ErrorClass.RECORD_PERMANENT:
             raise
-        if len(idx) == 1:
-            rejected[idx[0]] = EventResult(
-                Verdict.REJECTED, ReasonCode.DB_REJECTED, _refusal_message(exc, spec)
+        if len(items) > 1:
+            parts: list[Sequence[_Item]] = [items[: len(items) // 2], items[len(items) // 2 :]]
+        else:
+            [item] = items
+            heads = [(n, i) for n, i in enumerate(item.heads) if i is not None]
+            if len(heads) == 1:
+                n, i = heads[0]
+                where = f'"{table.name}"."{table.fields[n].column}"'
+                rejected[i] = EventResult(
+                    Verdict.REJECTED, ReasonCode.DB_REJECTED, _refusal_message(exc, where)
+                )
+                return _Report({}, {})
+            # A row with two records: which one PostgreSQL refuses, each alone will tell.
+            width = len(item.heads)
+            parts = [
+                [_Item(item.key, tuple(i if m == n else None for m in range(width)))]
+                for n, i in heads
+            ]
+        report = _Report({}, {})
+        for part in parts:
+            sub = await _run_isolating(conn, table, part, batch, rejected, counter, isolate)
+            _merge(report, sub)
+        return report
+
+
+def _merge(into: _Report, other: _Report) -> None:
+    # The halves hold different keys, except a row split into its two records: keep what each
+    # statement said about its own field.
+    for key, written in other.written.items():
+        into.written[key] = written
+    for key, held in other.held.items():
+        mine = into.held.get(key)
+        if mine is None:
+            into.held[key] = held
+        else:
+            passes = tuple(
+                a if a is not None else b for a, b in zip(mine.passes, held.passes, strict=True)
             )
-            return {}
-        half = len(idx) // 2
-        seen = await _run_isolating(conn, spec, idx[:half], batch, rejected, counter, isolate)
-        seen.update(await _run_isolating(conn, spec, idx[half:], batch, rejected, counter, isolate))
-        return seen
+            into.held[key] = _Held(mine.found or held.found, mine.tenant, passes)
 
 
-def _refusal_message(exc: BaseException, spec: _Field) -> str:
+def _refusal_message(exc: BaseException, where: str) -> str:
     # The driver's message names what PostgreSQL disliked (e.g. "unsupported Unicode escape
     # sequence"); keep its first line only: later lines may quote long SQL text.
     cause: BaseException = getattr(exc, "orig", None) or exc
     text = str(cause).strip().splitlines()[0] if str(cause).strip() else type(cause).__name__
     text = text.removeprefix("<class ").split(">: ", 1)[-1]
-    return (
-        f'PostgreSQL refused the record writing "{spec.table}"."{spec.column}" '
-        f"(SQLSTATE {sqlstate_of(exc)}): {text}"
-    )
+    return f"PostgreSQL refused the record writing {where} (SQLSTATE {sqlstate_of(exc)}): {text}"
 
 
 def _mismatch(tenant: str, request: str) -> EventResult:
@@ -310,79 +415,118 @@ def _mismatch(tenant: str, request: str) -> EventResult:
     )
 
 
-async def _apply_field(
+def _unknown_tenant(tenant: str) -> EventResult:
+    return EventResult(
+        Verdict.REJECTED, ReasonCode.UNKNOWN_TENANT, f'tenantId {tenant!r}: no such "Tenant" row'
+    )
+
+
+def _settle(
+    table: _Table,
+    key: str,
+    n: int,
+    queue: list[int],
+    report: _Report,
+    batch: Sequence[PendingEvent],
+    results: list[EventResult | None],
+) -> list[int]:
+    """Give verdicts for field ``n`` of row ``key`` from the round's report; return what is left.
+
+    ``queue`` holds the row's candidates for the field, newest first; its head was offered.
+    """
+    head = queue[0]
+    held = report.held.get(key)
+    if held is not None and held.passes[n] is False:
+        # Refused by the guards before writing: an unknown tenant, another tenant, or stale.
+        if not held.found:
+            if table.creates_rows:  # a missing row is always offered: cannot happen
+                return queue
+            for i in queue:
+                results[i] = _unknown_tenant(batch[i].event.tenant_id)
+            return []
+        row_tenant = held.tenant if table.creates_rows else None
+        remaining: list[int] = []
+        for i in queue:
+            tenant = batch[i].event.tenant_id
+            if row_tenant is not None and tenant != row_tenant:
+                results[i] = _mismatch(tenant, key)
+            else:
+                remaining.append(i)
+        if remaining and remaining[0] == head:
+            # The head matched the row's tenant: the stored version is the same or newer, so it
+            # and everything older are stale.
+            for i in remaining:
+                results[i] = STALE
+            return []
+        return remaining  # the newest of the row's tenant goes next round
+    written = report.written.get(key)
+    if written is not None and written.event_ids[n] == batch[head].event.event_id:
+        results[head] = APPLIED
+        row_tenant = written.tenant if table.creates_rows else None
+        for i in queue[1:]:
+            tenant = batch[i].event.tenant_id
+            results[i] = _mismatch(tenant, key) if row_tenant and tenant != row_tenant else STALE
+        return []
+    # Offered, yet not the row's value: a concurrent writer got in between. Next round.
+    return queue
+
+
+async def _apply_table(
     conn: AsyncConnection,
-    spec: _Field,
-    idx: list[int],
+    table: _Table,
+    by_type: dict[str, list[int]],
     batch: Sequence[PendingEvent],
     results: list[EventResult | None],
     isolate: bool,
 ) -> int:
-    """Apply the candidates ``idx`` (all of one type) into ``results``; return the statements."""
-    queues: dict[str, list[int]] = {}
-    for i in idx:
-        queues.setdefault(_row_key(batch[i].event, spec), []).append(i)
-    for queue in queues.values():
-        if len(queue) > 1:
-            queue.sort(key=lambda i: batch[i].event.version, reverse=True)
+    """Apply the candidates of ``table``'s event types into ``results``; return the statements."""
+    queues: list[dict[str, list[int]]] = []
+    for spec in table.fields:
+        per_key: dict[str, list[int]] = {}
+        for i in by_type.get(spec.event_type, ()):
+            per_key.setdefault(_row_key(batch[i].event, table), []).append(i)
+        for queue in per_key.values():
+            if len(queue) > 1:
+                queue.sort(key=lambda i: batch[i].event.version, reverse=True)
+        queues.append(per_key)
     counter = [0]
+    width = len(table.fields)
     for _ in range(_MAX_ROUNDS):
-        if not queues:
+        keys: dict[str, None] = {}
+        for per_key in queues:
+            keys.update(dict.fromkeys(per_key))
+        if not keys:
             return counter[0]
-        heads = [queue[0] for queue in queues.values()]
+        items: list[_Item] = []
+        for key in keys:
+            heads = [per_key[key][0] if key in per_key else None for per_key in queues]
+            first, second = heads[0], heads[-1]
+            if (
+                width == 2
+                and first is not None
+                and second is not None
+                and batch[first].event.tenant_id != batch[second].event.tenant_id
+            ):
+                heads[1] = None  # one tenant per row statement: the cost waits a round
+            items.append(_Item(key, tuple(heads)))
         rejected: dict[int, EventResult] = {}
-        reported = await _run_isolating(conn, spec, heads, batch, rejected, counter, isolate)
-        next_queues: dict[str, list[int]] = {}
-        for key, queue in queues.items():
-            head = queue[0]
-            if head in rejected:
-                results[head] = rejected[head]
-                if len(queue) > 1:
-                    next_queues[key] = queue[1:]
-                continue
-            seen = reported.get(key)
-            if seen is None:
-                # Passed the guards before the statement, refused by them during it: a
-                # concurrent writer changed the row. The next round sees its new state.
-                next_queues[key] = queue
-                continue
-            if seen.applied:
-                results[head] = APPLIED
-                row_tenant: str | None = seen.row_tenant if spec.creates_rows else None
-                for i in queue[1:]:
-                    tenant = batch[i].event.tenant_id
-                    results[i] = (
-                        _mismatch(tenant, key) if row_tenant and tenant != row_tenant else STALE
-                    )
-                continue
-            if not seen.found:
-                if spec.creates_rows:  # impossible: a missing row is always written
-                    raise RuntimeError(f'"ExecutionRecord" {key!r} was neither found nor written')
-                for i in queue:
-                    results[i] = EventResult(
-                        Verdict.REJECTED,
-                        ReasonCode.UNKNOWN_TENANT,
-                        f'tenantId {batch[i].event.tenant_id!r}: no such "Tenant" row',
-                    )
-                continue
-            row_tenant = seen.row_tenant if spec.creates_rows else None
-            remaining: list[int] = []
-            for i in queue:
-                if row_tenant is not None and batch[i].event.tenant_id != row_tenant:
-                    results[i] = _mismatch(batch[i].event.tenant_id, key)
+        report = await _run_isolating(conn, table, items, batch, rejected, counter, isolate)
+        for item in items:
+            for n, head in enumerate(item.heads):
+                if head is None:
+                    continue
+                queue = queues[n][item.key]
+                if head in rejected:
+                    results[head] = rejected[head]
+                    left = queue[1:]
                 else:
-                    remaining.append(i)
-            if remaining and remaining[0] == head:
-                # The head matched the row's tenant and was not applied: the stored version is
-                # the same or newer, so it and everything older are stale.
-                for i in remaining:
-                    results[i] = STALE
-            elif remaining:
-                next_queues[key] = remaining
-        queues = next_queues
+                    left = _settle(table, item.key, n, queue, report, batch, results)
+                if left:
+                    queues[n][item.key] = left
+                else:
+                    del queues[n][item.key]
     raise RuntimeError(
-        f'applying "{spec.table}"."{spec.column}": rows kept changing under the batch '
-        f"for {_MAX_ROUNDS} rounds ({len(queues)} rows left)"
+        f'applying "{table.name}": rows kept changing under the batch for {_MAX_ROUNDS} rounds'
     )
 
 
@@ -401,16 +545,16 @@ async def apply_events(
     caller must roll the transaction back.
     """
     results: list[EventResult | None] = [None] * len(events)
-    by_field: dict[str, list[int]] = {}
+    by_type: dict[str, list[int]] = {}
     for i, pending in enumerate(events):
-        by_field.setdefault(str(pending.event.type), []).append(i)
+        by_type.setdefault(pending.event.type.value, []).append(i)
     statements = 0
-    for spec in _FIELDS:
-        idx = by_field.pop(spec.event_type, None)
-        if idx:
-            statements += await _apply_field(conn, spec, idx, events, results, isolate)
-    if by_field:
-        raise ValueError(f"no field for event types {sorted(by_field)}")
+    for table in _TABLES:
+        if any(spec.event_type in by_type for spec in table.fields):
+            statements += await _apply_table(conn, table, by_type, events, results, isolate)
+    known = {spec.event_type.value for table in _TABLES for spec in table.fields}
+    if set(by_type) - known:
+        raise ValueError(f"no field for event types {sorted(set(by_type) - known)}")
     final: list[EventResult] = []
     for i, verdict in enumerate(results):
         if verdict is None:  # every path above sets each index: a gap is a bug

@@ -298,6 +298,43 @@ async def test_without_isolation_a_refusal_aborts_the_batch_for_a_careful_retry(
     assert [r.verdict for r in outcome.results] == [Verdict.APPLIED, Verdict.REJECTED]
 
 
+async def test_a_refused_cost_beside_its_snapshot_leaves_the_snapshot_applied(
+    engine: AsyncEngine, database: Database
+) -> None:
+    snap = snapshot("req-p", "t1", at(1))
+    refused = with_raw_payload(cost("req-p", "t1", at(2), note="N"), "N", '"\\u0000"')
+    older_cost = cost("req-p", "t1", at(0), note="older")
+
+    outcome = await apply_in_transaction(engine, [snap, refused, older_cost])
+
+    assert [r.verdict for r in outcome.results] == [
+        Verdict.APPLIED,
+        Verdict.REJECTED,
+        Verdict.APPLIED,
+    ]
+    assert '"ExecutionRecord"."actualCost"' in outcome.results[1].message
+    row = await _record(database, "req-p")
+    assert row["routingSnapshotEventId"] == snap.event_id
+    assert row["actualCostEventId"] == older_cost.event_id
+
+
+async def test_snapshot_and_cost_of_a_new_request_with_different_tenants(
+    engine: AsyncEngine, database: Database
+) -> None:
+    # One row, one tenant: the snapshot creates it (same statement order as a lone snapshot
+    # followed by a lone cost), the cost of another tenant is then a mismatch.
+    snap = snapshot("req-t", "t1", at(0))
+    other = cost("req-t", "t2", at(1))
+
+    outcome = await apply_in_transaction(engine, [other, snap])
+
+    assert outcome.results[1].verdict is Verdict.APPLIED
+    assert outcome.results[0].reason is ReasonCode.TENANT_MISMATCH
+    row = await _record(database, "req-t")
+    assert row["tenantId"] == "t1"
+    assert row["actualCost"] is None
+
+
 async def test_a_key_column_conflict_is_db_rejected_not_fatal(
     engine: AsyncEngine, database: Database
 ) -> None:
@@ -318,7 +355,7 @@ async def test_a_key_column_conflict_is_db_rejected_not_fatal(
     assert [(r["id"], r["requestId"]) for r in rows] == [("req-x", "other"), ("req-y", "req-y")]
 
 
-async def test_a_batch_of_mixed_types_costs_one_statement_per_field(
+async def test_a_batch_of_mixed_types_costs_one_statement_per_table(
     engine: AsyncEngine, database: Database
 ) -> None:
     await database.execute('INSERT INTO "Tenant" ("id") VALUES (\'t1\')')
@@ -331,7 +368,7 @@ async def test_a_batch_of_mixed_types_costs_one_statement_per_field(
     outcome = await apply_in_transaction(engine, events)
 
     assert outcome.count(Verdict.APPLIED) == len(events)
-    assert outcome.statements == 3
+    assert outcome.statements == 2  # snapshot and cost of a request: one row write
     rows = await database.fetch(
         'SELECT count(*) AS n FROM "ExecutionRecord" '
         'WHERE "routingSnapshot" IS NOT NULL AND "actualCost" IS NOT NULL'

@@ -65,7 +65,7 @@ __all__ = [
     "apply_events",
 ]
 
-#: Bound on the rounds of one field in one batch. A round repeats only for rows whose candidate
+#: Bound on the rounds of one table in one batch. A round repeats only for rows whose candidate
 #: was rejected (which consumes it) or lost a race with a concurrent writer (the next round sees
 #: the row's new state), so this is reached only if rows keep changing under us.
 _MAX_ROUNDS: Final = 1000
@@ -167,8 +167,9 @@ def _execution_record_sql() -> str:
     at = {n: f'"{n}OccurredAt"' for n in names}
     eid = {n: f'"{n}EventId"' for n in names}
 
-    # Per field n (1 = snapshot, 2 = cost): o_n, e_n, raw_n; its guard against a row r and a
-    # candidate version (o, e): the stored version is null or older.
+    # Field 1 is the snapshot, field 2 the cost. The version guard of a field against a row and a
+    # candidate version (o, e): the stored version is null or older. (coalesce: a row comparison
+    # with a null eventId, which only a foreign writer could leave, is "not newer".)
     def newer(row: str, n: str, o: str, e: str) -> str:
         return f"({row}.{at[n]} IS NULL OR ({row}.{at[n]}, {row}.{eid[n]}) < ({o}, {e}))"
 
@@ -194,9 +195,9 @@ WITH i AS (
 ), c AS (
     SELECT i.*, (cur."requestId" IS NOT NULL) AS found, cur."tenantId" AS cur_t,
         (i.o1 IS NOT NULL AND coalesce((cur."tenantId" IS NULL OR cur."tenantId" = i.t)
-            AND {newer("cur", s, "i.o1", "i.e1")}, true)) AS pass1,
+            AND {newer("cur", s, "i.o1", "i.e1")}, false)) AS pass1,
         (i.o2 IS NOT NULL AND coalesce((cur."tenantId" IS NULL OR cur."tenantId" = i.t)
-            AND {newer("cur", k, "i.o2", "i.e2")}, true)) AS pass2
+            AND {newer("cur", k, "i.o2", "i.e2")}, false)) AS pass2
     FROM i LEFT JOIN "ExecutionRecord" AS cur ON cur."requestId" = i.k
 ), up AS (
     INSERT INTO "ExecutionRecord" AS r ("id", "requestId", "tenantId",
@@ -294,7 +295,7 @@ async def _run(
 ) -> _Report:
     keys = [item.key for item in items]
     tenants: list[str] = []
-    columns: list[list[object]] = []
+    columns: list[list[Any]] = []
     for n in range(len(table.fields)):
         occurred: list[datetime | None] = []
         ids: list[uuid.UUID | None] = []
@@ -310,7 +311,7 @@ async def _run(
                 occurred.append(pending.event.occurred_at)
                 ids.append(pending.event.event_id)
                 raws.append(pending.raw)
-        columns += [occurred, ids, raws]  # type: ignore[list-item]
+        columns += [occurred, ids, raws]
     for item in items:
         first = next(i for i in item.heads if i is not None)
         tenants.append(batch[first].event.tenant_id)

@@ -241,7 +241,7 @@ async def run_debezium(
     try:
         window = await watch_group(
             run.stack,
-            proc,
+            [proc],
             [f"connect-{n}" for n in names.values()],
             list(topics.sources),
             sent,

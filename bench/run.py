@@ -76,7 +76,7 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--only",
         default="",
-        help="comma-separated subset of service,kafka,pg,naive,latency,peer,scale (a partial run)",
+        help="comma-separated subset of service,service2,kafka,pg,naive,latency,peer,scale",
     )
     parser.add_argument("--out", type=Path, default=None, help="results JSON path")
     parser.add_argument("--keep", action="store_true", help="keep topics and databases")
@@ -208,7 +208,9 @@ class Run:
         ends = await self.stack.end_offsets([topics.dlq])
         return sum(ends.values())
 
-    async def service_on(self, key: str, name: str, topics: TopicSet, oracle: Oracle) -> Measured:
+    async def service_on(
+        self, key: str, name: str, topics: TopicSet, oracle: Oracle, *, instances: int = 1
+    ) -> Measured:
         url = await self.database(key)
         measured = await run_service_backlog(
             self.stack,
@@ -218,7 +220,10 @@ class Run:
             oracle.events,
             self.log_dir / f"{key}.log",
             name=name,
-            profile_path=self.log_dir / f"{key}.pyspy.txt" if self.args.profile else None,
+            profile_path=self.log_dir / f"{key}.pyspy.txt"
+            if self.args.profile and instances == 1
+            else None,
+            instances=instances,
         )
         measured.check = await check_rows(url, oracle, self.tenants)
         dead = await self.dlq_count(topics)
@@ -254,6 +259,13 @@ class Run:
         if self.wants("service"):
             service = await self.service_on("service", "this service", topics, oracle)
             self.record("service", service)
+        if self.wants("service2") and not args.quick:
+            # One process per core, as the service is deployed (it scales by partitions); the
+            # Debezium peer also runs two tasks on two threads.
+            pair = await self.service_on(
+                "service2", "this service, 2 processes", topics, oracle, instances=2
+            )
+            self.record("service2", pair)
         if self.wants("kafka"):
             self.record("kafka_ceiling", await run_kafka_ceiling(self.stack, topics, self.log_dir))
         if self.wants("pg"):

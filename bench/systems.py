@@ -168,7 +168,7 @@ class Window:
 
 async def watch_group(
     stack: Stack,
-    proc: subprocess.Popen[bytes],
+    procs: list[subprocess.Popen[bytes]],
     groups: list[str],
     topics: list[str],
     total: int,
@@ -179,21 +179,24 @@ async def watch_group(
 ) -> Window:
     """Poll ``groups``' committed offsets until they reach ``total``; time that window.
 
-    Raises ``RuntimeError`` if the process exits first or makes no progress for
-    ``stall_timeout`` seconds (its log tells why).
+    CPU is summed over ``procs``; peak RSS is the largest one's (each process's own peak).
+    Raises ``RuntimeError`` if a process exits first or no progress is made for
+    ``stall_timeout`` seconds (the logs tell why).
     """
-    pid = proc.pid
     spawned = time.perf_counter()
     first: tuple[float, int, float] | None = None
     last_change = time.perf_counter()
     last = 0
     async with GroupProgress(stack.bootstrap, groups, topics) as progress:
         while True:
-            if proc.poll() is not None:
-                raise RuntimeError(f"process {pid} exited with {proc.returncode} before the end")
+            for proc in procs:
+                if proc.poll() is not None:
+                    raise RuntimeError(
+                        f"process {proc.pid} exited with {proc.returncode} before the end"
+                    )
             done = await progress.committed()
             now = time.perf_counter()
-            cpu = cpu_seconds(pid)
+            cpu = sum(cpu_seconds(proc.pid) for proc in procs)
             if done != last:
                 last, last_change = done, now
             if first is None and done > 0:
@@ -201,7 +204,7 @@ async def watch_group(
                 if on_first is not None:
                     on_first()
             if done >= total:
-                peak = peak_rss_bytes(pid)
+                peak = max(peak_rss_bytes(proc.pid) for proc in procs)
                 assert first is not None
                 if first[1] >= total:  # everything landed in the first commit we saw
                     return Window(total, now - spawned, cpu, peak, includes_startup=True)
@@ -221,31 +224,43 @@ async def run_service_backlog(
     *,
     name: str = "this service",
     profile_path: Path | None = None,
+    instances: int = 1,
 ) -> Measured:
     """``routing-persistence run`` catching up on a backlog of ``total`` records (see above).
 
-    With ``profile_path``, py-spy samples the service during the catch-up (:mod:`bench.profile`)
-    and the top frames land in ``extra["profile"]``.
+    ``instances`` > 1 runs that many processes in the one group (how the service scales: by
+    partitions); their CPU is summed, the peak RSS is per process. With ``profile_path``,
+    py-spy samples the (first) process during the catch-up (:mod:`bench.profile`) and the top
+    frames land in ``extra["profile"]``.
     """
-    env = service_env(stack, topics, database_url, group, free_port())
-    proc = start_service(env, log_path)
+    procs = []
+    for n in range(instances):
+        env = service_env(stack, topics, database_url, group, free_port())
+        path = log_path if n == 0 else log_path.with_suffix(f".{n}.log")
+        procs.append(start_service(env, path))
     profilers: list[Profiler] = []
 
     def profile() -> None:  # from the first commit on: startup (imports) is not the hot path
         if profile_path is not None:
-            profilers.append(Profiler(proc.pid, profile_path))
+            profilers.append(Profiler(procs[0].pid, profile_path))
 
     try:
         window = await watch_group(
-            stack, proc, [group], list(topics.sources), total, on_first=profile
+            stack, procs, [group], list(topics.sources), total, on_first=profile
         )
     finally:
         for profiler in profilers:
             await asyncio.to_thread(profiler.stop)
-        code = await asyncio.to_thread(stop_service, proc)
+        codes = [await asyncio.to_thread(stop_service, proc) for proc in procs]
     notes = []
+    if instances > 1:
+        notes.append(
+            f"{instances} processes in one group (the group's first rebalance is inside the "
+            "window); CPU summed, peak RSS per process"
+        )
     if window.includes_startup:
         notes.append("the whole backlog landed in the first commit seen: timed from spawn")
+    code = next((c for c in codes if c != 0), 0)
     if code != 0:
         notes.append(f"exited {code} after SIGTERM (expected 0); see {log_path.name}")
     return Measured(
@@ -255,7 +270,7 @@ async def run_service_backlog(
         window.cpu_seconds,
         window.peak_rss_bytes,
         notes=notes,
-        extra={"exit_code": code, "backlog": total}
+        extra={"exit_code": code, "backlog": total, "instances": instances}
         | ({"profile": top_frames(profile_path)} if profile_path else {}),
     )
 

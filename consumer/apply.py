@@ -255,12 +255,36 @@ _TABLES: Final = (
 )
 
 
-def _row_key(event: DecodedEvent, table: _Table) -> str:
-    if table.creates_rows:
-        if event.request_id is None:  # the decoder guarantees it for these types
-            raise ValueError(f"{event.type} event {event.event_id} has no requestId")
-        return event.request_id
-    return event.tenant_id
+def _row_key(event: DecodedEvent) -> str:
+    if event.type is EventType.POLICY:
+        return event.tenant_id
+    if event.request_id is None:  # the decoder guarantees it for these types
+        raise ValueError(f"{event.type} event {event.event_id} has no requestId")
+    return event.request_id
+
+
+@dataclass(frozen=True, slots=True)
+class _Columns:
+    """The batch as columns, indexed like it (the hot loops read these, not the events)."""
+
+    key: list[str]
+    tenant: list[str]
+    occurred: list[datetime]
+    event_id: list[uuid.UUID]
+    raw: list[str]
+    version: list[tuple[datetime, uuid.UUID]]
+
+    @classmethod
+    def of(cls, events: Sequence[PendingEvent]) -> _Columns:
+        decoded = [p.event for p in events]
+        return cls(
+            key=[_row_key(e) for e in decoded],
+            tenant=[e.tenant_id for e in decoded],
+            occurred=[e.occurred_at for e in decoded],
+            event_id=[e.event_id for e in decoded],
+            raw=[p.raw for p in events],
+            version=[(e.occurred_at, e.event_id) for e in decoded],
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -291,47 +315,41 @@ class _Report:
 
 
 async def _run(
-    conn: AsyncConnection, table: _Table, items: Sequence[_Item], batch: Sequence[PendingEvent]
+    conn: AsyncConnection, table: _Table, items: Sequence[_Item], cols: _Columns
 ) -> _Report:
-    keys = [item.key for item in items]
-    tenants: list[str] = []
-    columns: list[list[Any]] = []
+    params: list[list[Any]] = [
+        [item.key for item in items],
+        [cols.tenant[next(i for i in item.heads if i is not None)] for item in items],
+    ]
     for n in range(len(table.fields)):
-        occurred: list[datetime | None] = []
-        ids: list[uuid.UUID | None] = []
-        raws: list[str | None] = []
-        for item in items:
-            i = item.heads[n]
-            if i is None:
-                occurred.append(None)
-                ids.append(None)
-                raws.append(None)
-            else:
-                pending = batch[i]
-                occurred.append(pending.event.occurred_at)
-                ids.append(pending.event.event_id)
-                raws.append(pending.raw)
-        columns += [occurred, ids, raws]
-    for item in items:
-        first = next(i for i in item.heads if i is not None)
-        tenants.append(batch[first].event.tenant_id)
-    result = await conn.exec_driver_sql(table.sql, (keys, tenants, *columns))
-    report = _Report({}, {})
-    width = len(table.fields)
+        heads = [item.heads[n] for item in items]
+        params.append([None if i is None else cols.occurred[i] for i in heads])
+        params.append([None if i is None else cols.event_id[i] for i in heads])
+        params.append([None if i is None else cols.raw[i] for i in heads])
+    result = await conn.exec_driver_sql(table.sql, tuple(params))
     rows: list[Any] = list(result.all())
-    for row in rows:
-        if row[0]:
-            report.written[row[1]] = _Written(row[3], tuple(row[4 + 2 * n] for n in range(width)))
-        else:
-            report.held[row[1]] = _Held(row[2], row[3], tuple(row[5 + 2 * n] for n in range(width)))
-    return report
+    written: dict[str, _Written] = {}
+    held: dict[str, _Held] = {}
+    if len(table.fields) == 2:
+        for row in rows:
+            if row[0]:
+                written[row[1]] = _Written(row[3], (row[4], row[6]))
+            else:
+                held[row[1]] = _Held(row[2], row[3], (row[5], row[7]))
+    else:
+        for row in rows:
+            if row[0]:
+                written[row[1]] = _Written(row[3], (row[4],))
+            else:
+                held[row[1]] = _Held(row[2], row[3], (row[5],))
+    return _Report(written, held)
 
 
 async def _run_isolating(
     conn: AsyncConnection,
     table: _Table,
     items: Sequence[_Item],
-    batch: Sequence[PendingEvent],
+    cols: _Columns,
     rejected: dict[int, EventResult],
     counter: list[int],
     isolate: bool,
@@ -345,14 +363,14 @@ async def _run_isolating(
     counter[0] += 1
     if not isolate:
         try:
-            return await _run(conn, table, items, batch)
+            return await _run(conn, table, items, cols)
         except Exception as exc:
             if classify_error(exc) is ErrorClass.RECORD_PERMANENT:
                 raise IsolationNeeded(_refusal_message(exc, f'"{table.name}"')) from exc
             raise
     try:
         async with conn.begin_nested():
-            return await _run(conn, table, items, batch)
+            return await _run(conn, table, items, cols)
     except Exception as exc:
         if classify_error(exc) is not ErrorClass.RECORD_PERMANENT:
             raise
@@ -376,7 +394,7 @@ async def _run_isolating(
             ]
         report = _Report({}, {})
         for part in parts:
-            sub = await _run_isolating(conn, table, part, batch, rejected, counter, isolate)
+            sub = await _run_isolating(conn, table, part, cols, rejected, counter, isolate)
             _merge(report, sub)
         return report
 
@@ -428,7 +446,7 @@ def _settle(
     n: int,
     queue: list[int],
     report: _Report,
-    batch: Sequence[PendingEvent],
+    cols: _Columns,
     results: list[EventResult | None],
 ) -> list[int]:
     """Give verdicts for field ``n`` of row ``key`` from the round's report; return what is left.
@@ -443,12 +461,12 @@ def _settle(
             if table.creates_rows:  # a missing row is always offered: cannot happen
                 return queue
             for i in queue:
-                results[i] = _unknown_tenant(batch[i].event.tenant_id)
+                results[i] = _unknown_tenant(cols.tenant[i])
             return []
         row_tenant = held.tenant if table.creates_rows else None
         remaining: list[int] = []
         for i in queue:
-            tenant = batch[i].event.tenant_id
+            tenant = cols.tenant[i]
             if row_tenant is not None and tenant != row_tenant:
                 results[i] = _mismatch(tenant, key)
             else:
@@ -461,11 +479,11 @@ def _settle(
             return []
         return remaining  # the newest of the row's tenant goes next round
     written = report.written.get(key)
-    if written is not None and written.event_ids[n] == batch[head].event.event_id:
+    if written is not None and written.event_ids[n] == cols.event_id[head]:
         results[head] = APPLIED
         row_tenant = written.tenant if table.creates_rows else None
         for i in queue[1:]:
-            tenant = batch[i].event.tenant_id
+            tenant = cols.tenant[i]
             results[i] = _mismatch(tenant, key) if row_tenant and tenant != row_tenant else STALE
         return []
     # Offered, yet not the row's value: a concurrent writer got in between. Next round.
@@ -476,7 +494,7 @@ async def _apply_table(
     conn: AsyncConnection,
     table: _Table,
     by_type: dict[str, list[int]],
-    batch: Sequence[PendingEvent],
+    cols: _Columns,
     results: list[EventResult | None],
     isolate: bool,
 ) -> int:
@@ -485,10 +503,10 @@ async def _apply_table(
     for spec in table.fields:
         per_key: dict[str, list[int]] = {}
         for i in by_type.get(spec.event_type, ()):
-            per_key.setdefault(_row_key(batch[i].event, table), []).append(i)
+            per_key.setdefault(cols.key[i], []).append(i)
         for queue in per_key.values():
             if len(queue) > 1:
-                queue.sort(key=lambda i: batch[i].event.version, reverse=True)
+                queue.sort(key=cols.version.__getitem__, reverse=True)
         queues.append(per_key)
     counter = [0]
     width = len(table.fields)
@@ -506,12 +524,12 @@ async def _apply_table(
                 width == 2
                 and first is not None
                 and second is not None
-                and batch[first].event.tenant_id != batch[second].event.tenant_id
+                and cols.tenant[first] != cols.tenant[second]
             ):
                 heads[1] = None  # one tenant per row statement: the cost waits a round
             items.append(_Item(key, tuple(heads)))
         rejected: dict[int, EventResult] = {}
-        report = await _run_isolating(conn, table, items, batch, rejected, counter, isolate)
+        report = await _run_isolating(conn, table, items, cols, rejected, counter, isolate)
         for item in items:
             for n, head in enumerate(item.heads):
                 if head is None:
@@ -521,7 +539,7 @@ async def _apply_table(
                     results[head] = rejected[head]
                     left = queue[1:]
                 else:
-                    left = _settle(table, item.key, n, queue, report, batch, results)
+                    left = _settle(table, item.key, n, queue, report, cols, results)
                 if left:
                     queues[n][item.key] = left
                 else:
@@ -546,13 +564,14 @@ async def apply_events(
     caller must roll the transaction back.
     """
     results: list[EventResult | None] = [None] * len(events)
+    cols = _Columns.of(events)
     by_type: dict[str, list[int]] = {}
     for i, pending in enumerate(events):
         by_type.setdefault(pending.event.type.value, []).append(i)
     statements = 0
     for table in _TABLES:
         if any(spec.event_type in by_type for spec in table.fields):
-            statements += await _apply_table(conn, table, by_type, events, results, isolate)
+            statements += await _apply_table(conn, table, by_type, cols, results, isolate)
     known = {spec.event_type.value for table in _TABLES for spec in table.fields}
     if set(by_type) - known:
         raise ValueError(f"no field for event types {sorted(set(by_type) - known)}")

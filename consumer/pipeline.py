@@ -169,11 +169,17 @@ def _describe(exc: BaseException) -> str:
 class BatchProcessor:
     """Processes one consumer batch at a time (see the module docstring for the contract).
 
-    ``producer`` must be started by the caller and configured with ``acks="all"``; it is required
-    unless ``dry_run``. ``on_retry(exc, delay_s)`` is called before each backoff sleep (metrics);
-    ``on_database_state(ok)`` is called with ``False`` when a database fault starts and with
-    ``True`` when an apply succeeds again (readiness), only on changes (first success included).
-    Not safe for concurrent ``process`` calls on one instance.
+    ``producer`` must be started by the caller and configured with ``acks="all"``, and with a
+    ``max_request_size`` above the largest record the source topics accept (a dead letter carries
+    the original bytes: one too large for the producer is a permanent error, and the batch could
+    never be committed). It is required unless ``dry_run``.
+
+    ``on_retry(exc, delay_s)`` is called before each backoff sleep (metrics).
+    ``on_database_state(ok)`` is called with ``False`` when the database becomes unreachable
+    (not for a lost race: deadlock, serialization failure, lock timeout) and with ``True`` when an
+    apply succeeds, only on changes (first success included): readiness.
+
+    One batch at a time: no concurrent ``process``/``finish`` calls on one instance.
     """
 
     def __init__(

@@ -4,6 +4,7 @@ PostgreSQL, dead letters on the DLQ topic, the offsets to commit, and faults ret
 from __future__ import annotations
 
 import asyncio
+import random
 from collections import Counter
 from collections.abc import AsyncIterator
 from decimal import Decimal
@@ -441,3 +442,74 @@ async def test_dead_letters_wait_for_a_broker_that_is_down_and_are_written_when_
     [letter] = await read_topic(private_stack.kafka_bootstrap, dlq)
     assert letter.value == b"{oops"
     assert headers_of(letter)["dlq.reason"] == "invalid_json"
+
+
+async def test_two_processors_racing_on_the_same_rows_converge(
+    settings: Settings, database: Database, producer: AIOKafkaProducer
+) -> None:
+    # Two consumers briefly own the same rows (a rebalance, a replay beside the live consumer):
+    # concurrent transactions on the same rows wait for each other, lose races, even deadlock;
+    # each is retried or re-offered, and the rows still end at the newest event.
+    rng = random.Random(5)
+    await database.execute('INSERT INTO "Tenant" ("id") VALUES (\'t1\')')
+    events = []
+    for n in range(600):
+        request = f"req-{rng.randrange(60)}"
+        when = at(rng.randrange(40))
+        roll = rng.random()
+        if roll < 0.45:
+            events.append(snapshot(request, "t1", when))
+        elif roll < 0.9:
+            events.append(cost(request, "t1", when))
+        else:
+            events.append(policy("t1", when))
+        events[-1] = events[-1] if n % 7 else events[rng.randrange(len(events))]  # duplicates
+    records = [(settings.topic_costs, e.key, e.value) for e in events]
+    await produce(settings.kafka_bootstrap_servers, records)
+    batch = await fetch(settings.kafka_bootstrap_servers, [settings.topic_costs], len(records))
+    [(tp, fetched)] = batch.items()
+    engines = [create_engine(settings), create_engine(settings)]
+    try:
+        processors = [
+            BatchProcessor(settings, engine, producer, group_id=settings.group_id)
+            for engine in engines
+        ]
+        results = []
+        for _ in range(4):
+            shuffled = [list(fetched), list(fetched)]
+            for copy in shuffled:
+                rng.shuffle(copy)
+            results += await asyncio.gather(
+                *(
+                    processor.process({tp: copy[: len(copy) // 2]})
+                    for processor, copy in zip(processors, shuffled, strict=True)
+                ),
+                *(
+                    processor.process({tp: copy[len(copy) // 2 :]})
+                    for processor, copy in zip(processors[::-1], shuffled, strict=True)
+                ),
+            )
+    finally:
+        for engine in engines:
+            await engine.dispose()
+
+    assert all(r.dead_letters == 0 for r in results)
+    newest: dict[tuple[str, EventType], Any] = {}
+    for e in events:
+        slot = (e.key.decode(), e.type)
+        if slot not in newest or (newest[slot].occurred_at, newest[slot].event_id) < (
+            e.occurred_at,
+            e.event_id,
+        ):
+            newest[slot] = e
+    rows = await database.fetch(
+        'SELECT "requestId", "routingSnapshotEventId", "actualCostEventId" FROM "ExecutionRecord"'
+    )
+    stored = {r["requestId"]: r for r in rows}
+    for (key, kind), e in newest.items():
+        if kind is EventType.POLICY:
+            [tenant] = await database.fetch('SELECT "routingPolicyEventId" FROM "Tenant"')
+            assert tenant["routingPolicyEventId"] == e.event_id
+        else:
+            column = "routingSnapshotEventId" if kind is EventType.SNAPSHOT else "actualCostEventId"
+            assert stored[key][column] == e.event_id, (key, kind)

@@ -259,10 +259,17 @@ class BatchProcessor:
         """Apply a :meth:`prepare`-d batch and write its dead letters; return once durable.
 
         At most one ``finish`` at a time per processor, batches in the order they were fetched.
-        Raises as :meth:`process` does.
+        Raises as :meth:`process` does; ``prepared`` is left as it was, so the same batch may be
+        finished again (idempotence makes the repeat harmless).
         """
         started = time.perf_counter()
-        result, letters = prepared.result, prepared.letters
+        decoded = prepared.result
+        result = BatchResult(
+            commit_offsets=dict(decoded.commit_offsets),
+            outcomes=collections.Counter(decoded.outcomes),
+            records=decoded.records,
+        )
+        letters = list(prepared.letters)
         outcomes = result.outcomes
         if self._dry_run:
             for record, item in zip(prepared.sources, prepared.pending, strict=True):

@@ -513,3 +513,27 @@ async def test_two_processors_racing_on_the_same_rows_converge(
         else:
             column = "routingSnapshotEventId" if kind is EventType.SNAPSHOT else "actualCostEventId"
             assert stored[key][column] == e.event_id, (key, kind)
+
+
+async def test_a_prepared_batch_finished_again_counts_the_same_records_once(
+    settings: Settings, topics: Topics, database: Database, producer: AIOKafkaProducer
+) -> None:
+    # What a caller does after a failed finish (e.g. retry limit reached): finish it again.
+    good = cost("req-1", "t1", at(0))
+    records = [(settings.topic_costs, good.key, good.value), (settings.topic_costs, b"k", b"[]")]
+    await produce(settings.kafka_bootstrap_servers, records)
+    batch = await fetch(settings.kafka_bootstrap_servers, [settings.topic_costs], 2)
+    engine = create_engine(settings)
+    try:
+        processor = BatchProcessor(settings, engine, producer, group_id=settings.group_id)
+        prepared = processor.prepare(batch)
+        first = await processor.finish(prepared)
+        second = await processor.finish(prepared)
+    finally:
+        await engine.dispose()
+
+    assert (first.count("applied"), first.count("stale"), first.dead_letters) == (1, 0, 1)
+    assert (second.count("applied"), second.count("stale"), second.dead_letters) == (0, 1, 1)
+    assert second.commit_offsets == first.commit_offsets
+    # At least once: the repeat wrote its dead letter again.
+    assert len(await read_topic(settings.kafka_bootstrap_servers, topics.dlq)) == 2

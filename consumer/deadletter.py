@@ -103,6 +103,16 @@ class DeadLetterWriter:
         """The dead-letter topic."""
         return self._topic
 
+    async def _produce(self, letter: DeadLetter) -> asyncio.Future[Any]:
+        record = letter.record
+        future: asyncio.Future[Any] = await self._producer.send(
+            self._topic,
+            value=record.value,
+            key=record.key,
+            headers=dead_letter_headers(record, letter.reason, letter.error, self._group_id),
+        )
+        return future
+
     async def send(self, record: ConsumerRecord[Any, Any], reason: str, error: str) -> Any:
         """Queue the dead letter of ``record``; return the future of its acknowledgement.
 
@@ -110,41 +120,42 @@ class DeadLetterWriter:
         topic's metadata cannot be fetched); the letter is then not queued.
         """
         letter = DeadLetter(record, reason, error)
-        future: asyncio.Future[Any] = await self._producer.send(
-            self._topic,
-            value=record.value,
-            key=record.key,
-            headers=dead_letter_headers(record, reason, error, self._group_id),
-        )
+        future = await self._produce(letter)
         self._pending.append((letter, future))
         return future
 
     async def flush(self) -> list[tuple[DeadLetter, BaseException]]:
         """Await every letter queued by :meth:`send`; return those that failed, with the error."""
         pending, self._pending = self._pending, []
-        failures: list[tuple[DeadLetter, BaseException]] = []
-        for letter, future in pending:
-            try:
-                await future
-            except Exception as exc:  # reported to the caller, who decides to retry or stop
-                failures.append((letter, exc))
-        return failures
+        return await _failures(pending)
 
     async def write_all(
         self, letters: Sequence[DeadLetter]
     ) -> list[tuple[DeadLetter, BaseException]]:
         """Send ``letters`` and await them all; return the ones that failed, with the error.
 
-        When a letter cannot even be queued (no metadata for the topic: the broker is
-        unreachable), it and the letters after it are reported failed with that error, rather
-        than each waiting for the same timeout.
+        Independent of :meth:`send`/:meth:`flush`. When a letter cannot even be queued (no
+        metadata for the topic: the broker is unreachable), it and the letters after it are
+        reported failed with that error, rather than each waiting for the same timeout.
         """
-        failures: list[tuple[DeadLetter, BaseException]] = []
+        sent: list[tuple[DeadLetter, asyncio.Future[Any]]] = []
+        unsent: list[tuple[DeadLetter, BaseException]] = []
         for n, letter in enumerate(letters):
             try:
-                await self.send(letter.record, letter.reason, letter.error)
+                sent.append((letter, await self._produce(letter)))
             except Exception as exc:
-                failures.extend((rest, exc) for rest in letters[n:])
+                unsent = [(rest, exc) for rest in letters[n:]]
                 break
-        failures[:0] = await self.flush()
-        return failures
+        return [*await _failures(sent), *unsent]
+
+
+async def _failures(
+    pending: Sequence[tuple[DeadLetter, asyncio.Future[Any]]],
+) -> list[tuple[DeadLetter, BaseException]]:
+    failures: list[tuple[DeadLetter, BaseException]] = []
+    for letter, future in pending:
+        try:
+            await future
+        except Exception as exc:  # reported to the caller, who decides to retry or stop
+            failures.append((letter, exc))
+    return failures

@@ -21,7 +21,7 @@ from tests.apply_helpers import (
     snapshot,
     with_raw_payload,
 )
-from tests.conftest import Database
+from tests.conftest import ROOT, Database
 
 
 @pytest.fixture
@@ -374,3 +374,41 @@ async def test_a_batch_of_mixed_types_costs_one_statement_per_table(
         'WHERE "routingSnapshot" IS NOT NULL AND "actualCost" IS NOT NULL'
     )
     assert rows[0]["n"] == 300
+
+
+async def test_the_least_privilege_role_of_deploy_sql_grants_can_apply_every_kind_of_batch(
+    engine: AsyncEngine, database: Database
+) -> None:
+    # deploy/sql/grants.sql gives the service's role exactly the columns it needs; the real
+    # statements must need no more (inserting, updating both fields, stale, both rejections).
+    await database.execute((ROOT / "deploy" / "sql" / "grants.sql").read_text())
+    await database.execute('INSERT INTO "Tenant" ("id") VALUES (\'t1\')')
+    await database.execute(
+        'INSERT INTO "ExecutionRecord" ("id", "requestId", "tenantId") '
+        "VALUES ('owned', 'owned', 'other')"
+    )
+    first = [snapshot("r1", "t1", at(1)), cost("r1", "t1", at(1)), policy("t1", at(1))]
+    second = [
+        snapshot("r1", "t1", at(2)),
+        cost("r1", "t1", at(0)),
+        snapshot("owned", "t1", at(0)),
+        policy("nobody", at(0)),
+        with_raw_payload(cost("r2", "t1", at(0), note="N"), "N", '"\\u0000"'),
+    ]
+    verdicts = []
+    for events in (first, second):
+        async with engine.begin() as conn:
+            await conn.exec_driver_sql("SET LOCAL ROLE routing_persistence")
+            outcome = await apply_events(conn, [pending(e) for e in events])
+        verdicts.append([r.reason or r.verdict for r in outcome.results])
+
+    assert verdicts == [
+        [Verdict.APPLIED] * 3,
+        [
+            Verdict.APPLIED,
+            Verdict.STALE,
+            ReasonCode.TENANT_MISMATCH,
+            ReasonCode.UNKNOWN_TENANT,
+            ReasonCode.DB_REJECTED,
+        ],
+    ]

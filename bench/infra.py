@@ -255,14 +255,18 @@ class GroupProgress:
 
     async def committed(self) -> int:
         """Total committed offset of the groups on the topics (0 before any commit)."""
+        return sum((await self.per_partition()).values())
+
+    async def per_partition(self) -> dict[str, int]:
+        """Committed offset per ``topic:partition`` of the groups (only those committed)."""
         assert self._admin is not None
-        total = 0
+        out: dict[str, int] = {}
         for group in self._groups:
             offsets = await self._admin.list_consumer_group_offsets(group)
             for tp, meta in offsets.items():
                 if tp.topic in self._topics and meta.offset > 0:
-                    total += meta.offset
-        return total
+                    out[f"{tp.topic}:{tp.partition}"] = meta.offset
+        return out
 
 
 async def produce(

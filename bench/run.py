@@ -360,8 +360,9 @@ class Run:
         self.record("debezium", measured)
 
     async def scale(self) -> None:
-        for count in (int(x) for x in self.args.scale_events.split(",") if x):
-            key = f"scale{count}"
+        counts = [int(x) for x in self.args.scale_events.split(",") if x]
+        for i, count in enumerate(counts):
+            key = f"scale{count}" if counts.count(count) == 1 else f"scale{count}_{i}"
             topics, oracle, _ = await self.produce_backlog(key, count, keep_events=False)
             measured = await self.service_on(key, f"this service ({count:,})", topics, oracle)
             self.results["scale"][str(count)] = measured.as_dict()

@@ -20,6 +20,7 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -210,7 +211,20 @@ async def watch_group(
                     return Window(total, now - spawned, cpu, peak, includes_startup=True)
                 return Window(total - first[1], now - first[0], cpu - first[2], peak, False)
             if now - last_change > stall_timeout:
-                raise RuntimeError(f"no progress for {stall_timeout:.0f} s at {done}/{total}")
+                ends = await stack.end_offsets(topics)
+                committed = await progress.per_partition()
+                behind = {
+                    f"{tp.topic}:{tp.partition}": (
+                        committed.get(f"{tp.topic}:{tp.partition}", 0),
+                        end,
+                    )
+                    for tp, end in ends.items()
+                    if committed.get(f"{tp.topic}:{tp.partition}", 0) < end
+                }
+                raise RuntimeError(
+                    f"no progress for {stall_timeout:.0f} s at {done}/{total}; "
+                    f"(committed, end) of the partitions behind: {behind}"
+                )
             await asyncio.sleep(poll_interval)
 
 
@@ -234,8 +248,10 @@ async def run_service_backlog(
     frames land in ``extra["profile"]``.
     """
     procs = []
+    ports = []
     for n in range(instances):
-        env = service_env(stack, topics, database_url, group, free_port())
+        ports.append(free_port())
+        env = service_env(stack, topics, database_url, group, ports[-1])
         path = log_path if n == 0 else log_path.with_suffix(f".{n}.log")
         procs.append(start_service(env, path))
     profilers: list[Profiler] = []
@@ -251,6 +267,8 @@ async def run_service_backlog(
     finally:
         for profiler in profilers:
             await asyncio.to_thread(profiler.stop)
+        for n, port in enumerate(ports):  # the service's own view, kept beside its log
+            await asyncio.to_thread(_save_metrics, port, log_path.with_suffix(f".{n}.metrics.txt"))
         codes = [await asyncio.to_thread(stop_service, proc) for proc in procs]
     notes = []
     if instances > 1:
@@ -273,6 +291,14 @@ async def run_service_backlog(
         extra={"exit_code": code, "backlog": total, "instances": instances}
         | ({"profile": top_frames(profile_path)} if profile_path else {}),
     )
+
+
+def _save_metrics(port: int, path: Path) -> None:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as resp:
+            path.write_bytes(resp.read())
+    except OSError as exc:
+        path.write_text(f"metrics unavailable: {exc}\n")
 
 
 async def run_worker(args: list[str], log_path: Path) -> dict[str, Any]:

@@ -21,6 +21,12 @@ implements ``CONTRACT.md`` §3:
 * **Exact payloads.** The stored JSON is taken by PostgreSQL from the record's own bytes,
   ``($raw::jsonb) -> 'payload'``: every field as received, numbers exact, unknown fields kept.
   Only records that pass the guards are parsed, so replaying stale records parses nothing.
+* **Existing rows are updated, missing ones inserted**, in the same statement (a data-modifying
+  CTE: ``UPDATE`` for the rows found, ``INSERT ... ON CONFLICT`` for the others), never one
+  upsert for all: PostgreSQL checks an ``INSERT``'s NOT NULL constraints before it resolves the
+  conflict, and Project A's table may have NOT NULL columns without a default (Prisma's
+  ``@updatedAt``), which would make every write fail. On such a table a missing row cannot be
+  created: that event is ``db_rejected`` (below) with a message naming the column.
 * **A record PostgreSQL refuses** (SQLSTATE class 22 or 23, e.g. ``\\u0000`` in a JSON string)
   when offered for writing is isolated by rolling back to a savepoint and splitting the
   statement's input in halves (a row holding two records, into its two) until the refused record
@@ -187,6 +193,24 @@ def _execution_record_sql() -> str:
             for col in (f'"{n}"', at[n], eid[n])
         )
 
+    # The guards of the UPDATE of an existing row, on the row as it is now: field n's candidate
+    # passed the pre-check in `c` and is newer than the row's value.
+    upd_s = f"(c.pass1 AND {newer('r', s, 'c.o1', 'c.e1')})"
+    upd_k = f"(c.pass2 AND {newer('r', k, 'c.o2', 'c.e2')})"
+
+    def update_field(n: str, guard: str, o: str, e: str, raw: str) -> str:
+        values = (f"({raw}::jsonb) -> 'payload'", o, e)
+        return ", ".join(
+            f"{col} = CASE WHEN {guard} THEN {value} ELSE r.{col} END"
+            for col, value in zip((f'"{n}"', at[n], eid[n]), values, strict=True)
+        )
+
+    returned = f'r."requestId", r."tenantId", r.{eid[s]}, r.{eid[k]}'
+    # Rows that exist take a plain UPDATE, rows that do not an INSERT ... ON CONFLICT (a
+    # concurrent writer may create them meanwhile). Not an upsert for every row: PostgreSQL
+    # checks the proposed INSERT row's NOT NULL constraints before resolving the conflict, and
+    # Project A's Prisma table has columns (e.g. "updatedAt", @updatedAt) that are NOT NULL
+    # without a default: an upsert would fail on every row, existing ones too.
     return f"""
 WITH i AS (
     SELECT * FROM unnest($1::text[], $2::text[],
@@ -199,7 +223,15 @@ WITH i AS (
         (i.o2 IS NOT NULL AND coalesce((cur."tenantId" IS NULL OR cur."tenantId" = i.t)
             AND {newer("cur", k, "i.o2", "i.e2")}, false)) AS pass2
     FROM i LEFT JOIN "ExecutionRecord" AS cur ON cur."requestId" = i.k
-), up AS (
+), upd AS (
+    UPDATE "ExecutionRecord" AS r
+    SET {update_field(s, upd_s, "c.o1", "c.e1", "c.raw1")},
+        {update_field(k, upd_k, "c.o2", "c.e2", "c.raw2")}
+    FROM c
+    WHERE c.found AND (c.pass1 OR c.pass2) AND r."requestId" = c.k
+        AND (r."tenantId" IS NULL OR r."tenantId" = c.t) AND ({upd_s} OR {upd_k})
+    RETURNING {returned}
+), ins AS (
     INSERT INTO "ExecutionRecord" AS r ("id", "requestId", "tenantId",
         "{s}", {at[s]}, {eid[s]}, "{k}", {at[k]}, {eid[k]})
     SELECT c.k, c.k, c.t,
@@ -207,10 +239,12 @@ WITH i AS (
         CASE WHEN c.pass1 THEN c.o1 END, CASE WHEN c.pass1 THEN c.e1 END,
         CASE WHEN c.pass2 THEN (c.raw2::jsonb) -> 'payload' END,
         CASE WHEN c.pass2 THEN c.o2 END, CASE WHEN c.pass2 THEN c.e2 END
-    FROM c WHERE c.pass1 OR c.pass2
+    FROM c WHERE NOT c.found AND (c.pass1 OR c.pass2)
     ON CONFLICT ("requestId") DO UPDATE SET {keep_or_take(s, excl_s)}, {keep_or_take(k, excl_k)}
     WHERE (r."tenantId" IS NULL OR r."tenantId" = EXCLUDED."tenantId") AND ({excl_s} OR {excl_k})
-    RETURNING r."requestId", r."tenantId", r.{eid[s]}, r.{eid[k]}
+    RETURNING {returned}
+), up AS (
+    SELECT * FROM upd UNION ALL SELECT * FROM ins
 )
 SELECT true, "requestId", NULL::boolean, "tenantId", {eid[s]}, NULL::boolean, {eid[k]},
     NULL::boolean
@@ -353,8 +387,13 @@ async def _run_isolating(
     rejected: dict[int, EventResult],
     counter: list[int],
     isolate: bool,
+    unfillable: set[int],
 ) -> _Report:
     """Run the statement for ``items``; isolate the records PostgreSQL refuses (into ``rejected``).
+
+    A refused record whose row is missing and cannot be created (a not-null column the service
+    cannot fill) is also added to ``unfillable``: the older candidates of its row and field
+    would fail the same way.
 
     Returns the report of the rows that ran without error; a refused candidate appears in
     ``rejected`` only. Without ``isolate`` (no savepoint), a refusal raises
@@ -381,10 +420,14 @@ async def _run_isolating(
             heads = [(n, i) for n, i in enumerate(item.heads) if i is not None]
             if len(heads) == 1:
                 n, i = heads[0]
-                where = f'"{table.name}"."{table.fields[n].column}"'
-                rejected[i] = EventResult(
-                    Verdict.REJECTED, ReasonCode.DB_REJECTED, _refusal_message(exc, where)
-                )
+                column = _not_null_column(exc)
+                if column is not None and table.creates_rows:
+                    message = _cannot_create_message(exc, table.name, item.key, column)
+                    unfillable.add(i)
+                else:
+                    where = f'"{table.name}"."{table.fields[n].column}"'
+                    message = _refusal_message(exc, where)
+                rejected[i] = EventResult(Verdict.REJECTED, ReasonCode.DB_REJECTED, message)
                 return _Report({}, {})
             # A row with two records: which one PostgreSQL refuses, each alone will tell.
             width = len(item.heads)
@@ -394,7 +437,9 @@ async def _run_isolating(
             ]
         report = _Report({}, {})
         for part in parts:
-            sub = await _run_isolating(conn, table, part, cols, rejected, counter, isolate)
+            sub = await _run_isolating(
+                conn, table, part, cols, rejected, counter, isolate, unfillable
+            )
             _merge(report, sub)
         return report
 
@@ -422,6 +467,33 @@ def _refusal_message(exc: BaseException, where: str) -> str:
     text = str(cause).strip().splitlines()[0] if str(cause).strip() else type(cause).__name__
     text = text.removeprefix("<class ").split(">: ", 1)[-1]
     return f"PostgreSQL refused the record writing {where} (SQLSTATE {sqlstate_of(exc)}): {text}"
+
+
+def _not_null_column(exc: BaseException) -> str | None:
+    """The column named by a not-null violation (SQLSTATE 23502), else None."""
+    if sqlstate_of(exc) != "23502":
+        return None
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        column = getattr(current, "column_name", None)
+        if isinstance(column, str) and column:
+            return column
+        orig = getattr(current, "orig", None)
+        current = orig if isinstance(orig, BaseException) else current.__cause__
+    return "?"
+
+
+def _cannot_create_message(exc: BaseException, table: str, key: str, column: str) -> str:
+    # Only the service's own columns are ever updated, and they are nullable: a not-null
+    # violation comes from creating a missing row of a table with a column it cannot fill
+    # (Project A's Prisma "updatedAt", filled client-side, has no database default).
+    return (
+        f'no "{table}" row for requestId {key!r}, and this service cannot create it: the table '
+        f'requires column "{column}" (NOT NULL without a default), which this service cannot '
+        f"fill (SQLSTATE {sqlstate_of(exc)}); redrive the event once the row exists"
+    )
 
 
 def _mismatch(tenant: str, request: str) -> EventResult:
@@ -529,13 +601,21 @@ async def _apply_table(
                 heads[1] = None  # one tenant per row statement: the cost waits a round
             items.append(_Item(key, tuple(heads)))
         rejected: dict[int, EventResult] = {}
-        report = await _run_isolating(conn, table, items, cols, rejected, counter, isolate)
+        unfillable: set[int] = set()
+        report = await _run_isolating(
+            conn, table, items, cols, rejected, counter, isolate, unfillable
+        )
         for item in items:
             for n, head in enumerate(item.heads):
                 if head is None:
                     continue
                 queue = queues[n][item.key]
-                if head in rejected:
+                if head in unfillable:
+                    # The row is missing and cannot be created: no older candidate can do better.
+                    for i in queue:
+                        results[i] = rejected[head]
+                    left = []
+                elif head in rejected:
                     results[head] = rejected[head]
                     left = queue[1:]
                 else:

@@ -412,3 +412,84 @@ async def test_the_least_privilege_role_of_deploy_sql_grants_can_apply_every_kin
             ReasonCode.DB_REJECTED,
         ],
     ]
+
+
+async def test_a_table_with_a_not_null_column_without_default_updates_existing_rows(
+    engine: AsyncEngine, database: Database
+) -> None:
+    # Project A's Prisma table: "updatedAt" (@updatedAt) is NOT NULL with no database default.
+    # PostgreSQL checks an INSERT's NOT NULL constraints before ON CONFLICT: an upsert would
+    # fail for every row, existing ones too.
+    await database.execute(
+        'ALTER TABLE "ExecutionRecord" ADD COLUMN "updatedAt" timestamptz NOT NULL, '
+        'ADD COLUMN "model" text NOT NULL'
+    )
+    await database.execute(
+        'INSERT INTO "ExecutionRecord" ("id", "requestId", "tenantId", "updatedAt", "model") '
+        "VALUES ('a', 'req-1', 't1', '2020-01-01Z', 'm'), ('b', 'req-null', NULL, '2020-01-01Z', "
+        "'m'), ('c', 'req-own', 'owner', '2020-01-01Z', 'm')"
+    )
+    snap, money = snapshot("req-1", "t1", at(5)), cost("req-1", "t1", at(5))
+    events = [
+        snap,
+        money,
+        snapshot("req-1", "t1", at(1)),  # stale
+        cost("req-null", "t2", at(1)),  # a null-tenant row accepts any tenant
+        snapshot("req-own", "intruder", at(1)),  # tenant_mismatch
+        snapshot("req-missing", "t1", at(3)),  # no row, and none can be created
+        cost("req-missing", "t1", at(3)),
+        snapshot("req-missing", "t1", at(2)),  # older: would fail the same way
+        cost("req-gone", "t1", at(0)),
+    ]
+
+    outcome = await apply_in_transaction(engine, events)
+
+    verdicts = [r.reason or r.verdict for r in outcome.results]
+    assert verdicts == [
+        Verdict.APPLIED,
+        Verdict.APPLIED,
+        Verdict.STALE,
+        Verdict.APPLIED,
+        ReasonCode.TENANT_MISMATCH,
+        *[ReasonCode.DB_REJECTED] * 4,
+    ]
+    for result in outcome.results[5:]:
+        assert "cannot create" in result.message
+        # PostgreSQL names the first such column (in the table's order).
+        assert 'requires column "updatedAt" (NOT NULL without a default)' in result.message
+    rows = await database.fetch(
+        'SELECT "requestId", "tenantId", "updatedAt", "routingSnapshotEventId" AS s, '
+        '"actualCostEventId" AS c FROM "ExecutionRecord" ORDER BY "requestId"'
+    )
+    assert [(r["requestId"], r["tenantId"], r["s"], r["c"]) for r in rows] == [
+        ("req-1", "t1", snap.event_id, money.event_id),
+        ("req-null", None, None, events[3].event_id),
+        ("req-own", "owner", None, None),
+    ]
+    assert {r["updatedAt"].year for r in rows} == {2020}  # Project A's column is not ours
+
+    again = await apply_in_transaction(engine, events[:4])
+    assert [r.verdict for r in again.results] == [Verdict.STALE] * 4
+
+
+async def test_a_table_with_a_not_null_column_with_a_default_just_works(
+    engine: AsyncEngine, database: Database
+) -> None:
+    await database.execute(
+        'ALTER TABLE "ExecutionRecord" ADD COLUMN "updatedAt" timestamptz NOT NULL '
+        'DEFAULT now(), ADD COLUMN "version" integer NOT NULL DEFAULT 1'
+    )
+    await database.execute(
+        'INSERT INTO "ExecutionRecord" ("id", "requestId", "tenantId") '
+        "VALUES ('a', 'old', 't1')"
+    )
+    events = [snapshot("old", "t1", at(1)), snapshot("new", "t1", at(1)), cost("new", "t1", at(2))]
+
+    outcome = await apply_in_transaction(engine, events)
+
+    assert [r.verdict for r in outcome.results] == [Verdict.APPLIED] * 3
+    rows = await database.fetch(
+        'SELECT "requestId", "version", "routingSnapshot" IS NOT NULL AS has_snapshot '
+        'FROM "ExecutionRecord" ORDER BY 1'
+    )
+    assert [tuple(r) for r in rows] == [("new", 1, True), ("old", 1, True)]

@@ -169,10 +169,11 @@ def _describe(exc: BaseException) -> str:
 class BatchProcessor:
     """Processes one consumer batch at a time (see the module docstring for the contract).
 
-    ``producer`` must be started by the caller and configured with ``acks="all"``, and with a
-    ``max_request_size`` above the largest record the source topics accept (a dead letter carries
-    the original bytes: one too large for the producer is a permanent error, and the batch could
-    never be committed). It is required unless ``dry_run``.
+    ``producer`` must be started by the caller and built by
+    :func:`consumer.deadletter.new_dead_letter_producer` (``acks="all"``, not idempotent, a
+    ``max_request_size`` above the largest record the consumer accepts). A dead letter too large
+    for it or for the dead-letter topic is written without its value rather than blocking the
+    batch (see :mod:`consumer.deadletter`). It is required unless ``dry_run``.
 
     ``on_retry(exc, delay_s)`` is called before each backoff sleep (metrics).
     ``on_database_state(ok)`` is called with ``False`` when the database becomes unreachable

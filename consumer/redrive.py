@@ -40,11 +40,12 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import KafkaError
 from rich.console import Console
 from rich.table import Table
 
+from consumer.deadletter import VALUE_OMITTED_HEADER, new_dead_letter_producer
 from consumer.kafka import client_options
 from consumer.lag import CALL_TIMEOUT_S, render_plain_table
 from consumer.replay import (
@@ -226,6 +227,10 @@ class RedrivePlanner:
             return Decision(letter, "refused", f"redriven {letter.redrive_count} times already")
         if letter.topic is None:
             return Decision(letter, "refused", "no dlq.topic header")
+        if any(name == VALUE_OMITTED_HEADER for name, _ in letter.headers):
+            # Its value was too large for the dead-letter topic: republishing the key alone would
+            # be a tombstone. The original is still on its topic (dlq.topic/partition/offset).
+            return Decision(letter, "refused", "value omitted (too large for the DLQ topic)")
         if letter.topic not in self._settings.source_topics:
             return Decision(letter, "refused", f"{letter.topic!r} is not a source topic")
         if self.is_exhausted:
@@ -252,11 +257,10 @@ class _Publisher:
 
     def __init__(self, settings: Settings) -> None:
         self._settings = settings
-        self._producer = AIOKafkaProducer(
-            **client_options(settings),
-            acks="all",
-            enable_idempotence=True,
-            request_timeout_ms=int(CALL_TIMEOUT_S * 1000),
+        # The dead-letter producer's settings: its request size covers the largest record the
+        # consumer accepts, which is what a redriven record is.
+        self._producer = new_dead_letter_producer(
+            settings, request_timeout_ms=int(CALL_TIMEOUT_S * 1000)
         )
         self._pending: list[asyncio.Future[Any]] = []
 

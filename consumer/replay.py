@@ -35,7 +35,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaError
 from rich.console import Console
@@ -316,6 +316,7 @@ async def _run(
     console: Console,
 ) -> ReplaySummary:
     from consumer.db import create_engine
+    from consumer.deadletter import new_dead_letter_producer
     from consumer.pipeline import BatchProcessor
 
     summary = ReplaySummary(total=sum(max(0, ends[tp] - starts[tp]) for tp in starts))
@@ -323,7 +324,7 @@ async def _run(
     engine = create_engine(settings, application_name="routing-persistence replay")
     producer = None
     if not dry_run:
-        producer = AIOKafkaProducer(**client_options(settings), acks="all", enable_idempotence=True)
+        producer = new_dead_letter_producer(settings)
         await producer.start()
     try:
         processor = BatchProcessor(

@@ -12,7 +12,7 @@ from decimal import Decimal
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.structs import ConsumerRecord
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -194,6 +194,22 @@ async def fetch(
         return out
     finally:
         await consumer.stop()
+
+
+async def create_topic_with(bootstrap: str, name: str, configs: Mapping[str, str]) -> None:
+    """Create ``name`` (1 partition, replication 1) with topic ``configs`` and wait for it."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        await admin.create_topics([NewTopic(name, 1, 1, topic_configs=dict(configs))])
+        for _ in range(100):
+            [described] = await admin.describe_topics([name])
+            if described["error_code"] == 0 and described["partitions"]:
+                return
+            await asyncio.sleep(0.1)
+        raise AssertionError(f"topic {name} not ready")
+    finally:
+        await admin.close()
 
 
 async def partitions_of(bootstrap: str, topic: str) -> list[int]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import AsyncIterator
 
 import pytest
@@ -11,18 +12,33 @@ from aiokafka.errors import (
     KafkaTimeoutError,
     MessageSizeTooLargeError,
     NotLeaderForPartitionError,
+    RecordListTooLargeError,
+    RecordTooLargeError,
+    TopicAuthorizationFailedError,
     UnknownTopicOrPartitionError,
 )
 from aiokafka.structs import ConsumerRecord
 
 from consumer.deadletter import (
+    VALUE_OMITTED_HEADER,
     DeadLetter,
     DeadLetterWriter,
     dead_letter_headers,
+    is_record_too_large,
     is_transient_kafka_error,
+    new_dead_letter_producer,
 )
-from tests.apply_helpers import by_offset, fetch, headers_of, produce, read_topic
-from tests.conftest import Services, Topics
+from consumer.redrive import redrive
+from consumer.settings import Settings
+from tests.apply_helpers import (
+    by_offset,
+    create_topic_with,
+    fetch,
+    headers_of,
+    produce,
+    read_topic,
+)
+from tests.conftest import Services, Topics, unique
 
 
 @pytest.fixture
@@ -98,25 +114,93 @@ async def test_send_then_flush_awaits_every_acknowledgement(
     assert len(await read_topic(services.kafka_bootstrap, topics.dlq)) == 5
 
 
-async def test_a_refused_dead_letter_is_reported_not_lost(
+async def test_a_letter_too_large_for_the_producer_is_written_without_its_value(
     services: Services, topics: Topics
 ) -> None:
-    await produce(services.kafka_bootstrap, [(topics.costs, b"k", b"x" * 5000)])
-    [record] = by_offset(await fetch(services.kafka_bootstrap, [topics.costs], 1)).values()
-    # A producer whose request limit is below the record: delivery fails permanently.
+    await produce(
+        services.kafka_bootstrap,
+        [(topics.costs, b"small", b'{"a": 1'), (topics.costs, b"big", b"x" * 5000)],
+    )
+    batch = await fetch(services.kafka_bootstrap, [topics.costs], 2)
+    small_record, big_record = sorted(by_offset(batch).values(), key=lambda r: r.offset)
+    # A producer whose request limit is below the big record: that letter can never be written
+    # with its value, and must not block the batch forever.
     small = AIOKafkaProducer(
         bootstrap_servers=services.kafka_bootstrap, acks="all", max_request_size=1024
     )
     await small.start()
     try:
         writer = DeadLetterWriter(small, topic=topics.dlq, group_id="g")
-        failures = await writer.write_all([DeadLetter(record, "payload_too_large", "too big")])
+        failures = await writer.write_all(
+            [
+                DeadLetter(big_record, "payload_too_large", "too big"),
+                DeadLetter(small_record, "invalid_json", "truncated"),
+            ]
+        )
+    finally:
+        await small.stop()
+
+    assert failures == []
+    letters = {r.key: r for r in await read_topic(services.kafka_bootstrap, topics.dlq)}
+    assert letters[b"big"].value is None
+    assert headers_of(letters[b"big"])[VALUE_OMITTED_HEADER] == "5000"
+    assert headers_of(letters[b"big"])["dlq.offset"] == str(big_record.offset)
+    assert headers_of(letters[b"big"])["dlq.reason"] == "payload_too_large"
+    assert letters[b"small"].value == b'{"a": 1'
+    assert VALUE_OMITTED_HEADER not in headers_of(letters[b"small"])
+
+
+async def test_a_letter_too_large_even_without_its_value_is_reported_not_lost(
+    services: Services, topics: Topics
+) -> None:
+    await produce(services.kafka_bootstrap, [(topics.costs, b"k" * 5000, b"{}")])
+    [record] = by_offset(await fetch(services.kafka_bootstrap, [topics.costs], 1)).values()
+    small = AIOKafkaProducer(
+        bootstrap_servers=services.kafka_bootstrap, acks="all", max_request_size=1024
+    )
+    await small.start()
+    try:
+        writer = DeadLetterWriter(small, topic=topics.dlq, group_id="g")
+        failures = await writer.write_all([DeadLetter(record, "invalid_json", "no")])
     finally:
         await small.stop()
 
     assert len(failures) == 1
     assert isinstance(failures[0][1], MessageSizeTooLargeError)
     assert not is_transient_kafka_error(failures[0][1])
+    assert await read_topic(services.kafka_bootstrap, topics.dlq) == []
+
+
+async def test_the_dead_letter_producer_takes_a_letter_of_the_largest_accepted_record(
+    services: Services, topics: Topics
+) -> None:
+    # A DLQ topic that takes 3 MiB records, and a record of just over 1 MiB (Kafka's default
+    # request size): only a producer sized for a 2 MiB payload limit can write it whole.
+    dlq = unique("dlq-big")
+    await create_topic_with(services.kafka_bootstrap, dlq, {"max.message.bytes": "3145728"})
+    await produce(services.kafka_bootstrap, [(topics.costs, b"k", b"{}")])
+    [small] = by_offset(await fetch(services.kafka_bootstrap, [topics.costs], 1)).values()
+    value = b"x" * (1_048_576 + 10_000)
+    record = dataclasses.replace(small, value=value)
+    sizes: list[int | None] = []
+    for limit in (1024, 2 * 1_048_576):
+        settings = Settings(
+            kafka_bootstrap_servers=services.kafka_bootstrap, max_payload_bytes=limit
+        )
+        made = new_dead_letter_producer(settings)
+        await made.start()
+        try:
+            writer = DeadLetterWriter(made, topic=dlq, group_id="g")
+            assert await writer.write_all([DeadLetter(record, "payload_too_large", "big")]) == []
+        finally:
+            await made.stop()
+        letters = await read_topic(services.kafka_bootstrap, dlq)
+        [letter] = [r for r in letters if r.offset == max(r.offset for r in letters)]
+        sizes.append(None if letter.value is None else len(letter.value))
+
+    # 1 KiB limit: the producer's 1 MiB request size refuses the letter, written without its
+    # value; 2 MiB limit: the request size follows and the letter keeps its bytes.
+    assert sizes == [None, len(value)]
 
 
 def test_headers_are_utf8_and_a_huge_message_is_cut() -> None:
@@ -166,3 +250,94 @@ def test_headers_are_utf8_and_a_huge_message_is_cut() -> None:
 )
 def test_which_produce_errors_are_retried(error: BaseException, transient: bool) -> None:
     assert is_transient_kafka_error(error) is transient
+
+
+@pytest.mark.parametrize(
+    ("error", "too_large"),
+    [
+        (MessageSizeTooLargeError(), True),
+        (RecordListTooLargeError(), True),
+        (RecordTooLargeError(), True),
+        (KafkaTimeoutError(), False),
+        (TopicAuthorizationFailedError(), False),
+        (ValueError("bug"), False),
+    ],
+)
+def test_which_produce_errors_mean_the_record_is_too_large(
+    error: BaseException, too_large: bool
+) -> None:
+    assert is_record_too_large(error) is too_large
+
+
+async def test_redrive_republishes_a_record_of_the_largest_accepted_size(
+    services: Services,
+) -> None:
+    # With a 2 MiB payload limit, a record of just over 1 MiB (Kafka's default request size) is
+    # valid; redrive must be able to send it back, as the consumer could dead-letter it.
+    base = unique("big")
+    big_topic = {"max.message.bytes": "3145728"}
+    settings = Settings(
+        kafka_bootstrap_servers=services.kafka_bootstrap,
+        topic_snapshots=f"{base}.snapshots",
+        topic_costs=f"{base}.costs",
+        topic_policies=f"{base}.policies",
+        topic_dlq=f"{base}.dlq",
+        max_payload_bytes=2 * 1_048_576,
+    )
+    for name in (settings.topic_costs, settings.topic_dlq):
+        await create_topic_with(services.kafka_bootstrap, name, big_topic)
+    value = b'{"pad": "' + b"x" * (1_048_576 + 10_000) + b'"}'
+    producer = new_dead_letter_producer(settings)
+    await producer.start()
+    try:
+        await (await producer.send(settings.topic_costs, value, key=b"req-big", partition=0))
+        [record] = by_offset(
+            await fetch(services.kafka_bootstrap, [settings.topic_costs], 1)
+        ).values()
+        writer = DeadLetterWriter(producer, topic=settings.topic_dlq, group_id="g")
+        assert await writer.write_all([DeadLetter(record, "tenant_mismatch", "x")]) == []
+    finally:
+        await producer.stop()
+
+    code = await redrive(settings)
+
+    assert code == 0
+    costs = await read_topic(services.kafka_bootstrap, settings.topic_costs)
+    assert [(r.key, r.value) for r in costs] == [(b"req-big", value)] * 2
+
+
+async def test_redrive_refuses_a_dead_letter_written_without_its_value(
+    services: Services, topics: Topics
+) -> None:
+    settings = Settings(
+        kafka_bootstrap_servers=services.kafka_bootstrap,
+        topic_snapshots=topics.snapshots,
+        topic_costs=topics.costs,
+        topic_policies=topics.policies,
+        topic_dlq=topics.dlq,
+    )
+    await produce(
+        services.kafka_bootstrap, [(topics.costs, b"big", b"x" * 5000), (topics.costs, b"k", b"[")]
+    )
+    records = sorted(
+        by_offset(await fetch(services.kafka_bootstrap, [topics.costs], 2)).values(),
+        key=lambda r: r.offset,
+    )
+    small = AIOKafkaProducer(
+        bootstrap_servers=services.kafka_bootstrap, acks="all", max_request_size=1024
+    )
+    await small.start()
+    try:
+        writer = DeadLetterWriter(small, topic=topics.dlq, group_id="g")
+        letters = [DeadLetter(r, "invalid_json", "bad") for r in records]
+        assert await writer.write_all(letters) == []
+    finally:
+        await small.stop()
+
+    code = await redrive(settings)
+
+    # Republishing the key alone would put a tombstone on the source topic: only the letter
+    # that kept its bytes goes back.
+    assert code == 0
+    costs = await read_topic(services.kafka_bootstrap, topics.costs)
+    assert [(r.key, r.value) for r in costs[2:]] == [(b"k", b"[")]

@@ -12,11 +12,12 @@ from typing import Any
 
 import asyncpg
 import pytest
-from aiokafka import AIOKafkaProducer
+import structlog
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from consumer.db import create_engine, sqlstate_of
+from consumer.deadletter import new_dead_letter_producer
 from consumer.errors import TransientError
-from consumer.kafka import client_options
 from consumer.migrate import upgrade
 from consumer.pipeline import BatchProcessor
 from consumer.settings import Settings
@@ -25,6 +26,7 @@ from tests.apply_helpers import (
     at,
     cost,
     cost_payload,
+    create_topic_with,
     fetch,
     headers_of,
     policy,
@@ -33,12 +35,12 @@ from tests.apply_helpers import (
     snapshot,
     with_raw_payload,
 )
-from tests.conftest import Database, PrivateStack, Topics, create_topics, free_port
+from tests.conftest import Database, PrivateStack, Topics, create_topics, free_port, unique
 
 
 @pytest.fixture
 async def producer(settings: Settings) -> AsyncIterator[AIOKafkaProducer]:
-    made = AIOKafkaProducer(acks="all", enable_idempotence=True, **client_options(settings))
+    made = new_dead_letter_producer(settings)
     await made.start()
     yield made
     await made.stop()
@@ -537,3 +539,120 @@ async def test_a_prepared_batch_finished_again_counts_the_same_records_once(
     assert second.commit_offsets == first.commit_offsets
     # At least once: the repeat wrote its dead letter again.
     assert len(await read_topic(settings.kafka_bootstrap_servers, topics.dlq)) == 2
+
+
+async def test_a_dead_letter_too_large_for_the_dlq_topic_is_written_without_its_value(
+    settings: Settings, database: Database
+) -> None:
+    # The DLQ topic takes records of at most ~20 KB; a 60 KB record (valid JSON, over the
+    # 32 KiB payload limit) is rejected payload_too_large, and its dead letter cannot be written
+    # whole, ever. It must not block the partition: the letter goes without its value.
+    dlq = unique("dlq-small")
+    await create_topic_with(settings.kafka_bootstrap_servers, dlq, {"max.message.bytes": "20000"})
+    settings = _changed(settings, {"max_payload_bytes": 32768, "topic_dlq": dlq})
+    huge = _envelope_edit(cost("req-huge", "t1", at(0)).value, padding="x" * 60_000)
+    good = cost("req-1", "t1", at(1))
+    records: list[tuple[str, bytes | None, bytes | None]] = [
+        (settings.topic_costs, b"req-huge", huge),
+        (settings.topic_costs, b"k-bad", b"[]"),  # a small letter beside it keeps its bytes
+        (settings.topic_costs, good.key, good.value),
+    ]
+    await produce(settings.kafka_bootstrap_servers, records)
+    batch = await fetch(settings.kafka_bootstrap_servers, [settings.topic_costs], 3)
+    engine = create_engine(settings)
+    producer = new_dead_letter_producer(settings)
+    await producer.start()
+    try:
+        processor = BatchProcessor(settings, engine, producer, group_id=settings.group_id)
+        with structlog.testing.capture_logs() as logs:
+            result = await asyncio.wait_for(processor.process(batch), 60)
+        # The producer still writes to that DLQ partition afterwards (an idempotent aiokafka
+        # producer would not: OutOfOrderSequenceNumber for every later letter).
+        await produce(settings.kafka_bootstrap_servers, [(settings.topic_costs, b"k-2", b"{")])
+        later = await fetch(settings.kafka_bootstrap_servers, [settings.topic_costs], 4)
+        [(tp_later, all_records)] = later.items()
+        next_result = await asyncio.wait_for(processor.process({tp_later: all_records[3:]}), 60)
+    finally:
+        await producer.stop()
+        await engine.dispose()
+
+    assert result.count("applied") == 1
+    assert result.dead_letter_reasons == Counter({"payload_too_large": 1, "not_an_object": 1})
+    # The batch's offsets can be committed: the partition moves on.
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=settings.kafka_bootstrap_servers,
+        group_id=settings.group_id,
+        enable_auto_commit=False,
+    )
+    await consumer.start()
+    try:
+        consumer.assign(list(result.commit_offsets))
+        await consumer.commit(result.commit_offsets)
+        [(tp, end)] = result.commit_offsets.items()
+        assert end == 3
+        assert await consumer.committed(tp) == 3
+    finally:
+        await consumer.stop()
+    assert next_result.dead_letter_reasons == Counter({"invalid_json": 1})
+    letters = {r.key: r for r in await read_topic(settings.kafka_bootstrap_servers, dlq)}
+    assert set(letters) == {b"req-huge", b"k-bad", b"k-2"}
+    omitted = headers_of(letters[b"req-huge"])
+    assert letters[b"req-huge"].value is None
+    assert omitted["dlq.value-omitted"] == str(len(huge))
+    assert omitted["dlq.reason"] == "payload_too_large"
+    assert (omitted["dlq.topic"], omitted["dlq.partition"], omitted["dlq.offset"]) == (
+        settings.topic_costs,
+        "0",
+        "0",
+    )
+    assert letters[b"k-bad"].value == b"[]"
+    assert "dlq.value-omitted" not in headers_of(letters[b"k-bad"])
+    [logged] = [e for e in logs if e["event"] == "dead_letter.value_omitted"]
+    assert logged["log_level"] == "error"
+    assert (logged["offset"], logged["value_bytes"]) == (0, len(huge))
+    assert "padding" not in repr(logged)  # no payload in the log
+
+
+async def test_on_a_prisma_like_table_existing_rows_apply_and_missing_ones_are_dead_lettered(
+    settings: Settings, topics: Topics, database: Database, producer: AIOKafkaProducer
+) -> None:
+    # Project A's "ExecutionRecord" has "updatedAt" NOT NULL without a default (Prisma fills
+    # it): the rows the routing engine created take the events; a missing row cannot be created.
+    await database.execute(
+        'ALTER TABLE "ExecutionRecord" ADD COLUMN "updatedAt" timestamptz NOT NULL'
+    )
+    existing = [f"req-{i}" for i in range(20)]
+    for request in existing:
+        await database.execute(
+            'INSERT INTO "ExecutionRecord" ("id", "requestId", "tenantId", "updatedAt") '
+            "VALUES ($1, $1, 't1', now())",
+            request,
+        )
+    events = [snapshot(r, "t1", at(1)) for r in existing]
+    events += [cost(r, "t1", at(2)) for r in existing]
+    missing = [cost("req-missing", "t1", at(3)), snapshot("req-missing-2", "t1", at(3))]
+    records = [(settings.topic_costs, e.key, e.value) for e in [*events, *missing]]
+    await produce(settings.kafka_bootstrap_servers, records)
+    batch = await fetch(settings.kafka_bootstrap_servers, [settings.topic_costs], len(records))
+    engine = create_engine(settings)
+    try:
+        processor = BatchProcessor(settings, engine, producer, group_id=settings.group_id)
+        result = await processor.process(batch)
+    finally:
+        await engine.dispose()
+
+    assert result.count("applied") == len(events)
+    assert result.dead_letter_reasons == Counter({"db_rejected": 2})
+    rows = await database.fetch(
+        'SELECT count(*) AS n FROM "ExecutionRecord" '
+        'WHERE "routingSnapshot" IS NOT NULL AND "actualCost" IS NOT NULL'
+    )
+    assert rows[0]["n"] == len(existing)
+    letters = await read_topic(settings.kafka_bootstrap_servers, topics.dlq)
+    assert sorted(letter.key for letter in letters) == [b"req-missing", b"req-missing-2"]
+    for letter in letters:
+        headers = headers_of(letter)
+        assert headers["dlq.reason"] == "db_rejected"
+        assert 'requires column "updatedAt"' in headers["dlq.error"]
+        assert "cannot fill" in headers["dlq.error"]
+        assert letter.value in {e.value for e in missing}

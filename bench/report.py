@@ -125,9 +125,16 @@ def render_markdown(results: dict[str, Any], results_path: str) -> str:
         "| target | measured | target | met |",
         "|---|---|---|---|",
     ]
-    for r in results["ratios"].values():
+    for key, r in results["ratios"].items():
         value = r["value"]
-        shown = "not measured" if value is None else f"{value:g}"
+        if value is None:
+            shown = "not measured"
+        elif key.startswith("service"):
+            shown = f"{value:,.2f}x"
+        elif key.startswith("cost_growth"):
+            shown = f"{value:+.1%}"
+        else:
+            shown = f"{value:,.0f}"
         met = {True: "yes", False: "**no**", None: "-"}[r["met"]]
         lines.append(f"| {r['meaning']} | {shown} | {r['target']} | {met} |")
     lines += [

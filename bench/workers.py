@@ -1,7 +1,7 @@
 """Baseline consumers run as subprocesses by the benchmark (``python -m bench.workers ...``).
 
 Each prints one JSON line on stdout: ``events``, ``seconds`` (first record to last), ``cpu_seconds``
-(this process, same window) and ``peak_rss_bytes`` (``ru_maxrss``).
+(this process, same window) and ``peak_rss_bytes`` (``VmHWM``).
 
 - ``kafka-ceiling``: aiokafka reading the topics to their end offsets, doing nothing else: the
   most a Python consumer on this machine can take from this broker.
@@ -22,6 +22,7 @@ import sys
 import time
 import uuid
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
@@ -31,8 +32,17 @@ from sqlalchemy.ext.asyncio import async_sessionmaker, create_async_engine
 __all__ = ["main"]
 
 
+def _peak_rss() -> int:
+    # VmHWM, not ru_maxrss: Linux carries ru_maxrss across exec, so a worker forked from the
+    # benchmark (which holds the workload in memory) would report the benchmark's peak.
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) * 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
 def _report(events: int, seconds: float, cpu: float, **extra: Any) -> None:
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # ru_maxrss is KiB on Linux
+    peak = _peak_rss()
     print(
         json.dumps(
             {"events": events, "seconds": seconds, "cpu_seconds": cpu, "peak_rss_bytes": peak}

@@ -35,6 +35,11 @@ _TARGETS = {
     "p99_ms_at_50pct": ("<", 250.0, "p99 end-to-end latency at 50 % of max (ms)"),
     "peak_rss_mib_at_1m": ("<", 250.0, "peak RSS on the 1,000,000-event backlog (MiB)"),
     "cost_growth_1m_vs_100k": ("<=", 0.15, "CPU/event at 1M vs 100k, relative change"),
+    "cost_growth_within_1m": (
+        "<=",
+        0.15,
+        "CPU/event within the 1M run, 70-80 % vs 10-20 % of its records, relative change",
+    ),
 }
 
 
@@ -62,6 +67,7 @@ def ratios(results: dict[str, Any]) -> dict[str, Any]:
         "p99_ms_at_50pct": results["latency"].get("50%", {}).get("p99_ms"),
         "peak_rss_mib_at_1m": None,
         "cost_growth_1m_vs_100k": None,
+        "cost_growth_within_1m": None,
     }
     scale = results.get("scale", {})
     big, small = scale.get("1000000"), scale.get("100000")
@@ -71,6 +77,10 @@ def ratios(results: dict[str, Any]) -> dict[str, Any]:
         c_big, c_small = big.get("cpu_s_per_1000_events"), small.get("cpu_s_per_1000_events")
         if c_big and c_small:
             values["cost_growth_1m_vs_100k"] = c_big / c_small - 1
+    if big and big.get("counts"):
+        first, last = big.get("cpu_s_per_1000_early"), big.get("cpu_s_per_1000_late")
+        if first and last:
+            values["cost_growth_within_1m"] = last / first - 1
     out: dict[str, Any] = {}
     for key, value in values.items():
         op, target, meaning = _TARGETS[key]

@@ -165,6 +165,29 @@ class Window:
     cpu_seconds: float
     peak_rss_bytes: int
     includes_startup: bool
+    #: (seconds, committed records, CPU seconds) at every poll from the first commit on.
+    samples: list[tuple[float, int, float]] = field(default_factory=list)
+
+    def cpu_per_1000_in(self, start: float, end: float) -> float | None:
+        """CPU seconds per 1,000 records between two fractions (0..1) of the window's records.
+
+        Comparing the first and the last tenth of one long run shows whether the cost per event
+        grows as the tables grow, without the run-to-run noise of comparing two runs.
+        """
+        if len(self.samples) < 3:
+            return None
+        base = self.samples[0][1]
+        span = self.samples[-1][1] - base
+
+        def at(fraction: float) -> tuple[int, float]:
+            target = base + fraction * span
+            for _, done, cpu in self.samples:
+                if done >= target:
+                    return done, cpu
+            return self.samples[-1][1], self.samples[-1][2]
+
+        (d0, c0), (d1, c1) = at(start), at(end)
+        return (c1 - c0) * 1000 / (d1 - d0) if d1 > d0 else None
 
 
 async def watch_group(
@@ -186,6 +209,7 @@ async def watch_group(
     """
     spawned = time.perf_counter()
     first: tuple[float, int, float] | None = None
+    samples: list[tuple[float, int, float]] = []
     last_change = time.perf_counter()
     last = 0
     async with GroupProgress(stack.bootstrap, groups, topics) as progress:
@@ -204,12 +228,16 @@ async def watch_group(
                 first = (now, done, cpu)
                 if on_first is not None:
                     on_first()
+            if first is not None:
+                samples.append((now - first[0], done, cpu))
             if done >= total:
                 peak = max(peak_rss_bytes(proc.pid) for proc in procs)
                 assert first is not None
                 if first[1] >= total:  # everything landed in the first commit we saw
                     return Window(total, now - spawned, cpu, peak, includes_startup=True)
-                return Window(total - first[1], now - first[0], cpu - first[2], peak, False)
+                return Window(
+                    total - first[1], now - first[0], cpu - first[2], peak, False, samples
+                )
             if now - last_change > stall_timeout:
                 ends = await stack.end_offsets(topics)
                 committed = await progress.per_partition()
@@ -288,9 +316,24 @@ async def run_service_backlog(
         window.cpu_seconds,
         window.peak_rss_bytes,
         notes=notes,
-        extra={"exit_code": code, "backlog": total, "instances": instances}
+        extra={
+            "exit_code": code,
+            "backlog": total,
+            "instances": instances,
+            # 10-20 % and 70-80 % of the records: past the warm-up (records fetched before the
+            # first commit) and before the tail (partitions finish unevenly, batches shrink).
+            "cpu_s_per_1000_early": _round(window.cpu_per_1000_in(0.1, 0.2)),
+            "cpu_s_per_1000_late": _round(window.cpu_per_1000_in(0.7, 0.8)),
+            "cpu_s_per_1000_by_tenth": [
+                _round(window.cpu_per_1000_in(i / 10, (i + 1) / 10)) for i in range(10)
+            ],
+        }
         | ({"profile": top_frames(profile_path)} if profile_path else {}),
     )
+
+
+def _round(value: float | None) -> float | None:
+    return None if value is None else round(value, 4)
 
 
 def _save_metrics(port: int, path: Path) -> None:

@@ -139,7 +139,7 @@ async def test_sigkill_at_random_points_loses_nothing(
     tmp_path: Path,
 ) -> None:
     settings = process_settings
-    sample, records = await _sample(settings, 10_000, seed=33)
+    sample, records = await _sample(settings, 25_000, seed=33)
     published = await publish_sample(settings, records)  # a backlog: every kill is mid-stream
     rng = random.Random(33)
     consumer = _spawn(settings, processes, tmp_path)

@@ -1,7 +1,9 @@
 """``routing-persistence run``: the consume loop, rebalances, signals, metrics and health.
 
 One :class:`Service` owns one aiokafka consumer (in the group ``settings.group_id``, manual
-commits), one ``acks=all`` producer for dead letters, one database engine and the HTTP endpoint.
+commits), one ``acks=all`` producer for dead letters
+(:func:`~consumer.deadletter.new_dead_letter_producer`), one database engine and the HTTP
+endpoint.
 Batches are fetched, applied and handed over strictly one after the other:
 
 1. ``getmany(max_records=batch_max_records)``: a bounded batch (memory stays bounded too);
@@ -71,6 +73,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from consumer import __version__
 from consumer.db import create_engine
+from consumer.deadletter import new_dead_letter_producer
 from consumer.errors import ConfigurationError, TransientError
 from consumer.health import HealthServer, HealthState
 from consumer.kafka import client_options, find_permanent_connect_error
@@ -541,13 +544,8 @@ class Service:
         )
 
     def _new_producer(self) -> AIOKafkaProducer:
-        return AIOKafkaProducer(
-            **client_options(self.settings),
-            acks="all",
-            enable_idempotence=True,
-            # A dead letter carries the original value, up to the payload limit and a bit more.
-            max_request_size=max(1_048_576, 2 * self.settings.max_payload_bytes),
-        )
+        # acks=all, sized for the largest accepted record, not idempotent: see its docstring.
+        return new_dead_letter_producer(self.settings)
 
     async def _start_client(self, make: Callable[[], _T], what: str) -> _T | None:
         """Start a fresh client until it connects; ``None`` when stopped before it could."""

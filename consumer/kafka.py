@@ -4,15 +4,45 @@ from __future__ import annotations
 
 import asyncio
 import ssl
+from collections.abc import Sequence
 from typing import Any
 
+from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.conn import create_conn
 from aiokafka.errors import AuthenticationFailedError, KafkaError, SaslAuthenticationFailed
 from aiokafka.helpers import create_ssl_context
+from aiokafka.structs import TopicPartition
 
+from consumer.errors import ConfigurationError
 from consumer.settings import Settings
 
-__all__ = ["client_options", "find_permanent_connect_error"]
+__all__ = [
+    "MissingTopicsError",
+    "client_options",
+    "describe_partitions",
+    "find_permanent_connect_error",
+]
+
+
+class MissingTopicsError(ConfigurationError):
+    """Topics the command needs do not exist on the broker (the message names them)."""
+
+
+async def describe_partitions(
+    admin: AIOKafkaAdminClient, topics: Sequence[str]
+) -> list[TopicPartition]:
+    """Every partition of ``topics``, sorted; raises :class:`MissingTopicsError` naming any missing.
+
+    Asks for the metadata of all topics: asking for named ones would create them on a broker
+    with ``auto.create.topics.enable``, and looking must never create anything.
+    """
+    described = [t for t in await admin.describe_topics() if t["topic"] in topics]
+    missing = sorted(set(topics) - {t["topic"] for t in described if t["error_code"] == 0})
+    if missing:
+        raise MissingTopicsError(f"topic(s) not found on the broker: {', '.join(missing)}")
+    return sorted(
+        TopicPartition(t["topic"], p["partition"]) for t in described for p in t["partitions"]
+    )
 
 
 def client_options(settings: Settings) -> dict[str, Any]:

@@ -38,7 +38,7 @@ from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
-from consumer.kafka import client_options
+from consumer.kafka import MissingTopicsError, client_options, describe_partitions
 from consumer.settings import Settings
 
 __all__ = [
@@ -174,15 +174,10 @@ async def _clients(
 
 
 async def _partitions(admin: AIOKafkaAdminClient, topics: Sequence[str]) -> list[TopicPartition]:
-    # Metadata for all topics: asking for named ones would create them on a broker with
-    # auto.create.topics.enable, and `lag` must never create anything.
-    described = [t for t in await admin.describe_topics() if t["topic"] in topics]
-    missing = sorted(set(topics) - {t["topic"] for t in described if t["error_code"] == 0})
-    if missing:
-        raise LagError(f"topic(s) not found on the broker: {', '.join(sorted(missing))}")
-    return sorted(
-        TopicPartition(t["topic"], p["partition"]) for t in described for p in t["partitions"]
-    )
+    try:
+        return await describe_partitions(admin, topics)
+    except MissingTopicsError as exc:
+        raise LagError(str(exc)) from exc
 
 
 async def _owners(

@@ -52,7 +52,7 @@ from rich.progress import (
 from rich.table import Table
 from rich.text import Text
 
-from consumer.kafka import client_options
+from consumer.kafka import MissingTopicsError, client_options, describe_partitions
 from consumer.logs import get_logger
 from consumer.settings import Settings
 
@@ -185,23 +185,18 @@ class ReplaySummary:
 async def partitions_of(settings: Settings, topics: Sequence[str]) -> list[TopicPartition]:
     """Every partition of ``topics``, sorted; raises ReplayError naming the missing topics.
 
-    Asks for the metadata of all topics: asking for named ones would create them on a broker
-    with ``auto.create.topics.enable``, and looking must never create anything.
+    Never creates a topic (see :func:`consumer.kafka.describe_partitions`).
     """
     admin = AIOKafkaAdminClient(
         **client_options(settings), request_timeout_ms=int(CALL_TIMEOUT_S * 1000)
     )
     try:
         await admin.start()
-        described = [t for t in await admin.describe_topics() if t["topic"] in topics]
+        return await describe_partitions(admin, topics)
+    except MissingTopicsError as exc:
+        raise ReplayError(str(exc)) from exc
     finally:
         await admin.close()
-    missing = sorted(set(topics) - {t["topic"] for t in described if t["error_code"] == 0})
-    if missing:
-        raise ReplayError(f"topic(s) not found on the broker: {', '.join(missing)}")
-    return sorted(
-        TopicPartition(t["topic"], p["partition"]) for t in described for p in t["partitions"]
-    )
 
 
 async def _plan(

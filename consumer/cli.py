@@ -81,8 +81,10 @@ def _main(
 @app.command()
 def run(ctx: typer.Context) -> None:
     """Consume until SIGTERM/SIGINT, then finish the batch in hand, commit and exit 0."""
+    from consumer.runtime import tune_garbage_collector
     from consumer.service import run_service
 
+    tune_garbage_collector()
     raise typer.Exit(asyncio.run(run_service(_settings(ctx))))
 
 
@@ -173,10 +175,12 @@ def replay(
     Exit 0 done, 1 failed part-way (running it again is harmless), 2 bad usage.
     """
     from consumer.replay import replay_topics
+    from consumer.runtime import tune_garbage_collector
 
     if from_beginning == (since is not None):
         typer.echo("replay: give exactly one of --from-beginning or --since", err=True)
         raise typer.Exit(2)
+    tune_garbage_collector()
     raise typer.Exit(
         asyncio.run(
             replay_topics(

@@ -10,17 +10,27 @@ during a scrape.
 
 from __future__ import annotations
 
+import bisect
 import contextlib
-from collections.abc import Iterable, Mapping
+import math
+import threading
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime
+from typing import cast
 
 from aiokafka.structs import TopicPartition
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4, generate_latest
+from prometheus_client.metrics_core import HistogramMetricFamily, Metric
+from prometheus_client.registry import Collector
+from prometheus_client.utils import floatToGoString
 
 from consumer import __version__
 
-__all__ = ["CONTENT_TYPE", "OUTCOMES", "ServiceMetrics"]
+# prometheus_client's own formatting of "le" values (untyped): the same labels as Histogram's.
+_format_le = cast(Callable[[float], str], floatToGoString)
+
+__all__ = ["CONTENT_TYPE", "OUTCOMES", "BatchHistogram", "ServiceMetrics"]
 
 #: ``Content-Type`` of :meth:`ServiceMetrics.render`: text format 0.0.4, which every Prometheus
 #: version parses (the body uses no 1.0.0-only feature: names and labels are plain ASCII).
@@ -36,6 +46,59 @@ _LATENCY_BUCKETS = (
     *(60.0, 300.0, 900.0, 3600.0, 21_600.0, 86_400.0),
 )
 _PARTITION_LABELS = ("topic", "partition")
+
+
+class BatchHistogram(Collector):
+    """A histogram observed a batch of values at a time (a Prometheus ``histogram`` family).
+
+    Exposed exactly like :class:`prometheus_client.Histogram` with the same buckets
+    (``_bucket{le=...}`` cumulative, ``_count``, ``_sum``), but :meth:`observe_many` sorts the
+    batch once and counts each bucket with one bisection, where ``Histogram.observe`` takes a lock
+    and walks the buckets in Python per value: on a backlog that was ~3 % of the consumer's CPU
+    for the per-event latency alone. Thread-safe (scrapes run on the HTTP server's thread).
+    """
+
+    def __init__(
+        self, name: str, documentation: str, buckets: Sequence[float], registry: CollectorRegistry
+    ) -> None:
+        bounds = [float(b) for b in buckets]
+        if bounds != sorted(set(bounds)) or not bounds:
+            raise ValueError("buckets must be distinct and increasing")
+        if bounds[-1] != math.inf:
+            bounds.append(math.inf)
+        self._name = name
+        self._documentation = documentation
+        self._bounds = tuple(bounds)
+        self._counts = [0] * len(bounds)  # per bucket, not cumulative
+        self._sum = 0.0
+        self._lock = threading.Lock()
+        registry.register(self)
+
+    def observe_many(self, values: list[float]) -> None:
+        """Observe every value of ``values`` (sorted in place)."""
+        if not values:
+            return
+        values.sort()
+        total = math.fsum(values)
+        with self._lock:
+            below = 0
+            for n, bound in enumerate(self._bounds):
+                upto = bisect.bisect_right(values, bound, lo=below)
+                self._counts[n] += upto - below
+                below = upto
+            self._sum += total
+
+    def collect(self) -> Iterator[Metric]:
+        """The family as it stands (called by the registry on every scrape)."""
+        with self._lock:
+            counts, total = list(self._counts), self._sum
+        cumulative, buckets = 0, []
+        for bound, count in zip(self._bounds, counts, strict=True):
+            cumulative += count
+            buckets.append((_format_le(bound), float(cumulative)))
+        yield HistogramMetricFamily(
+            self._name, self._documentation, buckets=buckets, sum_value=total
+        )
 
 
 class ServiceMetrics:
@@ -92,7 +155,7 @@ class ServiceMetrics:
             buckets=_DURATION_BUCKETS,
             registry=r,
         )
-        self.end_to_end_latency = Histogram(
+        self.end_to_end_latency = BatchHistogram(
             "routing_consumer_end_to_end_latency_seconds",
             "From an applied event's occurredAt to its commit in PostgreSQL.",
             buckets=_LATENCY_BUCKETS,
@@ -137,8 +200,9 @@ class ServiceMetrics:
     ) -> None:
         """Observe ``now - occurredAt`` for each applied event (negative skew counts as 0)."""
         at = now or datetime.now(UTC)
-        for when in occurred_at:
-            self.end_to_end_latency.observe(max(0.0, (at - when).total_seconds()))
+        self.end_to_end_latency.observe_many(
+            [max(0.0, (at - when).total_seconds()) for when in occurred_at]
+        )
 
     def set_partition(
         self,

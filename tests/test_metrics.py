@@ -130,3 +130,44 @@ async def _raw(port: int, request: bytes, *, whole: bool = False) -> bytes:
     response = await asyncio.wait_for(reader.read(), 5)
     writer.close()
     return response if whole else response.split(b" ", 2)[1]
+
+
+def test_batch_histogram_exposes_what_a_histogram_would() -> None:
+    # The same values through prometheus_client's Histogram and through BatchHistogram, in
+    # batches, render the same _bucket, _count and _sum samples.
+    from prometheus_client import CollectorRegistry, Histogram, generate_latest
+
+    from consumer.metrics import BatchHistogram
+
+    buckets = (0.01, 0.1, 1.0, 10.0)
+    values = [0.0, 0.01, 0.010001, 0.05, 0.1, 0.5, 1.0, 3.0, 10.0, 11.0, 1e9, 0.25]
+    reference, batched = CollectorRegistry(), CollectorRegistry()
+    plain = Histogram("h_seconds", "doc", buckets=buckets, registry=reference)
+    for value in values:
+        plain.observe(value)
+    histogram = BatchHistogram("h_seconds", "doc", buckets, batched)
+    histogram.observe_many(values[:5])
+    histogram.observe_many([])
+    histogram.observe_many(values[5:])
+
+    def series(registry: CollectorRegistry) -> list[tuple[str, tuple[tuple[str, str], ...], float]]:
+        text = generate_latest(registry).decode()
+        return sorted(
+            (name, labels, value)
+            for name, labels, value in (
+                (n, tuple(sorted(ls)), v) for n, ls, v in parse_samples(text)
+            )
+            if not name.endswith("_created")
+        )
+
+    assert series(batched) == series(reference)
+
+
+def parse_samples(text: str) -> list[tuple[str, list[tuple[str, str]], float]]:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    return [
+        (s.name, list(s.labels.items()), s.value)
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+    ]

@@ -14,9 +14,15 @@ up the 64 oldest, so the query stays cheap when the service falls behind). About
 second are tracked (every n-th event: a systematic sample, so the poller's load on PostgreSQL
 stays small and constant); events sent in the first second (warm-up) are not counted.
 
-The load generator hands records to aiokafka as per-partition batches (the producer's batch
-API, same default partitioner as a keyed send), so that producing 10,000 events/s costs the
-shared CPUs little next to the system under test.
+The load generator must cost the 2 shared cores little next to the system under test
+(:func:`produce_at_rate`): every event's value is rendered before the clock starts, split around
+its occurredAt, so producing one is a bytes format of head + timestamp + tail; its partition
+(aiokafka's default murmur2 partitioner, as a keyed ``send()`` would pick) is computed once per
+key; every 5 ms (the linger) the events due are appended to per-partition batches
+(``create_batch()`` / ``send_batch()``: no per-record future). The poller runs in a thread of its
+own with one query per poll. Both report their CPU (``producer`` / ``poller`` in the results),
+and so does the machine over the sending window: the service's, PostgreSQL's, the broker's and
+the machine's CPU per event (:mod:`bench.cpu`).
 
 The service's own ``routing_consumer_end_to_end_latency_seconds`` histogram is read at the end
 too and kept in the results for comparison; the DB-side figure is the headline because the
@@ -26,7 +32,9 @@ benchmark can explain every millisecond of it without trusting the system under 
 from __future__ import annotations
 
 import asyncio
+import queue
 import random
+import threading
 import time
 import urllib.request
 from dataclasses import dataclass
@@ -38,14 +46,16 @@ from typing import Any
 import asyncpg
 from aiokafka import AIOKafkaProducer
 from aiokafka.partitioner import DefaultPartitioner
+from aiokafka.producer.message_accumulator import BatchBuilder
 
-from bench.infra import Stack, TopicSet, free_port
+from bench.cpu import StackCpu, breakdown
+from bench.infra import Stack, TopicSet, cpu_seconds, free_port
 from bench.profile import Profiler
 from bench.systems import service_env, start_service, stop_service
 from bench.workload import Event, make_event
 from schemas import EventType, format_rfc3339
 
-__all__ = ["LatencyResult", "measure_latency", "percentile"]
+__all__ = ["LatencyResult", "ProduceStats", "measure_latency", "percentile", "produce_at_rate"]
 
 _SENTINEL_AT = datetime(1999, 12, 31, 23, 59, 59, 999_999, tzinfo=UTC)
 _SENTINEL = format_rfc3339(_SENTINEL_AT).encode()
@@ -78,8 +88,21 @@ class LatencyResult:
     unresolved: int
     service_histogram: dict[str, float]
     exit_code: int
-    #: CPU the benchmark's own producer + poller used while sending, in cores.
-    harness_cores: float
+    producer: ProduceStats
+    #: The poller's CPU seconds over its life (its thread) and that life's length.
+    poller_cpu_seconds: float
+    poller_seconds: float
+    #: Where the machine's CPU went while producing (:func:`bench.cpu.breakdown`).
+    cpu: dict[str, Any]
+
+    @property
+    def harness_cores(self) -> float:
+        """Cores the benchmark's generator + poller used while sending."""
+        if self.producer.seconds <= 0:
+            return 0.0
+        return self.producer.cpu_seconds / self.producer.seconds + self.poller_cpu_seconds / max(
+            self.poller_seconds, 1e-9
+        )
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-ready summary plus the CDF (up to 200 quantile points)."""
@@ -103,7 +126,24 @@ class LatencyResult:
             "p99_ms": round(percentile(lat, 0.99) * 1000, 1),
             "max_ms": round(lat[-1] * 1000, 1) if lat else None,
             "cdf_s": cdf,
-            "harness_cores": round(self.harness_cores, 2),
+            "harness_cores": round(self.harness_cores, 3),
+            "producer": {
+                "cpu_s": round(self.producer.cpu_seconds, 3),
+                "cpu_s_per_1000_events": round(self.producer.cpu_per_1000, 4),
+                "cores": round(self.producer.cpu_seconds / self.producer.seconds, 3)
+                if self.producer.seconds
+                else None,
+                "batches": self.producer.batches,
+                "seconds": round(self.producer.seconds, 3),
+            },
+            "poller": {
+                "cpu_s": round(self.poller_cpu_seconds, 3),
+                "cores": round(self.poller_cpu_seconds / self.poller_seconds, 3)
+                if self.poller_seconds
+                else None,
+                "seconds": round(self.poller_seconds, 3),
+            },
+            "cpu": self.cpu,
             "service_histogram": self.service_histogram,
             "exit_code": self.exit_code,
         }
@@ -201,131 +241,315 @@ async def measure_latency(
         events = _template_events(count, tenants, seed, prefix=f"lat{int(rate)}")
         if profile_path is not None:
             profiler = Profiler(proc.pid, profile_path)
-        result = await _drive(stack, topics, database_url, events, rate)
+        stats, poller, cpu = await _drive(stack, topics, database_url, events, rate, proc.pid)
         histogram = await asyncio.to_thread(_read_histogram, port)
     finally:
         if profiler is not None:
             await asyncio.to_thread(profiler.stop)
         code = await asyncio.to_thread(stop_service, proc)
-    sent, achieved, latencies, unresolved, harness_cores = result
     return LatencyResult(
-        rate, achieved, sent, latencies, unresolved, histogram, code, harness_cores
+        rate,
+        stats.sent / stats.seconds if stats.seconds else 0.0,
+        stats.sent,
+        poller.latencies,
+        poller.unresolved,
+        histogram,
+        code,
+        stats,
+        poller.cpu_seconds,
+        poller.seconds,
+        cpu,
     )
 
 
-async def _drive(
-    stack: Stack, topics: TopicSet, database_url: str, events: list[Event], rate: float
-) -> tuple[int, float, list[float], int, float]:
-    # The load generator must stay cheap next to the system under test (2 shared cores): records
-    # go out as per-partition batches (aiokafka's batch API: no per-record future), and only
-    # every _SAMPLE-th event is tracked by the poller.
-    partitioner = DefaultPartitioner()
-    all_partitions = list(range(PARTITIONS))
-    placed = [
-        (topics.for_type(e.type), partitioner(e.key, all_partitions, all_partitions), e)
-        for e in events
-    ]
-    pending: dict[tuple[str, str], list[tuple[datetime, float, bool]]] = {}
-    latencies: list[float] = []
-    sending_done = asyncio.Event()
-    producer = AIOKafkaProducer(bootstrap_servers=stack.bootstrap, linger_ms=5, acks=1)
-    await producer.start()
-    conn = await asyncpg.connect(database_url)
-    poller = asyncio.create_task(_poll(conn, pending, latencies, sending_done))
-    sample_every = max(1, round(rate / _TRACKED_PER_S))
-    sent = 0
-    started, cpu0 = time.perf_counter(), time.process_time()
-    last_at = datetime.now(UTC)
-    try:
-        while sent < len(placed):
-            due = min(len(placed), int((time.perf_counter() - started) * rate) + 1)
-            groups: dict[tuple[str, int], list[Event]] = {}
-            for topic, partition, event in placed[sent:due]:
-                groups.setdefault((topic, partition), []).append(event)
-            counted_from = time.perf_counter() - started >= _WARMUP_S
-            for (topic, partition), group in groups.items():
-                batch = producer.create_batch()
-                for event in group:
-                    at = datetime.now(UTC)
-                    # occurredAt strictly increases, so "stored >= mine" identifies arrival.
-                    if at <= last_at:
-                        at = last_at + timedelta(microseconds=1)
-                    last_at = at
-                    value = event.value.replace(_SENTINEL, format_rfc3339(at).encode(), 1)
-                    if batch.append(key=event.key, value=value, timestamp=None) is None:
-                        await producer.send_batch(batch, topic, partition=partition)
-                        batch = producer.create_batch()
-                        batch.append(key=event.key, value=value, timestamp=None)
-                    if sent % sample_every == 0:
-                        pending.setdefault((_FIELD[event.type], event.row_key), []).append(
-                            (at, at.timestamp(), counted_from)
-                        )
-                    sent += 1
-                await producer.send_batch(batch, topic, partition=partition)
-            await asyncio.sleep(0.002)
-        await producer.flush()
-        elapsed = time.perf_counter() - started
-        harness_cpu = time.process_time() - cpu0
-        sending_done.set()
-        try:
-            await asyncio.wait_for(asyncio.shield(poller), timeout=60)
-        except TimeoutError:
-            poller.cancel()
-    finally:
-        sending_done.set()
-        if not poller.done():
-            poller.cancel()
-        await producer.stop()
-        await conn.close()
-    unresolved = sum(len(v) for v in pending.values())
-    return sent, sent / elapsed, latencies, unresolved, harness_cpu / elapsed
-
-
 _FIELD = {EventType.SNAPSHOT: "snapshot", EventType.COST: "cost", EventType.POLICY: "policy"}
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_US = timedelta(microseconds=1)
+#: The producer's linger: records due inside one tick go out together at its end.
+_LINGER_S = 0.005
 
 
-async def _poll(
-    conn: asyncpg.Connection,
-    pending: dict[tuple[str, str], list[tuple[datetime, float, bool]]],
-    latencies: list[float],
-    sending_done: asyncio.Event,
-) -> None:
-    """Every _POLL_S, look up the pending rows; record the latency of those that arrived."""
-    while not (sending_done.is_set() and not pending):
-        await asyncio.sleep(_POLL_S)
-        if not pending:
-            continue
+@dataclass
+class ProduceStats:
+    """What the load generator did: how many records, over what time, at what CPU."""
+
+    sent: int
+    seconds: float
+    #: CPU of the thread that runs the generator and aiokafka's sender (``time.thread_time``).
+    cpu_seconds: float
+    batches: int
+    #: Wall clock (epoch seconds) of the first and the last tick.
+    wall_start: float
+    wall_end: float
+
+    @property
+    def cpu_per_1000(self) -> float:
+        """Generator CPU seconds per 1,000 records produced."""
+        return self.cpu_seconds * 1000 / self.sent if self.sent else 0.0
+
+
+@dataclass(frozen=True)
+class _Plan:
+    """The events pre-rendered for producing: everything but occurredAt done before the clock."""
+
+    heads: list[bytes]  # the value up to occurredAt's digits
+    tails: list[bytes]  # "+00:00" and the rest of the value
+    keys: list[bytes]
+    slots: list[int]  # index into destinations
+    destinations: list[tuple[str, int]]  # (topic, partition)
+    tracked: list[tuple[str, str] | None]  # (field, row key) of the events the poller tracks
+
+
+def _plan(topics: TopicSet, events: list[Event], sample_every: int) -> _Plan:
+    """Split each value around the sentinel occurredAt; place each key once (murmur2).
+
+    The partition is the one aiokafka's ``DefaultPartitioner`` (Kafka's murmur2 of the key) gives
+    a keyed ``send()``, computed once per distinct key.
+    """
+    partitioner = DefaultPartitioner()
+    partitions = list(range(PARTITIONS))
+    by_key: dict[bytes, int] = {}
+    destinations: list[tuple[str, int]] = []
+    slot_of: dict[tuple[str, int], int] = {}
+    plan = _Plan([], [], [], [], destinations, [])
+    for n, event in enumerate(events):
+        head, sentinel, rest = event.value.partition(_SENTINEL)
+        if not sentinel:
+            raise ValueError("a latency template event without the sentinel occurredAt")
+        tail = b"+00:00" + rest
+        partition = by_key.get(event.key)
+        if partition is None:
+            partition = by_key[event.key] = partitioner(event.key, partitions, partitions)
+        destination = (topics.for_type(event.type), partition)
+        slot = slot_of.get(destination)
+        if slot is None:
+            slot = slot_of[destination] = len(destinations)
+            destinations.append(destination)
+        plan.heads.append(head)
+        plan.tails.append(tail)
+        plan.keys.append(event.key)
+        plan.slots.append(slot)
+        plan.tracked.append((_FIELD[event.type], event.row_key) if n % sample_every == 0 else None)
+    return plan
+
+
+async def produce_at_rate(
+    producer: AIOKafkaProducer,
+    plan: _Plan,
+    rate: float,
+    track: queue.SimpleQueue[tuple[str, str, int, bool]] | None = None,
+) -> ProduceStats:
+    """Produce the planned events at ``rate`` events/s; return what it cost.
+
+    ``producer`` should have ``linger_ms=0``: this loop is the linger. Every ``_LINGER_S`` it
+    takes the events that fell due since the last tick, stamps each one's occurredAt, appends it
+    to its partition's batch (aiokafka's batch API: no per-record future or partitioner call) and
+    hands the tick's batches to the producer, which sends them in one request per broker.
+
+    occurredAt (microseconds, strictly increasing) is the moment the record is handed to the
+    producer: its scheduled time (start + n / rate), but never more than the linger before the
+    tick that sends it, so a tick that comes late (the generator starved of CPU) does not charge
+    its lateness to the system under test. Records are 5 ms or less in the "producer" before the
+    batch goes out, as with a real producer's ``linger_ms=5``. The value is the pre-rendered head
+    + the timestamp + the tail: no JSON is built and no bytes are searched per record.
+
+    ``track`` receives (field, row key, occurredAt in epoch microseconds, counted) for each
+    tracked event; ``counted`` is false in the first ``_WARMUP_S`` seconds.
+    """
+    total = len(plan.heads)
+    heads, tails, keys, slots, tracked = plan.heads, plan.tails, plan.keys, plan.slots, plan.tracked
+    destinations = plan.destinations
+    step_us = 1e6 / rate
+    linger_us = int(_LINGER_S * 1e6)
+    warmup_us = int(_WARMUP_S * 1e6)
+    started, cpu0 = time.perf_counter(), time.thread_time()
+    wall0_us = time.time_ns() // 1000
+    last_us = wall0_us - 1
+    second = -1
+    prefix = b""
+    sent = batches = 0
+    tick = 0
+    while sent < total:
+        now_us = wall0_us + int((time.perf_counter() - started) * 1e6)
+        due = min(total, int((now_us - wall0_us) / step_us) + 1)
+        floor_us = now_us - linger_us
+        open_batches: dict[int, BatchBuilder] = {}
+        ready: list[tuple[int, BatchBuilder]] = []
+        for n in range(sent, due):
+            at = wall0_us + int(n * step_us)
+            if at < floor_us:
+                at = floor_us
+            if at <= last_us:  # strictly increasing: "stored >= mine" then means arrived
+                at = last_us + 1
+            last_us = at
+            sec, micros = divmod(at, 1_000_000)
+            if sec != second:
+                second = sec
+                prefix = time.strftime("%Y-%m-%dT%H:%M:%S.", time.gmtime(sec)).encode()
+            value = b"%s%s%06d%s" % (heads[n], prefix, micros, tails[n])
+            slot = slots[n]
+            batch = open_batches.get(slot)
+            if batch is None:
+                batch = open_batches[slot] = producer.create_batch()
+            if batch.append(key=keys[n], value=value, timestamp=None) is None:  # full
+                ready.append((slot, batch))
+                batch = open_batches[slot] = producer.create_batch()
+                batch.append(key=keys[n], value=value, timestamp=None)
+            row = tracked[n]
+            if row is not None and track is not None:
+                track.put((row[0], row[1], at, at - wall0_us >= warmup_us))
+        sent = max(sent, due)
+        ready += open_batches.items()
+        for slot, batch in ready:
+            topic, partition = destinations[slot]
+            await producer.send_batch(batch, topic, partition=partition)
+        batches += len(ready)
+        tick += 1
+        pause = started + tick * _LINGER_S - time.perf_counter()
+        await asyncio.sleep(max(0.0, pause))
+    await producer.flush()
+    seconds = time.perf_counter() - started
+    return ProduceStats(
+        sent,
+        seconds,
+        time.thread_time() - cpu0,
+        batches,
+        wall0_us / 1e6,
+        time.time(),
+    )
+
+
+class _Poller(threading.Thread):
+    """Looks the tracked rows up in PostgreSQL every ``_POLL_S``, in a thread of its own.
+
+    A thread with its own event loop and connection, so that its CPU (``time.thread_time``) is
+    measured apart from the generator's, and the generator's ticks do not wait for its queries.
+    It owns its pending table; the generator hands tracked events over a ``SimpleQueue``.
+    """
+
+    def __init__(self, database_url: str) -> None:
+        super().__init__(name="latency-poller", daemon=True)
+        self.url = database_url
+        self.inbox: queue.SimpleQueue[tuple[str, str, int, bool]] = queue.SimpleQueue()
+        self.sending_done = threading.Event()
+        self.latencies: list[float] = []
+        self.unresolved = 0
+        self.cpu_seconds = 0.0
+        self.seconds = 0.0
+        self.polls = 0
+        self.error: BaseException | None = None
+
+    def run(self) -> None:
+        started, cpu0 = time.perf_counter(), time.thread_time()
+        try:
+            asyncio.run(self._main())
+        except BaseException as exc:  # reported by the caller, which owns the run
+            self.error = exc
+        finally:
+            self.cpu_seconds = time.thread_time() - cpu0
+            self.seconds = time.perf_counter() - started
+
+    async def _main(self) -> None:
+        conn = await asyncpg.connect(self.url)
+        pending: dict[tuple[str, str], list[tuple[int, bool]]] = {}
+        deadline: float | None = None
+        try:
+            while True:
+                await asyncio.sleep(_POLL_S)
+                while True:
+                    try:
+                        field_name, row, at, counted = self.inbox.get_nowait()
+                    except queue.Empty:
+                        break
+                    pending.setdefault((field_name, row), []).append((at, counted))
+                if self.sending_done.is_set():
+                    if deadline is None:
+                        deadline = time.monotonic() + 60.0
+                    if not pending or time.monotonic() > deadline:
+                        break
+                if pending:
+                    await self._poll_once(conn, pending)
+        finally:
+            self.unresolved = sum(len(v) for v in pending.values())
+            await conn.close()
+
+    async def _poll_once(
+        self, conn: asyncpg.Connection, pending: dict[tuple[str, str], list[tuple[int, bool]]]
+    ) -> None:
         # The oldest pending rows only (dicts keep insertion order = send order): the query's
-        # cost stays bounded even when the service falls far behind.
+        # cost stays bounded even when the service falls far behind. One round trip per poll.
         window = list(islice(pending, _POLL_WINDOW))
         requests = list({k for f, k in window if f != "policy"})
-        tenant_keys = list({k for f, k in window if f == "policy"})
-        rows: dict[tuple[str, str], datetime | None] = {}
-        if requests:
-            for r in await conn.fetch(
-                'SELECT "requestId", "routingSnapshotOccurredAt", "actualCostOccurredAt"'
-                ' FROM "ExecutionRecord" WHERE "requestId" = ANY($1::text[])',
-                requests,
-            ):
-                rows[("snapshot", r[0])] = r[1]
-                rows[("cost", r[0])] = r[2]
-        if tenant_keys:
-            for r in await conn.fetch(
-                'SELECT id, "routingPolicyOccurredAt" FROM "Tenant" WHERE id = ANY($1::text[])',
-                tenant_keys,
-            ):
-                rows[("policy", r[0])] = r[1]
-        seen_at = time.time()
+        tenants = list({k for f, k in window if f == "policy"})
+        stored: dict[tuple[str, str], int] = {}
+        for kind, key, first, second in await conn.fetch(_POLL_SQL, requests, tenants):
+            if kind == 0:
+                if first is not None:
+                    stored[("snapshot", key)] = (first - _EPOCH) // _US
+                if second is not None:
+                    stored[("cost", key)] = (second - _EPOCH) // _US
+            elif first is not None:
+                stored[("policy", key)] = (first - _EPOCH) // _US
+        seen_us = time.time_ns() // 1000
+        self.polls += 1
         for key in window:
-            stored = rows.get(key)
-            if stored is None:
+            at_row = stored.get(key)
+            if at_row is None:
                 continue
             waiting = pending[key]
-            for at, epoch, counted in waiting:
-                if at <= stored and counted:
-                    latencies.append(seen_at - epoch)
-            still = [w for w in waiting if w[0] > stored]
+            for at, counted in waiting:
+                if at <= at_row and counted:
+                    self.latencies.append((seen_us - at) / 1e6)
+            still = [w for w in waiting if w[0] > at_row]
             if still:
                 pending[key] = still
             else:
                 del pending[key]
+
+
+_POLL_SQL = """
+SELECT 0, "requestId", "routingSnapshotOccurredAt", "actualCostOccurredAt"
+FROM "ExecutionRecord" WHERE "requestId" = ANY($1::text[])
+UNION ALL
+SELECT 1, id, "routingPolicyOccurredAt", NULL FROM "Tenant" WHERE id = ANY($2::text[])
+"""
+
+
+async def _drive(
+    stack: Stack,
+    topics: TopicSet,
+    database_url: str,
+    events: list[Event],
+    rate: float,
+    service_pid: int,
+) -> tuple[ProduceStats, _Poller, dict[str, Any]]:
+    """Produce ``events`` at ``rate`` while the poller observes them; both finished on return.
+
+    Also returns where the machine's CPU went while producing (:func:`bench.cpu.breakdown`, the
+    service as "own"): the service, PostgreSQL, the broker, the machine, per event produced.
+    """
+    plan = _plan(topics, events, max(1, round(rate / _TRACKED_PER_S)))
+    poller = _Poller(database_url)
+    # linger 0: produce_at_rate is the linger (it hands over a tick's batches at once).
+    producer = AIOKafkaProducer(bootstrap_servers=stack.bootstrap, linger_ms=0, acks=1)
+    await producer.start()
+    try:
+        # Metadata for the topics before the clock starts (send_batch waits for it otherwise).
+        for topic in topics.sources:
+            await producer.partitions_for(topic)
+        poller.start()
+        stack_cpu = StackCpu.for_addresses(stack.bootstrap, stack.pg_host_port[1])
+        try:
+            machine0, service0 = stack_cpu.sample(), cpu_seconds(service_pid)
+            stats = await produce_at_rate(producer, plan, rate, poller.inbox)
+            service_cpu = cpu_seconds(service_pid) - service0
+            delta = StackCpu.between(machine0, stack_cpu.sample())
+        finally:
+            poller.sending_done.set()
+            await asyncio.to_thread(poller.join)
+    finally:
+        await producer.stop()
+    if poller.error is not None:
+        raise RuntimeError(f"the latency poller failed: {poller.error!r}") from poller.error
+    cpu = breakdown(delta, own_s=service_cpu, events=stats.sent, seconds=stats.seconds)
+    return stats, poller, cpu

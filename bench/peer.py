@@ -262,7 +262,7 @@ async def run_debezium(
             "order late events would overwrite newer rows); schema'd JSON input",
             "rows checked on keys, tenantId and payloads (it keeps no version columns)",
         ],
-        extra={"exit_code": code, "backlog": sent},
+        extra={"exit_code": code, "backlog": sent, "cpu": window.cpu_breakdown()},
     )
     measured.check = await check_rows(database_url, oracle, run.tenants, versions=False)
     return measured

@@ -118,6 +118,72 @@ _NAMES = {
 }
 
 
+def _us(value: Any) -> str:
+    return "-" if value is None else f"{value:,.1f}"
+
+
+def _cpu_table(results: dict[str, Any]) -> list[str]:
+    """Where the machine's CPU went per event, per system on the backlog (``bench/cpu.py``)."""
+    rows = [(name, results["systems"].get(key)) for key, name in _NAMES.items()]
+    rows = [(name, s) for name, s in rows if s and s.get("cpu") and s["cpu"].get("events")]
+    if not rows:
+        return []
+    cores = rows[0][1]["cpu"]["cores"]
+    lines = [
+        "",
+        "## Where the machine's CPU goes, per event (same window as the throughput)",
+        "",
+        "CPU microseconds per event (= CPU ms per 1,000 events) of the system's own process(es), "
+        "the PostgreSQL server (all its processes), the Kafka broker (JVM) and the whole machine "
+        "(`/proc/stat`); *rest* = machine - the three (the benchmark's own polling, the kernel, "
+        "other work on the shared machine). *CPU-bound* = the events/s at which the machine's "
+        f"{cores} cores would all be busy at that cost per event: from the machine's total, and "
+        "from the system + PostgreSQL + broker alone.",
+        "",
+        "| system | events/s | own | PostgreSQL | broker | rest | machine | machine busy (cores) "
+        "| CPU-bound events/s (machine) | CPU-bound events/s (own + PG + broker) |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for name, s in rows:
+        c = s["cpu"]
+        lines.append(
+            f"| {name} | {_num(s['events_per_s'])} | {_us(c.get('own_us_per_event'))} | "
+            f"{_us(c.get('postgres_us_per_event'))} | {_us(c.get('broker_us_per_event'))} | "
+            f"{_us(c.get('rest_us_per_event'))} | {_us(c.get('machine_us_per_event'))} | "
+            f"{_num(c.get('machine_busy_cores'), '.2f')} | "
+            f"{_num(c.get('cpu_bound_events_per_s'))} | "
+            f"{_num(c.get('cpu_bound_events_per_s_stack'))} |"
+        )
+    return lines
+
+
+def _latency_cpu_table(results: dict[str, Any]) -> list[str]:
+    """The machine's CPU while the latency load ran: service, stack, load generator, poller."""
+    runs = [(label, lat) for label, lat in results["latency"].items() if lat.get("cpu")]
+    if not runs:
+        return []
+    lines = [
+        "",
+        "CPU while producing at each rate, microseconds per event produced (the load generator "
+        "and the poller run in the benchmark's process, on the same cores):",
+        "",
+        "| load | service | PostgreSQL | broker | load generator | poller (cores) | machine "
+        "| machine busy (cores) |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for label, lat in runs:
+        c, producer, poller = lat["cpu"], lat.get("producer") or {}, lat.get("poller") or {}
+        per_1000 = producer.get("cpu_s_per_1000_events")
+        lines.append(
+            f"| {label} of max | {_us(c.get('own_us_per_event'))} | "
+            f"{_us(c.get('postgres_us_per_event'))} | {_us(c.get('broker_us_per_event'))} | "
+            f"{_us(None if per_1000 is None else per_1000 * 1000)} | "
+            f"{_num(poller.get('cores'), '.3f')} | {_us(c.get('machine_us_per_event'))} | "
+            f"{_num(c.get('machine_busy_cores'), '.2f')} |"
+        )
+    return lines
+
+
 def render_markdown(results: dict[str, Any], results_path: str) -> str:
     """The generated part of ``bench/RESULTS.md`` for one run."""
     m = results["machine"]
@@ -164,6 +230,7 @@ def render_markdown(results: dict[str, Any], results_path: str) -> str:
             f"| {name} | {_num(s['events_per_s'])} ({s['events']:,} events) | "
             f"{_num(s['cpu_s_per_1000_events'], '.3f')} | {_mib(s['peak_rss_bytes'])} | {ok} |"
         )
+    lines += _cpu_table(results)
     if results["latency"]:
         lines += [
             "",
@@ -177,6 +244,7 @@ def render_markdown(results: dict[str, Any], results_path: str) -> str:
                 f"| {label} of max | {_num(lat['achieved_rate'])} | {lat['measured']:,} | "
                 f"{lat['p50_ms']} | {lat['p99_ms']} | {lat['max_ms']} |"
             )
+        lines += _latency_cpu_table(results)
     if results.get("scale"):
         lines += [
             "",

@@ -33,6 +33,7 @@ from typing import Any
 
 import asyncpg
 
+from bench.cpu import StackCpu
 from bench.infra import ROOT, Stack, TopicSet, produce
 from bench.oracle import Oracle, check_rows
 from bench.profile import top_frames
@@ -181,7 +182,8 @@ class Run:
         rows = (
             "" if measured.check is None else (" rows OK" if measured.check.ok else " ROWS WRONG")
         )
-        print(f"bench: {measured.name}: {rate}{cpu_s}{rss_s};{rows}", flush=True)
+        line = f"bench: {measured.name}: {rate}{cpu_s}{rss_s};{rows}"
+        print(line + _cpu_line(measured.extra), flush=True)
 
     async def produce_backlog(
         self, name: str, count: int, *, keep_events: bool, prefix: str = "req"
@@ -270,7 +272,12 @@ class Run:
             self.record("kafka_ceiling", await run_kafka_ceiling(self.stack, topics, self.log_dir))
         if self.wants("pg"):
             pg_url = await self.database("pg_ceiling")
-            pg = await pg_ceiling(pg_url, oracle, self.tenants)
+            pg = await pg_ceiling(
+                pg_url,
+                oracle,
+                self.tenants,
+                StackCpu.for_addresses(self.stack.bootstrap, self.stack.pg_host_port[1]),
+            )
             pg.check = await check_rows(pg_url, oracle, self.tenants)
             self.record("pg_ceiling", pg)
         if self.wants("naive"):
@@ -342,8 +349,11 @@ class Run:
                 f"bench: latency at {share:.0%} ({summary['achieved_rate']:,.0f} events/s): "
                 f"p50 {summary['p50_ms']} ms, p99 {summary['p99_ms']} ms, "
                 f"max {summary['max_ms']} ms, unresolved {summary['unresolved']}; "
-                f"harness {summary['harness_cores']} cores; "
-                f"service batch mean {_mean_batch(summary['service_histogram'])}",
+                f"generator {summary['producer']['cpu_s_per_1000_events'] * 1000:.2f} ms CPU "
+                f"per 1,000 events ({summary['producer']['cores']} cores), poller "
+                f"{summary['poller']['cores']} cores; "
+                f"service batch mean {_mean_batch(summary['service_histogram'])}"
+                f"{_cpu_line(summary)}",
                 flush=True,
             )
 
@@ -369,6 +379,25 @@ class Run:
             self.record(key, measured)
             self.results["systems"].pop(key, None)
             await self.stack.delete_topics(topics.all)
+
+
+def _cpu_line(extra: dict[str, Any]) -> str:
+    """``extra["cpu"]`` (:func:`bench.cpu.breakdown`) as one short line, or nothing."""
+    c = extra.get("cpu")
+    if not c or not c.get("events"):
+        return ""
+
+    def us(key: str) -> str:
+        value = c.get(key)
+        return "-" if value is None else f"{value:.1f}"
+
+    return (
+        f"\n       CPU us/event: own {us('own_us_per_event')}, PostgreSQL "
+        f"{us('postgres_us_per_event')}, broker {us('broker_us_per_event')}, machine "
+        f"{us('machine_us_per_event')} ({c.get('machine_busy_cores')} cores busy); CPU-bound "
+        f"{c.get('cpu_bound_events_per_s')} events/s (own+PG+broker only: "
+        f"{c.get('cpu_bound_events_per_s_stack')})"
+    )
 
 
 def _mean_batch(histogram: dict[str, float]) -> str:

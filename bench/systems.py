@@ -28,6 +28,7 @@ from typing import Any
 
 import asyncpg
 
+from bench.cpu import CpuDelta, StackCpu, breakdown
 from bench.infra import (
     ROOT,
     GroupProgress,
@@ -167,6 +168,16 @@ class Window:
     includes_startup: bool
     #: (seconds, committed records, CPU seconds) at every poll from the first commit on.
     samples: list[tuple[float, int, float]] = field(default_factory=list)
+    #: PostgreSQL's, the broker's and the machine's CPU over the same window (:mod:`bench.cpu`).
+    cpu_delta: CpuDelta | None = None
+
+    def cpu_breakdown(self) -> dict[str, Any] | None:
+        """Per-event CPU of the system, PostgreSQL, the broker and the machine in the window."""
+        if self.cpu_delta is None:
+            return None
+        return breakdown(
+            self.cpu_delta, own_s=self.cpu_seconds, events=self.events, seconds=self.seconds
+        )
 
     def cpu_per_1000_in(self, start: float, end: float) -> float | None:
         """CPU seconds per 1,000 records between two fractions (0..1) of the window's records.
@@ -204,12 +215,15 @@ async def watch_group(
     """Poll ``groups``' committed offsets until they reach ``total``; time that window.
 
     CPU is summed over ``procs``; peak RSS is the largest one's (each process's own peak).
-    Raises ``RuntimeError`` if a process exits first or no progress is made for
-    ``stall_timeout`` seconds (the logs tell why).
+    PostgreSQL's, the broker's and the machine's CPU (:class:`bench.cpu.StackCpu`) are sampled
+    at the same two moments as the processes' CPU. Raises ``RuntimeError`` if a process exits
+    first or no progress is made for ``stall_timeout`` seconds (the logs tell why).
     """
     spawned = time.perf_counter()
     first: tuple[float, int, float] | None = None
     samples: list[tuple[float, int, float]] = []
+    stack_cpu = StackCpu.for_addresses(stack.bootstrap, stack.pg_host_port[1])
+    machine0 = stack_cpu.sample()
     last_change = time.perf_counter()
     last = 0
     async with GroupProgress(stack.bootstrap, groups, topics) as progress:
@@ -226,17 +240,22 @@ async def watch_group(
                 last, last_change = done, now
             if first is None and done > 0:
                 first = (now, done, cpu)
+                if done < total:  # else the window is timed from spawn, as machine0 is
+                    machine0 = stack_cpu.sample()
                 if on_first is not None:
                     on_first()
             if first is not None:
                 samples.append((now - first[0], done, cpu))
             if done >= total:
+                delta = StackCpu.between(machine0, stack_cpu.sample())
                 peak = max(peak_rss_bytes(proc.pid) for proc in procs)
                 assert first is not None
                 if first[1] >= total:  # everything landed in the first commit we saw
-                    return Window(total, now - spawned, cpu, peak, includes_startup=True)
+                    return Window(
+                        total, now - spawned, cpu, peak, includes_startup=True, cpu_delta=delta
+                    )
                 return Window(
-                    total - first[1], now - first[0], cpu - first[2], peak, False, samples
+                    total - first[1], now - first[0], cpu - first[2], peak, False, samples, delta
                 )
             if now - last_change > stall_timeout:
                 ends = await stack.end_offsets(topics)
@@ -327,6 +346,7 @@ async def run_service_backlog(
             "cpu_s_per_1000_by_tenth": [
                 _round(window.cpu_per_1000_in(i / 10, (i + 1) / 10)) for i in range(10)
             ],
+            "cpu": window.cpu_breakdown(),
         }
         | ({"profile": top_frames(profile_path)} if profile_path else {}),
     )
@@ -364,10 +384,30 @@ async def run_worker(args: list[str], log_path: Path) -> dict[str, Any]:
     return report
 
 
+def _worker_cpu(report: dict[str, Any]) -> dict[str, Any] | None:
+    """The per-event CPU breakdown of a worker's window (it samples the stack itself)."""
+    if not report.get("stack_cpu"):
+        return None
+    return breakdown(
+        CpuDelta.from_dict(report["stack_cpu"]),
+        own_s=report["cpu_seconds"],
+        events=report["events"],
+        seconds=report["seconds"],
+    )
+
+
 async def run_kafka_ceiling(stack: Stack, topics: TopicSet, log_dir: Path) -> Measured:
     """aiokafka reading the backlog and nothing else (no group, no commits, no decoding)."""
     report = await run_worker(
-        ["kafka-ceiling", "--bootstrap", stack.bootstrap, "--topics", ",".join(topics.sources)],
+        [
+            "kafka-ceiling",
+            "--bootstrap",
+            stack.bootstrap,
+            "--pg-port",
+            str(stack.pg_host_port[1]),
+            "--topics",
+            ",".join(topics.sources),
+        ],
         log_dir / "kafka-ceiling.log",
     )
     return Measured(
@@ -377,6 +417,7 @@ async def run_kafka_ceiling(stack: Stack, topics: TopicSet, log_dir: Path) -> Me
         report["cpu_seconds"],
         report["peak_rss_bytes"],
         notes=["aiokafka getmany() to the end offsets; no group, no decoding, no database"],
+        extra={"cpu": _worker_cpu(report)},
     )
 
 
@@ -389,6 +430,8 @@ async def run_naive(
             "naive",
             "--bootstrap",
             stack.bootstrap,
+            "--pg-port",
+            str(stack.pg_host_port[1]),
             "--topics",
             ",".join(topics.sources),
             "--group",
@@ -408,6 +451,7 @@ async def run_naive(
             "one session + statement + COMMIT per event, then its offset committed; "
             "upsert + version guard added to B6's update so the rows come out right"
         ],
+        extra={"cpu": _worker_cpu(report)},
     )
 
 
@@ -431,13 +475,16 @@ FROM _in_t p WHERE t.id = p.id
 """
 
 
-async def pg_ceiling(database_url: str, oracle: Oracle, tenants: list[str]) -> Measured:
+async def pg_ceiling(
+    database_url: str, oracle: Oracle, tenants: list[str], stack_cpu: StackCpu | None = None
+) -> Measured:
     """PostgreSQL writing the backlog's final rows from memory: COPY + one upsert per table.
 
     The rows (payloads already extracted) are prepared before the clock starts; the timed part is
     one transaction: ``COPY`` into temp tables, one ``INSERT ... ON CONFLICT`` into
     ``"ExecutionRecord"``, one ``UPDATE ... FROM`` of ``"Tenant"``, ``COMMIT``. Its events/s is the
-    backlog's event count over that time. CPU is this (client) process's only.
+    backlog's event count over that time. CPU is this (client) process's; with ``stack_cpu``,
+    the server's (and the machine's) over the same transaction are in ``extra["cpu"]``.
     """
     er_rows = []
     for rid, tid, snap, snap_at, snap_id, cost, cost_at, cost_id in oracle.execution_rows():
@@ -460,6 +507,7 @@ async def pg_ceiling(database_url: str, oracle: Oracle, tenants: list[str]) -> M
     ]
     conn = await asyncpg.connect(database_url)
     try:
+        machine0 = stack_cpu.sample() if stack_cpu is not None else None
         started, cpu0 = time.perf_counter(), time.process_time()
         async with conn.transaction():
             await conn.execute(
@@ -475,6 +523,11 @@ async def pg_ceiling(database_url: str, oracle: Oracle, tenants: list[str]) -> M
             await conn.execute(_PG_CEILING_ER)
             await conn.execute(_PG_CEILING_T)
         seconds, cpu = time.perf_counter() - started, time.process_time() - cpu0
+        delta = (
+            StackCpu.between(machine0, stack_cpu.sample())
+            if stack_cpu is not None and machine0 is not None
+            else None
+        )
     finally:
         await conn.close()
     return Measured(
@@ -486,6 +539,11 @@ async def pg_ceiling(database_url: str, oracle: Oracle, tenants: list[str]) -> M
         notes=[
             f"COPY of {len(er_rows)} + {len(t_rows)} final rows + one INSERT ... ON CONFLICT "
             "and one UPDATE ... FROM, one transaction; events/s = backlog events / that time; "
-            "CPU is the client's only"
+            "CPU is the client's (PostgreSQL's is in the CPU table)"
         ],
+        extra={
+            "cpu": None
+            if delta is None
+            else breakdown(delta, own_s=cpu, events=oracle.events, seconds=seconds)
+        },
     )

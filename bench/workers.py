@@ -1,7 +1,9 @@
 """Baseline consumers run as subprocesses by the benchmark (``python -m bench.workers ...``).
 
 Each prints one JSON line on stdout: ``events``, ``seconds`` (first record to last), ``cpu_seconds``
-(this process, same window) and ``peak_rss_bytes`` (``VmHWM``).
+(this process, same window), ``peak_rss_bytes`` (``VmHWM``) and ``stack_cpu``: PostgreSQL's, the
+broker's and the machine's CPU over the same window (:mod:`bench.cpu`, sampled by the worker
+itself, since only it knows when its window opens and closes).
 
 - ``kafka-ceiling``: aiokafka reading the topics to their end offsets, doing nothing else: the
   most a Python consumer on this machine can take from this broker.
@@ -29,6 +31,8 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import async_sessionmaker, create_async_engine
 
+from bench.cpu import CpuSample, StackCpu
+
 __all__ = ["main"]
 
 
@@ -41,11 +45,20 @@ def _peak_rss() -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
-def _report(events: int, seconds: float, cpu: float, **extra: Any) -> None:
+def _report(
+    events: int, seconds: float, cpu: float, stack: StackCpu, since: CpuSample, **extra: Any
+) -> None:
+    machine = StackCpu.between(since, stack.sample()).as_dict()
     peak = _peak_rss()
     print(
         json.dumps(
-            {"events": events, "seconds": seconds, "cpu_seconds": cpu, "peak_rss_bytes": peak}
+            {
+                "events": events,
+                "seconds": seconds,
+                "cpu_seconds": cpu,
+                "peak_rss_bytes": peak,
+                "stack_cpu": machine,
+            }
             | extra
         ),
         flush=True,
@@ -70,7 +83,7 @@ async def _assigned_ends(
     return ends
 
 
-async def kafka_ceiling(bootstrap: str, topics: list[str]) -> None:
+async def kafka_ceiling(bootstrap: str, topics: list[str], stack: StackCpu) -> None:
     """Read every record of ``topics`` up to the end offsets taken at start; report."""
     consumer = AIOKafkaConsumer(
         bootstrap_servers=bootstrap,
@@ -87,6 +100,7 @@ async def kafka_ceiling(bootstrap: str, topics: list[str]) -> None:
         remaining = {tp: end for tp, end in ends.items() if end > 0}
         count = 0
         # Timed from the first fetch on (connection and metadata are set up by now).
+        machine0 = stack.sample()
         started, cpu0 = time.perf_counter(), time.process_time()
         while remaining:
             batch = await consumer.getmany(timeout_ms=1000, max_records=10_000)
@@ -96,7 +110,7 @@ async def kafka_ceiling(bootstrap: str, topics: list[str]) -> None:
                 count += len(records)
                 if records[-1].offset + 1 >= remaining.get(tp, 0):
                     remaining.pop(tp, None)
-        _report(count, time.perf_counter() - started, time.process_time() - cpu0)
+        _report(count, time.perf_counter() - started, time.process_time() - cpu0, stack, machine0)
     finally:
         await consumer.stop()
 
@@ -137,7 +151,9 @@ WHERE id = :tid
 """)
 
 
-async def naive(bootstrap: str, topics: list[str], group: str, database_url: str) -> None:
+async def naive(
+    bootstrap: str, topics: list[str], group: str, database_url: str, stack: StackCpu
+) -> None:
     """Apply every record with its own session, statement and commit; commit each offset."""
     engine = create_async_engine(database_url, pool_size=1, max_overflow=0)
     sessions = async_sessionmaker(engine, expire_on_commit=False)
@@ -154,8 +170,10 @@ async def naive(bootstrap: str, topics: list[str], group: str, database_url: str
         total = sum(ends.values())
         count = 0
         started = cpu0 = 0.0
+        machine0 = stack.sample()
         async for record in consumer:
             if count == 0:
+                machine0 = stack.sample()
                 started, cpu0 = time.perf_counter(), time.process_time()
             envelope = json.loads(record.value)
             params = {
@@ -179,7 +197,7 @@ async def naive(bootstrap: str, topics: list[str], group: str, database_url: str
             count += 1
             if count >= total:
                 break
-        _report(count, time.perf_counter() - started, time.process_time() - cpu0)
+        _report(count, time.perf_counter() - started, time.process_time() - cpu0, stack, machine0)
     finally:
         await consumer.stop()
         await engine.dispose()
@@ -193,13 +211,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--topics", required=True, help="comma-separated")
     parser.add_argument("--group", default="")
     parser.add_argument("--database-url", default="")
+    parser.add_argument(
+        "--pg-port", type=int, default=None, help="PostgreSQL's port (to find the stack's server)"
+    )
     args = parser.parse_args(argv)
     topics = args.topics.split(",")
+    stack = StackCpu.for_addresses(args.bootstrap, args.pg_port)
     if args.worker == "kafka-ceiling":
-        asyncio.run(kafka_ceiling(args.bootstrap, topics))
+        asyncio.run(kafka_ceiling(args.bootstrap, topics, stack))
     else:
         url = args.database_url.replace("postgresql://", "postgresql+asyncpg://", 1)
-        asyncio.run(naive(args.bootstrap, topics, args.group, url))
+        asyncio.run(naive(args.bootstrap, topics, args.group, url, stack))
     return 0
 
 

@@ -306,22 +306,36 @@ class _Columns:
     occurred: list[datetime]
     event_id: list[uuid.UUID]
     raw: list[str]
-    version: list[tuple[datetime, uuid.UUID]]
 
     @classmethod
     def of(cls, events: Sequence[PendingEvent]) -> _Columns:
-        decoded = [p.event for p in events]
-        return cls(
-            key=[_row_key(e) for e in decoded],
-            tenant=[e.tenant_id for e in decoded],
-            occurred=[e.occurred_at for e in decoded],
-            event_id=[e.event_id for e in decoded],
-            raw=[p.raw for p in events],
-            version=[(e.occurred_at, e.event_id) for e in decoded],
-        )
+        key: list[str] = []
+        tenant: list[str] = []
+        occurred: list[datetime] = []
+        event_id: list[uuid.UUID] = []
+        raw: list[str] = []
+        # One pass, bound methods: this runs for every event of every batch.
+        add_key, add_tenant, add_occurred = key.append, tenant.append, occurred.append
+        add_event_id, add_raw = event_id.append, raw.append
+        policy = EventType.POLICY
+        for pending in events:
+            event = pending.event
+            # The decoder guarantees a requestId for snapshots and costs (_row_key checks).
+            add_key(
+                event.tenant_id if event.type is policy else event.request_id or _row_key(event)
+            )
+            add_tenant(event.tenant_id)
+            add_occurred(event.occurred_at)
+            add_event_id(event.event_id)
+            add_raw(pending.raw)
+        return cls(key, tenant, occurred, event_id, raw)
+
+    def version(self, i: int) -> tuple[datetime, uuid.UUID]:
+        """The contract's version of event ``i``: (occurredAt, eventId)."""
+        return (self.occurred[i], self.event_id[i])
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class _Item:
     """One row of a round statement: its key and, per field of the table, a candidate or None."""
 
@@ -329,13 +343,13 @@ class _Item:
     heads: tuple[int | None, ...]
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class _Written:
     tenant: str | None  # the row's "tenantId" after the statement
     event_ids: tuple[uuid.UUID | None, ...]  # per field, the stored eventId after it
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class _Held:
     found: bool  # the row existed before the statement
     tenant: str | None  # its "tenantId" then
@@ -348,12 +362,21 @@ class _Report:
     held: dict[str, _Held]
 
 
+def _first_head(heads: tuple[int | None, ...]) -> int:
+    # Every item has at least one candidate; its tenant is the row's (one tenant per statement).
+    first = heads[0]
+    if first is None:
+        first = heads[-1]
+        assert first is not None
+    return first
+
+
 async def _run(
     conn: AsyncConnection, table: _Table, items: Sequence[_Item], cols: _Columns
 ) -> _Report:
     params: list[list[Any]] = [
         [item.key for item in items],
-        [cols.tenant[next(i for i in item.heads if i is not None)] for item in items],
+        [cols.tenant[_first_head(item.heads)] for item in items],
     ]
     for n in range(len(table.fields)):
         heads = [item.heads[n] for item in items]
@@ -578,7 +601,7 @@ async def _apply_table(
             per_key.setdefault(cols.key[i], []).append(i)
         for queue in per_key.values():
             if len(queue) > 1:
-                queue.sort(key=cols.version.__getitem__, reverse=True)
+                queue.sort(key=cols.version, reverse=True)
         queues.append(per_key)
     counter = [0]
     width = len(table.fields)

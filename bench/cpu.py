@@ -18,14 +18,25 @@ also records, from ``/proc`` (Linux only):
   the window; one born and gone inside the window entirely via ``cutime``; one born inside and
   alive at the end via its end figure. (A child that exits in the microseconds between the two
   reads of one sample may be off by its CPU; a zombie not yet reaped still shows its times.)
+  The server is shared (other databases' clients count too), so a second figure counts only the
+  backends serving the system's own database, recognised by their process title (``postgres:
+  <user> <database> <client> <state>``; autovacuum workers name their database too): the CPU
+  of those alive at the end of the window, since the start (or since they were born). Backends
+  of the database that exit inside the window are missed, so it is a lower bound; it leaves out
+  the server-wide work (WAL writer, checkpointer, background writer) that the system's writes
+  also cause.
 - **the Kafka broker**: ``utime + stime`` of the broker JVM (all its threads), pid from the
   stack's ``kafka/pid`` file.
+- **the benchmark** (``harness``): its own process (it polls offsets every 0.2 s; in the latency
+  runs it is the load generator and the poller), when it is not the measured system itself.
 - **the machine**: busy time of all CPUs from ``/proc/stat`` (``user + nice + system + irq +
-  softirq``; ``steal``, the time the hypervisor gave to other guests, is kept apart).
+  softirq``; ``steal``, the time the hypervisor gave to other guests, is kept apart). Of it,
+  ``irq + softirq`` is kept too: the kernel's interrupt work (e.g. the loopback network's packet
+  processing) is not charged to any process.
 
-The rest (machine busy - own - PostgreSQL - broker) is the benchmark's own process (it polls
-offsets every 0.2 s), the kernel's work not charged to a process, and whatever else runs on the
-shared machine at the time. The stack's PostgreSQL and broker are shared too: other work on them
+The rest (machine busy - own - PostgreSQL - broker - benchmark) is the kernel's work not charged
+to a process (interrupts, kernel threads) and whatever else runs on the shared machine at the
+time. The stack's PostgreSQL and broker are shared too: other work on them
 inside the window is counted as this system's. Both are why these figures are compared back to
 back in one run, never across runs.
 
@@ -39,6 +50,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from bench.infra import ROOT
 
@@ -82,13 +94,14 @@ def _children(pid: int) -> list[int]:
     return found
 
 
-def _machine() -> tuple[float, float]:
-    """Busy and steal CPU seconds of all CPUs since boot (``/proc/stat``)."""
+def _machine() -> tuple[float, float, float]:
+    """Busy, interrupt and steal CPU seconds of all CPUs since boot (``/proc/stat``)."""
     with open("/proc/stat") as stat:
         first = stat.readline().split()
     # cpu user nice system idle iowait irq softirq steal guest guest_nice (guest is inside user)
     user, nice, system, _idle, _iowait, irq, softirq, steal = (int(x) for x in first[1:9])
-    return (user + nice + system + irq + softirq) / _CLK_TCK, steal / _CLK_TCK
+    busy = user + nice + system + irq + softirq
+    return busy / _CLK_TCK, (irq + softirq) / _CLK_TCK, steal / _CLK_TCK
 
 
 @dataclass(frozen=True)
@@ -96,12 +109,16 @@ class CpuSample:
     """Cumulative CPU counters (seconds) at one moment; only differences mean anything."""
 
     machine_busy: float
+    machine_irq: float
     machine_steal: float
     #: The postmaster's own CPU + its reaped children's; ``None`` without a local PostgreSQL.
     postgres_base: float | None = None
     #: utime + stime of each live child of the postmaster, by (pid, start time).
     postgres_children: dict[tuple[int, int], float] = field(default_factory=dict)
+    #: Those of ``postgres_children`` whose process title names the watched database.
+    postgres_database: frozenset[tuple[int, int]] = frozenset()
     broker: float | None = None
+    harness: float | None = None
 
 
 @dataclass(frozen=True)
@@ -109,17 +126,28 @@ class CpuDelta:
     """CPU seconds used inside one window by PostgreSQL, the broker and the whole machine."""
 
     postgres_s: float | None
+    #: Only the backends of the system's own database (a lower bound, see the module docstring).
+    postgres_database_s: float | None
     broker_s: float | None
+    harness_s: float | None
     machine_busy_s: float
+    machine_irq_s: float
     machine_steal_s: float
 
     def as_dict(self) -> dict[str, float | None]:
         """JSON-ready (rounded to the clock tick's precision)."""
+
+        def r(value: float | None) -> float | None:
+            return None if value is None else round(value, 3)
+
         return {
-            "postgres_s": None if self.postgres_s is None else round(self.postgres_s, 3),
-            "broker_s": None if self.broker_s is None else round(self.broker_s, 3),
-            "machine_busy_s": round(self.machine_busy_s, 3),
-            "machine_steal_s": round(self.machine_steal_s, 3),
+            "postgres_s": r(self.postgres_s),
+            "postgres_database_s": r(self.postgres_database_s),
+            "broker_s": r(self.broker_s),
+            "harness_s": r(self.harness_s),
+            "machine_busy_s": r(self.machine_busy_s),
+            "machine_irq_s": r(self.machine_irq_s),
+            "machine_steal_s": r(self.machine_steal_s),
         }
 
     @classmethod
@@ -127,8 +155,11 @@ class CpuDelta:
         """The inverse of :meth:`as_dict` (a worker subprocess reports its window this way)."""
         return cls(
             data.get("postgres_s"),
+            data.get("postgres_database_s"),
             data.get("broker_s"),
+            data.get("harness_s"),
             float(data["machine_busy_s"]),
+            float(data.get("machine_irq_s", 0.0)),
             float(data.get("machine_steal_s", 0.0)),
         )
 
@@ -148,6 +179,8 @@ class StackCpu:
     ``pg_port`` / ``kafka_port``, when given, must match the stack's (the postmaster.pid file's
     port line, the broker's ``listeners``): a benchmark pointed at another server gets ``None``
     rather than figures of the wrong processes. The pids are read once, at construction.
+    ``harness_pid`` is the benchmark's process (``None`` when it is the measured system itself);
+    ``database`` the name of the system's database (its backends are also counted apart).
     """
 
     def __init__(
@@ -156,15 +189,31 @@ class StackCpu:
         stack_dir: Path | None = None,
         pg_port: int | None = None,
         kafka_port: int | None = None,
+        harness_pid: int | None = None,
+        database: str | None = None,
     ) -> None:
+        self.harness_pid = harness_pid
+        self.database = database.encode() if database else None
         state = stack_dir or Path(os.environ.get("ROUTING_STACK_DIR") or ROOT / ".local" / "stack")
         self.postmaster = self._postmaster(state / "postgres" / "data" / "postmaster.pid", pg_port)
         self.broker = self._broker(state / "kafka", kafka_port)
 
     @classmethod
-    def for_addresses(cls, bootstrap: str, pg_port: int | None) -> StackCpu:
+    def for_addresses(
+        cls,
+        bootstrap: str,
+        pg_port: int | None,
+        *,
+        harness_pid: int | None = None,
+        database_url: str | None = None,
+    ) -> StackCpu:
         """The local stack's processes, if ``bootstrap`` / the PostgreSQL port are theirs."""
-        return cls(pg_port=pg_port, kafka_port=_port_of(bootstrap.split(",", maxsplit=1)[0]))
+        return cls(
+            pg_port=pg_port,
+            kafka_port=_port_of(bootstrap.split(",", maxsplit=1)[0]),
+            harness_pid=harness_pid,
+            database=urlsplit(database_url).path.lstrip("/") if database_url else None,
+        )
 
     @staticmethod
     def _postmaster(pidfile: Path, port: int | None) -> int | None:
@@ -199,26 +248,49 @@ class StackCpu:
         """Read every counter now (a few dozen small ``/proc`` reads: about a millisecond)."""
         base: float | None = None
         children: dict[tuple[int, int], float] = {}
+        ours: set[tuple[int, int]] = set()
         if self.postmaster is not None:
             fields = _stat(self.postmaster)
             if fields is not None:
                 base = _own(fields) + _reaped(fields)
                 for child in _children(self.postmaster):
                     cf = _stat(child)
-                    if cf is not None:
-                        children[(child, int(cf[19]))] = _own(cf)  # field 22: start time
+                    if cf is None:
+                        continue
+                    key = (child, int(cf[19]))  # field 22: start time
+                    children[key] = _own(cf)
+                    if self.database is not None and self._serves(child):
+                        ours.add(key)
         broker: float | None = None
         if self.broker is not None:
             bf = _stat(self.broker)
             broker = None if bf is None else _own(bf)
-        busy, steal = _machine()
-        return CpuSample(busy, steal, base, children, broker)
+        harness: float | None = None
+        if self.harness_pid is not None:
+            hf = _stat(self.harness_pid)
+            harness = None if hf is None else _own(hf)
+        busy, irq, steal = _machine()
+        return CpuSample(busy, irq, steal, base, children, frozenset(ours), broker, harness)
+
+    def _serves(self, pid: int) -> bool:
+        """Whether the backend ``pid``'s process title names the watched database."""
+        try:
+            title = Path(f"/proc/{pid}/cmdline").read_bytes()
+        except OSError:
+            return False
+        # "postgres: <user> <database> <client> <state>" / "postgres: autovacuum worker <db>"
+        return self.database in title.replace(b"\0", b" ").split()
 
     @staticmethod
     def between(start: CpuSample, end: CpuSample) -> CpuDelta:
         """CPU used between two samples (see the module docstring for the children)."""
         postgres: float | None = None
+        database: float | None = None
         if start.postgres_base is not None and end.postgres_base is not None:
+            database = sum(
+                end.postgres_children[key] - start.postgres_children.get(key, 0.0)
+                for key in end.postgres_database
+            )
             postgres = (
                 end.postgres_base
                 - start.postgres_base
@@ -228,10 +300,16 @@ class StackCpu:
         broker: float | None = None
         if start.broker is not None and end.broker is not None:
             broker = end.broker - start.broker
+        harness: float | None = None
+        if start.harness is not None and end.harness is not None:
+            harness = end.harness - start.harness
         return CpuDelta(
             postgres,
+            database if end.postgres_database or start.postgres_database else None,
             broker,
+            harness,
             end.machine_busy - start.machine_busy,
+            end.machine_irq - start.machine_irq,
             end.machine_steal - start.machine_steal,
         )
 
@@ -242,7 +320,9 @@ def breakdown(
     """Per-event CPU of one window, and the throughput the machine's cores would bound it to.
 
     ``own_s`` is the system's own processes' CPU over the same window. All ``*_us_per_event``
-    figures are CPU microseconds per event (= CPU milliseconds per 1,000 events).
+    figures are CPU microseconds per event (= CPU milliseconds per 1,000 events); ``rest`` is the
+    machine's busy time minus own, PostgreSQL, broker and benchmark (``harness``); ``irq`` (the
+    kernel's interrupt work, inside the machine's figure and in no process's) is part of it.
     ``cpu_bound_events_per_s`` is cores / (machine busy CPU per event): the rate at which the
     machine's CPUs would all be busy if nothing else ran; ``..._stack`` the same for the system +
     PostgreSQL + broker only (what the system needs, without the benchmark and other work).
@@ -256,7 +336,7 @@ def breakdown(
 
     parts = [own_s, delta.postgres_s, delta.broker_s]
     stack = None if any(p is None for p in parts) else sum(p for p in parts if p is not None)
-    rest = None if stack is None else delta.machine_busy_s - stack
+    rest = None if stack is None else delta.machine_busy_s - stack - (delta.harness_s or 0.0)
     return {
         "cores": cores,
         "window_s": round(seconds, 3),
@@ -266,8 +346,11 @@ def breakdown(
         "rest_s": None if rest is None else round(rest, 3),
         "own_us_per_event": per_event(own_s),
         "postgres_us_per_event": per_event(delta.postgres_s),
+        "postgres_database_us_per_event": per_event(delta.postgres_database_s),
         "broker_us_per_event": per_event(delta.broker_s),
         "stack_us_per_event": per_event(stack),
+        "harness_us_per_event": per_event(delta.harness_s),
+        "irq_us_per_event": per_event(delta.machine_irq_s),
         "rest_us_per_event": per_event(rest),
         "machine_us_per_event": per_event(delta.machine_busy_s),
         "machine_busy_cores": round(delta.machine_busy_s / seconds, 2),

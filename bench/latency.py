@@ -32,6 +32,7 @@ benchmark can explain every millisecond of it without trusting the system under 
 from __future__ import annotations
 
 import asyncio
+import os
 import queue
 import random
 import threading
@@ -538,7 +539,12 @@ async def _drive(
         for topic in topics.sources:
             await producer.partitions_for(topic)
         poller.start()
-        stack_cpu = StackCpu.for_addresses(stack.bootstrap, stack.pg_host_port[1])
+        stack_cpu = StackCpu.for_addresses(
+            stack.bootstrap,
+            stack.pg_host_port[1],
+            harness_pid=os.getpid(),
+            database_url=database_url,
+        )
         try:
             machine0, service0 = stack_cpu.sample(), cpu_seconds(service_pid)
             stats = await produce_at_rate(producer, plan, rate, poller.inbox)

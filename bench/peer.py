@@ -246,6 +246,7 @@ async def run_debezium(
             list(topics.sources),
             sent,
             stall_timeout=240.0,
+            database_url=database_url,
         )
     finally:
         code = await asyncio.to_thread(stop_service, proc)

@@ -134,22 +134,28 @@ def _cpu_table(results: dict[str, Any]) -> list[str]:
         "## Where the machine's CPU goes, per event (same window as the throughput)",
         "",
         "CPU microseconds per event (= CPU ms per 1,000 events) of the system's own process(es), "
-        "the PostgreSQL server (all its processes), the Kafka broker (JVM) and the whole machine "
-        "(`/proc/stat`); *rest* = machine - the three (the benchmark's own polling, the kernel, "
-        "other work on the shared machine). *CPU-bound* = the events/s at which the machine's "
-        f"{cores} cores would all be busy at that cost per event: from the machine's total, and "
-        "from the system + PostgreSQL + broker alone.",
+        "the PostgreSQL server (all its processes; in brackets only the backends of the system's "
+        "own database: the server is shared), the Kafka broker (JVM) and the whole machine "
+        "(`/proc/stat`); *bench* = the benchmark's own process (it polls offsets); *rest* = "
+        "machine - all of those (the kernel's interrupt work, e.g. loopback networking, in the "
+        "*irq* column, and other work on the shared machine). *CPU-bound* = the events/s at "
+        f"which the machine's {cores} cores would all be busy at that cost per event: from the "
+        "machine's total, and from the system + PostgreSQL + broker alone.",
         "",
-        "| system | events/s | own | PostgreSQL | broker | rest | machine | machine busy (cores) "
-        "| CPU-bound events/s (machine) | CPU-bound events/s (own + PG + broker) |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| system | events/s | own | PostgreSQL (its database) | broker | bench "
+        "| rest (of which irq) | machine | machine busy (cores) | CPU-bound events/s (machine) "
+        "| CPU-bound events/s (own + PG + broker) |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for name, s in rows:
         c = s["cpu"]
         lines.append(
             f"| {name} | {_num(s['events_per_s'])} | {_us(c.get('own_us_per_event'))} | "
-            f"{_us(c.get('postgres_us_per_event'))} | {_us(c.get('broker_us_per_event'))} | "
-            f"{_us(c.get('rest_us_per_event'))} | {_us(c.get('machine_us_per_event'))} | "
+            f"{_us(c.get('postgres_us_per_event'))} "
+            f"({_us(c.get('postgres_database_us_per_event'))}) | "
+            f"{_us(c.get('broker_us_per_event'))} | "
+            f"{_us(c.get('harness_us_per_event'))} | {_us(c.get('rest_us_per_event'))} "
+            f"({_us(c.get('irq_us_per_event'))}) | {_us(c.get('machine_us_per_event'))} | "
             f"{_num(c.get('machine_busy_cores'), '.2f')} | "
             f"{_num(c.get('cpu_bound_events_per_s'))} | "
             f"{_num(c.get('cpu_bound_events_per_s_stack'))} |"
@@ -167,18 +173,21 @@ def _latency_cpu_table(results: dict[str, Any]) -> list[str]:
         "CPU while producing at each rate, microseconds per event produced (the load generator "
         "and the poller run in the benchmark's process, on the same cores):",
         "",
-        "| load | service | PostgreSQL | broker | load generator | poller (cores) | machine "
-        "| machine busy (cores) |",
-        "|---|---|---|---|---|---|---|---|",
+        "| load | service | PostgreSQL (its database) | broker | load generator | poller (cores) "
+        "| rest (of which irq) | machine | machine busy (cores) |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for label, lat in runs:
         c, producer, poller = lat["cpu"], lat.get("producer") or {}, lat.get("poller") or {}
         per_1000 = producer.get("cpu_s_per_1000_events")
         lines.append(
             f"| {label} of max | {_us(c.get('own_us_per_event'))} | "
-            f"{_us(c.get('postgres_us_per_event'))} | {_us(c.get('broker_us_per_event'))} | "
+            f"{_us(c.get('postgres_us_per_event'))} "
+            f"({_us(c.get('postgres_database_us_per_event'))}) | "
+            f"{_us(c.get('broker_us_per_event'))} | "
             f"{_us(None if per_1000 is None else per_1000 * 1000)} | "
-            f"{_num(poller.get('cores'), '.3f')} | {_us(c.get('machine_us_per_event'))} | "
+            f"{_num(poller.get('cores'), '.3f')} | {_us(c.get('rest_us_per_event'))} "
+            f"({_us(c.get('irq_us_per_event'))}) | {_us(c.get('machine_us_per_event'))} | "
             f"{_num(c.get('machine_busy_cores'), '.2f')} |"
         )
     return lines

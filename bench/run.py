@@ -276,7 +276,9 @@ class Run:
                 pg_url,
                 oracle,
                 self.tenants,
-                StackCpu.for_addresses(self.stack.bootstrap, self.stack.pg_host_port[1]),
+                StackCpu.for_addresses(
+                    self.stack.bootstrap, self.stack.pg_host_port[1], database_url=pg_url
+                ),
             )
             pg.check = await check_rows(pg_url, oracle, self.tenants)
             self.record("pg_ceiling", pg)
@@ -393,7 +395,10 @@ def _cpu_line(extra: dict[str, Any]) -> str:
 
     return (
         f"\n       CPU us/event: own {us('own_us_per_event')}, PostgreSQL "
-        f"{us('postgres_us_per_event')}, broker {us('broker_us_per_event')}, machine "
+        f"{us('postgres_us_per_event')} (its database {us('postgres_database_us_per_event')}), "
+        f"broker {us('broker_us_per_event')}, bench "
+        f"{us('harness_us_per_event')}, rest {us('rest_us_per_event')} (irq "
+        f"{us('irq_us_per_event')}), machine "
         f"{us('machine_us_per_event')} ({c.get('machine_busy_cores')} cores busy); CPU-bound "
         f"{c.get('cpu_bound_events_per_s')} events/s (own+PG+broker only: "
         f"{c.get('cpu_bound_events_per_s_stack')})"

@@ -211,6 +211,7 @@ async def watch_group(
     stall_timeout: float = 180.0,
     poll_interval: float = 0.2,
     on_first: Callable[[], None] | None = None,
+    database_url: str | None = None,
 ) -> Window:
     """Poll ``groups``' committed offsets until they reach ``total``; time that window.
 
@@ -222,7 +223,9 @@ async def watch_group(
     spawned = time.perf_counter()
     first: tuple[float, int, float] | None = None
     samples: list[tuple[float, int, float]] = []
-    stack_cpu = StackCpu.for_addresses(stack.bootstrap, stack.pg_host_port[1])
+    stack_cpu = StackCpu.for_addresses(
+        stack.bootstrap, stack.pg_host_port[1], harness_pid=os.getpid(), database_url=database_url
+    )
     machine0 = stack_cpu.sample()
     last_change = time.perf_counter()
     last = 0
@@ -309,7 +312,13 @@ async def run_service_backlog(
 
     try:
         window = await watch_group(
-            stack, procs, [group], list(topics.sources), total, on_first=profile
+            stack,
+            procs,
+            [group],
+            list(topics.sources),
+            total,
+            on_first=profile,
+            database_url=database_url,
         )
     finally:
         for profiler in profilers:

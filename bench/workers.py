@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import resource
 import sys
 import time
@@ -216,7 +217,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     topics = args.topics.split(",")
-    stack = StackCpu.for_addresses(args.bootstrap, args.pg_port)
+    stack = StackCpu.for_addresses(
+        args.bootstrap,
+        args.pg_port,
+        harness_pid=os.getppid(),
+        database_url=args.database_url or None,
+    )
     if args.worker == "kafka-ceiling":
         asyncio.run(kafka_ceiling(args.bootstrap, topics, stack))
     else:

@@ -1,6 +1,6 @@
 """Fuzz the decode path: hostile record values against :func:`schemas.decode_event`.
 
-    python -m bench.fuzz --inputs 1000000 [--seed 1] [--json out.json]
+    python -m bench.fuzz --inputs 1000000 [--seed 1] [--json out.json] [--no-differential]
 
 Each input is one of: random bytes; byte-level mutations (flips, inserts, deletes, truncation,
 splices) of valid envelopes built by :func:`schemas.build_event`; structure-aware mutations of those
@@ -17,10 +17,15 @@ For every input it checks:
   shares no code with ``schemas``), and the decoded fields are the document's; every rejection has
   a known reason code and a bounded message;
 * **bounded memory**: the process's peak RSS is reported (the test suite also bounds the memory
-  of single hostile inputs with ``tracemalloc``).
+  of single hostile inputs with ``tracemalloc``);
+* **the consumer's decoder is the reference** (unless ``--no-differential``):
+  :func:`consumer.fastdecode.decode_event`, the fast path the consumer runs, returns for every
+  input exactly what ``decode_event`` returns (:func:`result_differences`: same reason and
+  message, or the same event field by field, payload values type for type and Decimals digit
+  for digit). A difference counts as a ``mismatch``.
 
-Exit status 1 when a crash or a breach was seen; the first few are printed (as ``repr`` of the
-input, truncated) so they can be replayed.
+Exit status 1 when a crash, a breach or a mismatch was seen; the first few are printed (as
+``repr`` of the input, truncated) so they can be replayed.
 """
 
 from __future__ import annotations
@@ -40,6 +45,8 @@ from datetime import UTC, datetime, timedelta, timezone
 from decimal import Context, Decimal
 from typing import Any
 
+from consumer.fastdecode import decode_event as fast_decode_event
+from consumer.fastdecode import fast_path
 from schemas import DecodedEvent, EventType, ReasonCode, Rejection, build_event, decode_event
 
 __all__ = [
@@ -47,6 +54,7 @@ __all__ = [
     "contract_problems",
     "hostile_inputs",
     "mutated_inputs",
+    "result_differences",
     "run_fuzz",
     "valid_envelopes",
 ]
@@ -602,6 +610,61 @@ def mutated_inputs(rng: random.Random, corpus: list[bytes]) -> Iterator[bytes]:
             yield rng.choice(corpus)
 
 
+# --- the fast decoder against the reference -----------------------------------------------------
+
+
+def _value_differences(fast: Any, reference: Any, path: str, out: list[str]) -> None:
+    """Append where ``fast`` is not ``reference`` as decoded JSON: same types (bool is not int,
+    int is not Decimal), same Decimal digits and exponent (``0.10`` is not ``0.1``), same keys in
+    the same order, same items."""
+    if type(fast) is not type(reference):
+        out.append(f"{path}: {type(fast).__name__} vs {type(reference).__name__}")
+    elif isinstance(reference, dict):
+        if list(fast) != list(reference):
+            out.append(f"{path}: keys {list(fast)[:8]} vs {list(reference)[:8]}")
+            return
+        for key, item in reference.items():
+            _value_differences(fast[key], item, f"{path}.{key}", out)
+    elif isinstance(reference, list):
+        if len(fast) != len(reference):
+            out.append(f"{path}: {len(fast)} items vs {len(reference)}")
+            return
+        for index, (a, b) in enumerate(zip(fast, reference, strict=True)):
+            _value_differences(a, b, f"{path}[{index}]", out)
+    elif isinstance(reference, Decimal):
+        if fast.as_tuple() != reference.as_tuple():
+            out.append(f"{path}: Decimal {fast} vs {reference}")
+    elif fast != reference:
+        out.append(f"{path}: {fast!r:.60} vs {reference!r:.60}")
+
+
+def result_differences(
+    fast: DecodedEvent | Rejection, reference: DecodedEvent | Rejection
+) -> list[str]:
+    """How ``fast`` differs from ``reference`` (both ``decode_event`` results); ``[]``: identical.
+
+    Stricter than ``==``: a Rejection's reason and message; an event's every field with its
+    type, ``occurredAt``'s offset and tzinfo too, and the payload as :func:`_value_differences`
+    compares it (``==`` would take ``Decimal("1.0")`` for ``1`` and ignore key order).
+    """
+    if type(fast) is not type(reference):
+        return [f"{type(fast).__name__} vs {type(reference).__name__}: {fast!r:.200}"]
+    if isinstance(reference, Rejection):
+        assert isinstance(fast, Rejection)
+        if (fast.reason, fast.message) != (reference.reason, reference.message):
+            return [f"rejection {fast!r:.200} vs {reference!r:.200}"]
+        return []
+    assert isinstance(fast, DecodedEvent)
+    out: list[str] = []
+    for name in ("event_id", "type", "tenant_id", "request_id"):
+        _value_differences(getattr(fast, name), getattr(reference, name), name, out)
+    a, b = fast.occurred_at, reference.occurred_at
+    if (a, a.tzinfo, a.utcoffset(), a.fold) != (b, b.tzinfo, b.utcoffset(), b.fold):
+        out.append(f"occurred_at: {a!r} vs {b!r}")
+    _value_differences(fast.payload, reference.payload, "payload", out)
+    return out
+
+
 # --- the run -------------------------------------------------------------------------------------
 
 
@@ -614,6 +677,10 @@ class FuzzReport:
     accepted: int = 0
     crashes: int = 0
     breaches: int = 0
+    #: Inputs where the consumer's fast decoder and the reference disagreed (differential runs).
+    mismatches: int = 0
+    #: Inputs the fast decoder decided without the reference (valid ones), in differential runs.
+    fast_accepted: int = 0
     peak_rss_mb: float = 0.0
     reasons: dict[str, int] = field(default_factory=dict)
     examples: list[str] = field(default_factory=list)
@@ -624,22 +691,35 @@ class FuzzReport:
 
     @property
     def ok(self) -> bool:
-        return self.crashes == 0 and self.breaches == 0
+        return self.crashes == 0 and self.breaches == 0 and self.mismatches == 0
 
 
 def _peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
 
 
-def check_one(value: bytes, report: FuzzReport, reasons: Counter[str]) -> None:
-    """Decode ``value`` and record a crash or breach in ``report``."""
+def check_one(
+    value: bytes, report: FuzzReport, reasons: Counter[str], *, differential: bool = False
+) -> None:
+    """Decode ``value`` and record a crash or breach in ``report`` (and, if ``differential``,
+    a mismatch of the consumer's fast decoder with the reference)."""
     try:
         result = decode_event(value, max_bytes=MAX_BYTES)
+        quick = fast_path(value, MAX_BYTES) if differential else None
+        if quick is not None:
+            report.fast_accepted += 1
+        fast = quick or (fast_decode_event(value, max_bytes=MAX_BYTES) if differential else result)
     except BaseException as exc:  # the contract: decode_event never raises
         report.crashes += 1
         if len(report.examples) < 10:
             report.examples.append(f"raised {type(exc).__name__}: {value[:200]!r}")
         return
+    if differential:
+        differences = result_differences(fast, result)
+        if differences:
+            report.mismatches += 1
+            if len(report.examples) < 10:
+                report.examples.append(f"fast decoder differs {differences[:3]}: {value[:200]!r}")
     if isinstance(result, DecodedEvent):
         report.accepted += 1
         problems = contract_problems(value, result)
@@ -660,8 +740,10 @@ def run_fuzz(
     *,
     progress: Callable[[FuzzReport], None] | None = None,
     source: Iterator[bytes] | None = None,
+    differential: bool = True,
 ) -> FuzzReport:
-    """Decode ``inputs`` generated inputs (hostile shapes first) and check each one."""
+    """Decode ``inputs`` generated inputs (hostile shapes first) and check each one; with
+    ``differential``, also check the consumer's fast decoder against the reference on each."""
     rng = random.Random(seed)
     corpus = valid_envelopes(rng, 300)
     generated = source or mutated_inputs(rng, corpus)
@@ -672,10 +754,10 @@ def run_fuzz(
     for value in stream:
         if report.inputs >= inputs:
             break
-        check_one(value, report, reasons)
+        check_one(value, report, reasons, differential=differential)
         report.inputs += 1
     while report.inputs < inputs:
-        check_one(next(generated), report, reasons)
+        check_one(next(generated), report, reasons, differential=differential)
         report.inputs += 1
         if progress and report.inputs % 100_000 == 0:
             report.seconds = time.perf_counter() - started
@@ -693,16 +775,22 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--inputs", type=int, default=1_000_000)
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--json", type=argparse.FileType("w"), help="write the report as JSON")
+    parser.add_argument(
+        "--no-differential",
+        dest="differential",
+        action="store_false",
+        help="skip checking consumer.fastdecode against schemas.decode_event on every input",
+    )
     args = parser.parse_args(argv)
 
     def show(r: FuzzReport) -> None:
         print(
             f"  {r.inputs:>9,} inputs  {r.inputs_per_s:>8,.0f}/s  crashes={r.crashes} "
-            f"breaches={r.breaches}",
+            f"breaches={r.breaches} mismatches={r.mismatches}",
             file=sys.stderr,
         )
 
-    report = run_fuzz(args.inputs, args.seed, progress=show)
+    report = run_fuzz(args.inputs, args.seed, progress=show, differential=args.differential)
     summary = {**asdict(report), "inputs_per_s": round(report.inputs_per_s, 1), "seed": args.seed}
     print(
         f"fuzz: {report.inputs:,} inputs in {report.seconds:.1f} s "
@@ -710,6 +798,11 @@ def main(argv: list[str] | None = None) -> int:
         f"crashes {report.crashes}, contract breaches {report.breaches}, "
         f"peak RSS {report.peak_rss_mb} MiB"
     )
+    if args.differential:
+        print(
+            f"fast decoder vs reference: {report.mismatches} mismatches; "
+            f"{report.fast_accepted:,} inputs accepted by its fast path"
+        )
     print("rejections by reason: " + ", ".join(f"{k}={v:,}" for k, v in report.reasons.items()))
     for example in report.examples:
         print("  " + example)

@@ -53,9 +53,10 @@ from consumer.apply import ApplyOutcome, IsolationNeeded, PendingEvent, Verdict,
 from consumer.db import ErrorClass, classify_error, sqlstate_of
 from consumer.deadletter import DeadLetter, DeadLetterWriter, is_transient_kafka_error
 from consumer.errors import TransientError
+from consumer.fastdecode import decode_event
 from consumer.logs import get_logger
 from consumer.settings import Settings
-from schemas import Rejection, decode_event
+from schemas import Rejection
 
 __all__ = [
     "OUTCOME_APPLIED",
@@ -244,6 +245,7 @@ class BatchProcessor:
                 if value is None:
                     outcomes[(record.topic, UNKNOWN_TYPE, OUTCOME_IGNORED)] += 1
                     continue
+                # schemas.decode_event's verdict, computed faster (consumer/fastdecode.py).
                 decoded = decode_event(value, max_bytes=max_bytes)
                 if isinstance(decoded, Rejection):
                     label = str(getattr(decoded, "event_type", None) or UNKNOWN_TYPE)

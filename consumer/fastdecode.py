@@ -1,0 +1,314 @@
+"""The consumer's record decoder: :func:`schemas.decode_event`'s result, about three times cheaper.
+
+:func:`decode_event` returns exactly what :func:`schemas.decode_event` returns for the same
+arguments: an equal :class:`~schemas.DecodedEvent` (same ``eventId``, type, UTC ``occurredAt``,
+ids, and a payload dict equal key for key and type for type: Decimals where the reference has
+Decimals, ints where it has ints, unknown fields kept) or an equal :class:`~schemas.Rejection`
+(same reason code and message). ``schemas`` stays the contract and the reference; this module
+only takes a shortcut for records it can prove valid.
+
+How: `msgspec <https://jcristharif.com/msgspec/>`_ parses the record in C straight into a typed
+envelope whose ``payload`` is a plain dict (every non-integer number a :class:`~decimal.Decimal`
+built from its literal text, as :func:`schemas.jsoncodec.loads` does), then converts that dict
+to a typed payload struct for the one-field rules; the few rules left (money, RFC 3339 times,
+the cross-field rules, the envelope's ``tenantId``) are checked here in Python, with the
+reference's own helpers where they are cheap. The fast path accepts a record only when every
+one of these holds and each is at least as strict as the reference. Anything else, including
+every invalid record, any msgspec error, and the inputs where msgspec's grammar and the stdlib's
+could disagree, goes to :func:`schemas.decode_event` unchanged, which then produces the verdict
+and the message. So the only claim to prove is "fast path accepts => the reference accepts with
+an equal event"; tests/test_fastdecode.py and ``python -m bench.fuzz`` (on every input) check it.
+
+Inputs sent straight to the reference (besides every failed check):
+
+* not ``bytes``, over ``max_bytes``, or over :data:`FAST_MAX_BYTES` (bounds the length of any
+  integer literal below Python's int digit limit, which the stdlib enforces and msgspec does
+  not in fields it skips, and bounds the nesting depth, see below);
+* not ASCII and not valid UTF-8 (msgspec does not check UTF-8 inside fields it skips);
+* over :data:`DEPTH_UNCHECKED_BYTES` bytes with more than :data:`MAX_BRACKETS` ``[``/``{``:
+  both parsers stop at the interpreter's recursion limit, the reference a few frames deeper
+  in the stack; a record shallow enough never reaches either limit.
+"""
+
+from __future__ import annotations
+
+import sys
+import uuid
+from dataclasses import fields
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Annotated, Any, Final, Literal
+
+import msgspec
+
+from schemas import DEFAULT_MAX_BYTES, DecodedEvent, EventType, Rejection
+from schemas import decode_event as reference_decode_event
+from schemas.models import (
+    _EXACT_CONTEXT,
+    COST_TOLERANCE,
+    ID_MAX_LENGTH,
+    ID_MIN_LENGTH,
+    _cost_total_matches,
+)
+
+__all__ = [
+    "DEPTH_UNCHECKED_BYTES",
+    "FAST_MAX_BYTES",
+    "MAX_BRACKETS",
+    "decode_event",
+    "fast_path",
+]
+
+#: Longest record the fast path takes (longer ones go to the reference). Below Python's int
+#: digit limit (4,300 by default), so no integer literal in a fast record can exceed it.
+FAST_MAX_BYTES: Final = min(4096, sys.get_int_max_str_digits() or 4096)
+#: Records up to this size nest at most half as deep: far from any recursion limit.
+DEPTH_UNCHECKED_BYTES: Final = 1024
+#: Above :data:`DEPTH_UNCHECKED_BYTES`, at most this many ``[`` plus ``{`` (a bound on depth).
+MAX_BRACKETS: Final = 256
+
+_Identifier = Annotated[str, msgspec.Meta(min_length=ID_MIN_LENGTH, max_length=ID_MAX_LENGTH)]
+_NonEmpty = Annotated[str, msgspec.Meta(min_length=1)]
+_AwareDatetime = Annotated[datetime, msgspec.Meta(tz=True)]
+
+# Two decoders read each record, both in C, both keeping the last of duplicate keys as the
+# reference (a dict) does: _DATA takes the values the event is made of (the payload dict with
+# Decimals, the strings), _CHECKED the typed view of the same bytes that proves the one-field
+# rules (types, lengths, bounds, UUID and RFC 3339 syntax). Unknown fields are skipped by both.
+
+
+class _Data(msgspec.Struct, gc=False):
+    type: EventType  # one of the enum's values, decoded to the member
+    eventId: str
+    occurredAt: str
+    payload: dict[str, Any]
+
+
+class _ProviderModel(msgspec.Struct, gc=False):
+    provider: _NonEmpty
+    model: _NonEmpty
+
+
+class _CostEstimate(msgspec.Struct, gc=False):
+    totalCostUsd: Any  # money: checked on the dict (msgspec's Decimal type would take strings)
+
+
+class _Snapshot(msgspec.Struct, gc=False):
+    snapshotId: str
+    strategy: str
+    resolvedAlias: str
+    candidateCount: Annotated[int, msgspec.Meta(ge=1)]
+    timestamp: _AwareDatetime
+    costEstimate: _CostEstimate
+    tenantId: _Identifier
+    primary: _ProviderModel
+    fallbacks: list[_ProviderModel]
+
+
+class _Cost(msgspec.Struct, gc=False):
+    inputTokens: Annotated[int, msgspec.Meta(ge=0)]
+    outputTokens: Annotated[int, msgspec.Meta(ge=0)]
+    provider: _NonEmpty  # the three amounts: checked on the dict
+
+
+class _Policy(msgspec.Struct, gc=False):
+    tenantId: _Identifier
+    allowedProviders: list[str]
+    deniedProviders: list[str]
+    preferredProvider: str | None  # required (no default), as in the reference
+    defaultStrategy: str  # maxCostPerRequestUsd: checked on the dict
+
+
+class _SnapshotEvent(msgspec.Struct, gc=False, tag_field="type", tag="routing.snapshot"):
+    schemaVersion: Literal[1]  # an int literal only: 1.0 and true are refused
+    eventId: uuid.UUID  # also takes 32 digits without hyphens: fast_path checks the length
+    occurredAt: _AwareDatetime  # a superset of the reference's syntax: fast_path narrows it
+    tenantId: _Identifier
+    requestId: _Identifier  # required for snapshots and costs (null refused)
+    payload: _Snapshot
+
+
+class _CostEvent(msgspec.Struct, gc=False, tag_field="type", tag="routing.cost"):
+    schemaVersion: Literal[1]
+    eventId: uuid.UUID
+    occurredAt: _AwareDatetime
+    tenantId: _Identifier
+    requestId: _Identifier
+    payload: _Cost
+
+
+class _PolicyEvent(msgspec.Struct, gc=False, tag_field="type", tag="tenant.policy"):
+    schemaVersion: Literal[1]
+    eventId: uuid.UUID
+    occurredAt: _AwareDatetime
+    tenantId: _Identifier
+    payload: _Policy
+    requestId: _Identifier | None = None  # optional for a policy; kept when given
+
+
+_DATA: Final = msgspec.json.Decoder(_Data, float_hook=Decimal)
+_CHECKED: Final = msgspec.json.Decoder(_SnapshotEvent | _CostEvent | _PolicyEvent)
+#: The typed view of each type (its class must agree with _DATA's ``type``: the last one).
+_VIEW: Final = {
+    EventType.SNAPSHOT: _SnapshotEvent,
+    EventType.COST: _CostEvent,
+    EventType.POLICY: _PolicyEvent,
+}
+_SNAPSHOT: Final = EventType.SNAPSHOT
+#: The types of a JSON number in a decoded payload (bool is not one: ``type(True) is bool``).
+_NUMBER: Final = frozenset({int, Decimal})
+_COST: Final = EventType.COST
+# The reference's first, exact step of its cost rule (schemas.models._cost_total_matches).
+_EXACT_ADD: Final = _EXACT_CONTEXT.add
+_EXACT_SUBTRACT: Final = _EXACT_CONTEXT.subtract
+
+# DecodedEvent is a frozen dataclass: its __init__ sets each slot through object.__setattr__.
+# Setting the slots directly builds the same object for a third of the cost; the check below
+# makes a new field in DecodedEvent fail at import instead of leaving it unset.
+_SLOTS: Final = ("event_id", "type", "occurred_at", "tenant_id", "request_id", "payload")
+if tuple(f.name for f in fields(DecodedEvent)) != _SLOTS:  # pragma: no cover - import guard
+    raise ImportError("schemas.DecodedEvent changed: update consumer.fastdecode._SLOTS")
+_SET_EVENT_ID, _SET_TYPE, _SET_OCCURRED, _SET_TENANT, _SET_REQUEST, _SET_PAYLOAD = (
+    getattr(DecodedEvent, name).__set__ for name in _SLOTS
+)
+_new: Final = object.__new__
+
+
+def decode_event(value: bytes, *, max_bytes: int = DEFAULT_MAX_BYTES) -> DecodedEvent | Rejection:
+    """Decode one record value; the result equals :func:`schemas.decode_event`'s, for any input.
+
+    Never raises for any input bytes (the reference's contract). Valid records of the usual
+    size are decoded without the reference; everything else (invalid records included) is
+    returned by :func:`schemas.decode_event` itself.
+    """
+    event = fast_path(value, max_bytes)
+    if event is None:
+        return reference_decode_event(value, max_bytes=max_bytes)
+    return event
+
+
+def fast_path(value: bytes, max_bytes: int) -> DecodedEvent | None:
+    """The fast path alone: the event, or ``None`` when the record is not provably valid here.
+
+    ``None`` means "ask the reference", not "invalid": :func:`decode_event` then returns
+    :func:`schemas.decode_event`'s result. Never raises. (Public for the tests and the fuzz run,
+    which check that valid records take this path and that what it returns is the reference's.)
+    """
+    if type(value) is not bytes:
+        return None
+    size = len(value)
+    if size > max_bytes or size > FAST_MAX_BYTES:
+        return None
+    if not value.isascii():
+        try:
+            value.decode("utf-8")
+        except UnicodeDecodeError:
+            return None
+    if size > DEPTH_UNCHECKED_BYTES and value.count(b"[") + value.count(b"{") > MAX_BRACKETS:
+        return None
+    try:
+        checked = _CHECKED.decode(value)  # first: most invalid records fail here, cheaply
+        data = _DATA.decode(value)
+        event_type = data.type
+        if type(checked) is not _VIEW[event_type]:
+            return None  # two "type" keys: the reference reads the last one
+        payload = data.payload
+        if event_type is _SNAPSHOT:
+            snapshot = checked.payload
+            money = payload["costEstimate"]["totalCostUsd"]
+            if not (
+                snapshot.tenantId == checked.tenantId
+                and 1 + len(snapshot.fallbacks) <= snapshot.candidateCount
+                and type(money) in _NUMBER
+                and money >= 0
+                and _same_time(payload["timestamp"])
+            ):
+                return None
+            snapshot.timestamp.astimezone(UTC)  # OverflowError where the reference refuses
+        elif event_type is _COST:
+            if not _cost_ok(payload):
+                return None
+        elif not _policy_ok(checked.payload, payload, checked.tenantId):
+            return None
+        occurred = data.occurredAt
+        if len(data.eventId) != 36 or not _same_time(occurred):  # see _CHECKED's comments
+            return None
+        occurred_at = checked.occurredAt.astimezone(UTC)  # may raise, as the reference refuses
+    except Exception:
+        return None  # any doubt at all (msgspec's errors included): the reference decides
+    event: DecodedEvent = _new(DecodedEvent)
+    _SET_EVENT_ID(event, checked.eventId)
+    _SET_TYPE(event, event_type)
+    _SET_OCCURRED(event, occurred_at)
+    _SET_TENANT(event, checked.tenantId)
+    _SET_REQUEST(event, checked.requestId)
+    _SET_PAYLOAD(event, payload)
+    return event
+
+
+def _same_time(text: str) -> bool:
+    """Whether the reference reads ``text`` as the instant msgspec read (msgspec accepted it).
+
+    msgspec reads an aware datetime from ``YYYY-MM-DD``, ``T``, ``t`` or a space,
+    ``HH:MM:SS``, an optional fraction of any length (rounded to the microsecond), then ``Z``,
+    ``z`` or an offset ``+HH:MM`` or ``+HHMM`` (hours <= 23, minutes <= 59), every field
+    range-checked. The reference's ``parse_rfc3339`` takes the same but the space and the
+    offset without a colon, and truncates the fraction: so a text with neither and at most six
+    fraction digits has the same value in both. (An instant out of range once in UTC is left to
+    the ``astimezone`` calls of the caller, which raise as the reference refuses.)
+    """
+    last = text[-1]
+    if last == "Z" or last == "z":  # noqa: PLR1714 - two compares beat building a set here
+        fraction = len(text) - 20  # "YYYY-MM-DDTHH:MM:SS" is 19 characters
+    elif text[-3] == ":":
+        fraction = len(text) - 25  # "+HH:MM" is 6
+    else:
+        return False
+    return text[10] != " " and (fraction == 0 or 2 <= fraction <= 7)  # "." and 1 to 6 digits
+
+
+def _cost_ok(payload: dict[str, Any]) -> bool:
+    """The amounts of a cost (the rest is in _Cost): money, and the total their sum.
+
+    As ``schemas.models.is_valid_cost``: each an int or a Decimal (never a bool), >= 0, and
+    ``_cost_total_matches`` (whose exact first step is inlined here; every Decimal in a payload
+    this module decodes comes from a JSON number, so it is finite).
+    """
+    cost_in: Any = payload.get("inputCostUsd")
+    cost_out: Any = payload.get("outputCostUsd")
+    total: Any = payload.get("totalCostUsd")
+    if not (
+        type(cost_in) in _NUMBER
+        and type(cost_out) in _NUMBER
+        and type(total) in _NUMBER
+        and cost_in >= 0
+        and cost_out >= 0
+        and total >= 0
+    ):
+        return False
+    try:
+        difference = _EXACT_SUBTRACT(total, _EXACT_ADD(cost_in, cost_out))
+    except ArithmeticError:  # not exact in 50 digits: the reference's slow way, as it does
+        return _cost_total_matches(Decimal(total), (Decimal(cost_in), Decimal(cost_out)))
+    return bool(difference.copy_abs() <= COST_TOLERANCE)
+
+
+def _policy_ok(policy: _Policy, payload: dict[str, Any], tenant_id: str) -> bool:
+    """The rules of a policy beyond the one-field types of _Policy (``is_valid_policy``)."""
+    allowed, denied = policy.allowedProviders, policy.deniedProviders
+    allowed_set, denied_set = set(allowed), set(denied)
+    if (
+        policy.tenantId != tenant_id
+        or len(allowed_set) != len(allowed)
+        or len(denied_set) != len(denied)
+        or not allowed_set.isdisjoint(denied_set)
+        or "maxCostPerRequestUsd" not in payload
+    ):
+        return False
+    max_cost = payload["maxCostPerRequestUsd"]
+    if max_cost is not None and not (type(max_cost) in _NUMBER and max_cost > 0):
+        return False
+    preferred = policy.preferredProvider
+    return preferred is None or (
+        preferred not in denied_set and (not allowed or preferred in allowed_set)
+    )

@@ -173,8 +173,9 @@ def _latency_cpu_table(results: dict[str, Any]) -> list[str]:
         "CPU while producing at each rate, microseconds per event produced (the load generator "
         "and the poller run in the benchmark's process, on the same cores):",
         "",
-        "| load | service | PostgreSQL (its database) | broker | load generator | poller (cores) "
-        "| rest (of which irq) | machine | machine busy (cores) |",
+        "| load | service | PostgreSQL (its database) | broker | load generator "
+        "| poller: cores, its PostgreSQL backend | rest (of which irq) | machine "
+        "| machine busy (cores) |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
     for label, lat in runs:
@@ -186,7 +187,8 @@ def _latency_cpu_table(results: dict[str, Any]) -> list[str]:
             f"({_us(c.get('postgres_database_us_per_event'))}) | "
             f"{_us(c.get('broker_us_per_event'))} | "
             f"{_us(None if per_1000 is None else per_1000 * 1000)} | "
-            f"{_num(poller.get('cores'), '.3f')} | {_us(c.get('rest_us_per_event'))} "
+            f"{_num(poller.get('cores'), '.3f')}, {_us(c.get('poller_postgres_us_per_event'))} | "
+            f"{_us(c.get('rest_us_per_event'))} "
             f"({_us(c.get('irq_us_per_event'))}) | {_us(c.get('machine_us_per_event'))} | "
             f"{_num(c.get('machine_busy_cores'), '.2f')} |"
         )

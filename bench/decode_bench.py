@@ -1,12 +1,17 @@
-"""Decoding speed: records/s of :func:`schemas.decode_event`, per event type, valid and invalid.
+"""Decoding speed: records/s of :func:`schemas.decode_event` and of the consumer's decoder.
 
 ``python -m bench.decode_bench [--records N] [--repeat R] [--json]``
 
-One process, one core, no I/O: the records are built in memory first (typical sizes: the sample
-payloads of the tests plus a few unknown fields), then each set is decoded ``repeat`` times and
-the best run counts. Rates are per CPU second of this process (``time.process_time``), so other
-processes on a shared machine disturb them less than wall-clock rates. For comparison the same
-valid records also go through:
+Per event type, valid and invalid records. One process, one core, no I/O: the records are built
+in memory first (typical sizes: the sample payloads of the tests plus a few unknown fields), then
+each set is decoded ``repeat`` times and the best run counts. Rates are per CPU second of this
+process (``time.process_time``), so other processes on a shared machine disturb them less than
+wall-clock rates; the ratio column compares each decoder with ``decode_event`` on the same set
+in the same run, the figure to quote on a shared machine. Decoders:
+
+* ``decode_event``: the reference (schemas/);
+* ``consumer.fastdecode``: what the consumer runs, msgspec in C with the reference as its
+  fallback (its results on every benchmarked record are checked equal to the reference's first);
 
 * ``json.loads`` only (floats, no validation): a floor no validating decoder goes under;
 * ``jsoncodec.loads`` only (exact Decimals, no validation);
@@ -29,6 +34,8 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
+from bench.fuzz import result_differences
+from consumer.fastdecode import decode_event as fast_decode_event
 from schemas import Envelope, EventType, Rejection, build_event, decode_event, dumps, loads
 
 
@@ -165,13 +172,19 @@ def measure(records: int, repeat: int) -> dict[str, Any]:
         valid = valid_records(event_type, records)
         invalid = invalid_records(event_type, records)
         size = sum(map(len, valid)) / len(valid)
+        for value in (*valid, *invalid):  # a fast wrong decoder would not count
+            differences = result_differences(fast_decode_event(value), decode_event(value))
+            assert not differences, (differences, value[:200])
         rows = [
             ("valid", "decode_event", _rate(decode_event, valid, repeat)),
+            ("valid", "consumer.fastdecode", _rate(fast_decode_event, valid, repeat)),
             ("invalid", "decode_event", _rate(decode_event, invalid, repeat)),
+            ("invalid", "consumer.fastdecode", _rate(fast_decode_event, invalid, repeat)),
             ("valid", "json.loads only", _rate(json.loads, valid, repeat)),
             ("valid", "jsoncodec.loads only", _rate(loads, valid, repeat)),
             ("valid", "Envelope model", _rate(_envelope_model, valid, repeat)),
         ]
+        reference = {kind: rate for kind, decoder, rate in rows if decoder == "decode_event"}
         for kind, decoder, rate in rows:
             results["rows"].append(
                 {
@@ -179,6 +192,8 @@ def measure(records: int, repeat: int) -> dict[str, Any]:
                     "set": kind,
                     "decoder": decoder,
                     "records_per_s": round(rate),
+                    "us_per_record": round(1e6 / rate, 2),
+                    "vs_decode_event": round(rate / reference[kind], 2),
                     "mean_bytes": round(size),
                 }
             )
@@ -196,12 +211,16 @@ def main() -> None:
         print(json.dumps(results, indent=2))
         return
     print(f"{args.records} records per set, best of {args.repeat}, Python {results['python']}")
-    print("| type | records | decoder | records per CPU second | mean bytes |")
-    print("|---|---|---|---|---|")
+    print(
+        "| type | records | decoder | records per CPU second | µs per record "
+        "| ratio to decode_event | mean bytes |"
+    )
+    print("|---|---|---|---|---|---|---|")
     for row in results["rows"]:
         print(
             f"| {row['type']} | {row['set']} | {row['decoder']} | "
-            f"{row['records_per_s']:,} | {row['mean_bytes']} |"
+            f"{row['records_per_s']:,} | {row['us_per_record']} | "
+            f"{row['vs_decode_event']} | {row['mean_bytes']} |"
         )
 
 

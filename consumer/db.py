@@ -8,7 +8,7 @@ error means for the caller: retry the batch, isolate one record, or stop.
 from __future__ import annotations
 
 import enum
-from typing import Any
+from typing import Any, Final
 
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
@@ -27,15 +27,20 @@ __all__ = [
 APPLICATION_NAME = "routing-persistence"
 
 
+#: The planner's cost of a non-sequential page read in this service's sessions (see below).
+_RANDOM_PAGE_COST: Final = "1.1"
+
+
 def create_engine(
     settings: Settings, *, application_name: str = APPLICATION_NAME, **kwargs: Any
 ) -> AsyncEngine:
     """An asyncpg-backed engine for ``settings.database_url``.
 
     The pool holds ``settings.db_pool_size`` connections (no overflow), each session runs with
-    ``statement_timeout = settings.db_statement_timeout_ms`` (0 = none) and the given
-    ``application_name``. ``kwargs`` go to :func:`~sqlalchemy.ext.asyncio.create_async_engine`
-    and win over these defaults (e.g. ``poolclass=NullPool`` for one-shot commands).
+    ``statement_timeout = settings.db_statement_timeout_ms`` (0 = none), the given
+    ``application_name`` and ``random_page_cost = 1.1`` (index probes for its key joins).
+    ``kwargs`` go to :func:`~sqlalchemy.ext.asyncio.create_async_engine` and win over these
+    defaults (e.g. ``poolclass=NullPool`` for one-shot commands).
 
     Nothing is connected yet; connection errors surface on first use. The URL (which may hold a
     password) is never logged: SQLAlchemy's ``echo`` stays off and messages use
@@ -44,6 +49,13 @@ def create_engine(
     server_settings = {
         "application_name": application_name,
         "statement_timeout": str(settings.db_statement_timeout_ms),
+        # Every statement this service runs joins its batch to the table by a unique key. With
+        # the default random_page_cost (4, for spinning disks) the planner reads a table of up to
+        # some 10^5 rows whole for each batch (hash join) instead of probing the index per key;
+        # on the benchmark's live runs that doubled PostgreSQL's CPU per event and the p99
+        # (bench/RESULTS.md). 1.1 is the usual value for SSDs and cached data; only these
+        # sessions get it.
+        "random_page_cost": _RANDOM_PAGE_COST,
     }
     options: dict[str, Any] = {
         "pool_size": settings.db_pool_size,

@@ -343,7 +343,7 @@ async def test_migrate_gives_up_cleanly_when_the_lock_never_comes(
     assert "routingSnapshotEventId" not in await columns(url, "ExecutionRecord")
 
 
-async def test_engine_sessions_carry_their_name_and_statement_timeout(
+async def test_engine_sessions_carry_their_name_timeout_and_planner_cost(
     empty_database: Database,
 ) -> None:
     from consumer.db import create_engine
@@ -354,9 +354,10 @@ async def test_engine_sessions_carry_their_name_and_statement_timeout(
     try:
         async with engine.connect() as conn:
             result = await conn.exec_driver_sql(
-                "SELECT current_setting('application_name'), current_setting('statement_timeout')"
+                "SELECT current_setting('application_name'), current_setting('statement_timeout'),"
+                " current_setting('random_page_cost')"
             )
-            assert tuple(result.one()) == ("routing-persistence", "1234ms")
+            assert tuple(result.one()) == ("routing-persistence", "1234ms", "1.1")
         assert engine.pool.size() == 2  # type: ignore[attr-defined]
     finally:
         await engine.dispose()

@@ -21,7 +21,7 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -212,6 +212,7 @@ async def watch_group(
     poll_interval: float = 0.2,
     on_first: Callable[[], None] | None = None,
     database_url: str | None = None,
+    ready: Callable[[], Awaitable[bool]] | None = None,
 ) -> Window:
     """Poll ``groups``' committed offsets until they reach ``total``; time that window.
 
@@ -219,6 +220,10 @@ async def watch_group(
     PostgreSQL's, the broker's and the machine's CPU (:class:`bench.cpu.StackCpu`) are sampled
     at the same two moments as the processes' CPU. Raises ``RuntimeError`` if a process exits
     first or no progress is made for ``stall_timeout`` seconds (the logs tell why).
+
+    With ``ready``, the window opens at the first commit seen once ``ready()`` is true (several
+    processes: once every one of them holds partitions, so the group's start-up rebalances are
+    not timed).
     """
     spawned = time.perf_counter()
     first: tuple[float, int, float] | None = None
@@ -241,7 +246,7 @@ async def watch_group(
             cpu = sum(cpu_seconds(proc.pid) for proc in procs)
             if done != last:
                 last, last_change = done, now
-            if first is None and done > 0:
+            if first is None and done > 0 and (ready is None or await ready()):
                 first = (now, done, cpu)
                 if done < total:  # else the window is timed from spawn, as machine0 is
                     machine0 = stack_cpu.sample()
@@ -252,8 +257,8 @@ async def watch_group(
             if done >= total:
                 delta = StackCpu.between(machine0, stack_cpu.sample())
                 peak = max(peak_rss_bytes(proc.pid) for proc in procs)
-                assert first is not None
-                if first[1] >= total:  # everything landed in the first commit we saw
+                # Everything landed in the first commit we saw (or before ready()): from spawn.
+                if first is None or first[1] >= total:
                     return Window(
                         total, now - spawned, cpu, peak, includes_startup=True, cpu_delta=delta
                     )
@@ -310,6 +315,12 @@ async def run_service_backlog(
         if profile_path is not None:
             profilers.append(Profiler(procs[0].pid, profile_path))
 
+    async def all_hold_partitions() -> bool:
+        # Each process's own gauge: the window opens once the group's start-up rebalances are
+        # over, so several processes are timed doing the work, not waiting for the coordinator.
+        held = [await asyncio.to_thread(_assigned_partitions, port) for port in ports]
+        return all(held)
+
     try:
         window = await watch_group(
             stack,
@@ -319,6 +330,7 @@ async def run_service_backlog(
             total,
             on_first=profile,
             database_url=database_url,
+            ready=all_hold_partitions if instances > 1 else None,
         )
     finally:
         for profiler in profilers:
@@ -329,8 +341,9 @@ async def run_service_backlog(
     notes = []
     if instances > 1:
         notes.append(
-            f"{instances} processes in one group (the group's first rebalance is inside the "
-            "window); CPU summed, peak RSS per process"
+            f"{instances} processes in one group, timed from the first commit after every one "
+            "holds partitions (the start-up rebalances are outside the window); CPU summed, "
+            "peak RSS per process"
         )
     if window.includes_startup:
         notes.append("the whole backlog landed in the first commit seen: timed from spawn")
@@ -363,6 +376,19 @@ async def run_service_backlog(
 
 def _round(value: float | None) -> float | None:
     return None if value is None else round(value, 4)
+
+
+def _assigned_partitions(port: int) -> int:
+    """``routing_consumer_assigned_partitions`` of the service on ``port`` (0 if unreachable)."""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2) as resp:
+            text = resp.read().decode()
+    except OSError:
+        return 0
+    for line in text.splitlines():
+        if line.startswith("routing_consumer_assigned_partitions "):
+            return int(float(line.split()[1]))
+    return 0
 
 
 def _save_metrics(port: int, path: Path) -> None:

@@ -17,6 +17,7 @@ import asyncio
 import os
 import shutil
 import subprocess
+import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
@@ -124,12 +125,16 @@ async def create_topics(bootstrap: str, names: list[str], partitions: int) -> No
     await admin.start()
     try:
         await admin.create_topics([NewTopic(n, partitions, 1) for n in names])
-        for _ in range(100):
+        # A broker that has just started (private_stack) can take well over 10 s on a loaded
+        # machine before it elects the new partitions' leaders.
+        deadline = time.monotonic() + 60
+        while True:
             described = await admin.describe_topics(names)
             if all(t["error_code"] == 0 and len(t["partitions"]) == partitions for t in described):
                 return
+            if time.monotonic() > deadline:
+                raise AssertionError(f"topics {names} not ready after 60 s: {described}")
             await asyncio.sleep(0.1)
-        raise AssertionError(f"topics {names} not ready")
     finally:
         await admin.close()
 

@@ -45,9 +45,10 @@ from datetime import UTC, datetime, timedelta, timezone
 from decimal import Context, Decimal
 from typing import Any
 
+from consumer.fastdecode import ConsumerEvent, fast_path
 from consumer.fastdecode import decode_event as fast_decode_event
-from consumer.fastdecode import fast_path
 from schemas import DecodedEvent, EventType, ReasonCode, Rejection, build_event, decode_event
+from schemas.jsoncodec import loads
 
 __all__ = [
     "FuzzReport",
@@ -639,14 +640,28 @@ def _value_differences(fast: Any, reference: Any, path: str, out: list[str]) -> 
 
 
 def result_differences(
-    fast: DecodedEvent | Rejection, reference: DecodedEvent | Rejection
+    fast: ConsumerEvent | DecodedEvent | Rejection,
+    reference: DecodedEvent | Rejection,
+    value: bytes | None = None,
 ) -> list[str]:
-    """How ``fast`` differs from ``reference`` (both ``decode_event`` results); ``[]``: identical.
+    """How ``fast`` differs from ``reference`` (``decode_event`` results of the consumer's decoder
+    or the reference's, and the reference's); ``[]``: identical.
 
     Stricter than ``==``: a Rejection's reason and message; an event's every field with its
     type, ``occurredAt``'s offset and tzinfo too, and the payload as :func:`_value_differences`
-    compares it (``==`` would take ``Decimal("1.0")`` for ``1`` and ignore key order).
+    compares it (``==`` would take ``Decimal("1.0")`` for ``1`` and ignore key order). For a
+    :class:`~consumer.fastdecode.ConsumerEvent`, the payload is its ``payload_json`` as
+    :func:`schemas.jsoncodec.loads` reads it, and that text must be in the record ``value``
+    (when given) as written; with no text (the whole record is kept) there is no payload to
+    compare.
     """
+    out: list[str] = []
+    if isinstance(fast, ConsumerEvent) and isinstance(reference, DecodedEvent):
+        if fast.payload_json is not None:
+            if value is not None and fast.payload_json.encode() not in value:
+                out.append(f"payload text not in the record: {fast.payload_json!r:.100}")
+            _value_differences(loads(fast.payload_json), reference.payload, "payload", out)
+        return _envelope_differences(fast, reference, out)
     if type(fast) is not type(reference):
         return [f"{type(fast).__name__} vs {type(reference).__name__}: {fast!r:.200}"]
     if isinstance(reference, Rejection):
@@ -655,13 +670,20 @@ def result_differences(
             return [f"rejection {fast!r:.200} vs {reference!r:.200}"]
         return []
     assert isinstance(fast, DecodedEvent)
-    out: list[str] = []
+    out = []
+    _value_differences(fast.payload, reference.payload, "payload", out)
+    return _envelope_differences(fast, reference, out)
+
+
+def _envelope_differences(
+    fast: ConsumerEvent | DecodedEvent, reference: DecodedEvent, out: list[str]
+) -> list[str]:
+    """``out`` and the differences of the envelope fields (every field but the payload)."""
     for name in ("event_id", "type", "tenant_id", "request_id"):
         _value_differences(getattr(fast, name), getattr(reference, name), name, out)
     a, b = fast.occurred_at, reference.occurred_at
     if (a, a.tzinfo, a.utcoffset(), a.fold) != (b, b.tzinfo, b.utcoffset(), b.fold):
         out.append(f"occurred_at: {a!r} vs {b!r}")
-    _value_differences(fast.payload, reference.payload, "payload", out)
     return out
 
 
@@ -681,6 +703,8 @@ class FuzzReport:
     mismatches: int = 0
     #: Inputs the fast decoder decided without the reference (valid ones), in differential runs.
     fast_accepted: int = 0
+    #: Of those, the events whose payload text alone goes to PostgreSQL (not the whole record).
+    payload_texts: int = 0
     peak_rss_mb: float = 0.0
     reasons: dict[str, int] = field(default_factory=dict)
     examples: list[str] = field(default_factory=list)
@@ -708,6 +732,7 @@ def check_one(
         quick = fast_path(value, MAX_BYTES) if differential else None
         if quick is not None:
             report.fast_accepted += 1
+            report.payload_texts += quick.payload_json is not None
         fast = quick or (fast_decode_event(value, max_bytes=MAX_BYTES) if differential else result)
     except BaseException as exc:  # the contract: decode_event never raises
         report.crashes += 1
@@ -715,7 +740,7 @@ def check_one(
             report.examples.append(f"raised {type(exc).__name__}: {value[:200]!r}")
         return
     if differential:
-        differences = result_differences(fast, result)
+        differences = result_differences(fast, result, value)
         if differences:
             report.mismatches += 1
             if len(report.examples) < 10:
@@ -801,7 +826,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.differential:
         print(
             f"fast decoder vs reference: {report.mismatches} mismatches; "
-            f"{report.fast_accepted:,} inputs accepted by its fast path"
+            f"{report.fast_accepted:,} inputs accepted by its fast path "
+            f"({report.payload_texts:,} with the payload's text alone)"
         )
     print("rejections by reason: " + ", ".join(f"{k}={v:,}" for k, v in report.reasons.items()))
     for example in report.examples:

@@ -18,9 +18,12 @@ implements ``CONTRACT.md`` §3:
   (an old one too: a tenant rule is never downgraded to ``stale``); a null ``"tenantId"``
   accepts any tenant and stays null (only the service's own columns are ever updated). Which
   tenant owns a row this service creates is first come, first served: its creating event's.
-* **Exact payloads.** The stored JSON is taken by PostgreSQL from the record's own bytes,
-  ``($raw::jsonb) -> 'payload'``: every field as received, numbers exact, unknown fields kept.
-  Only records that pass the guards are parsed, so replaying stale records parses nothing.
+* **Exact payloads.** The stored JSON is parsed by PostgreSQL from the record's own bytes: the
+  payload's JSON text as it appears in the record (``$payload::jsonb``), or, for the rare record
+  whose payload text alone could be stored or refused differently (see
+  :mod:`consumer.fastdecode`), the whole record's (``($raw::jsonb) -> 'payload'``): every field
+  as received, numbers exact, unknown fields kept, the same value either way. Only records
+  that pass the guards are parsed, so replaying stale records parses nothing.
 * **Existing rows are updated, missing ones inserted**, in the same statement (a data-modifying
   CTE: ``UPDATE`` for the rows found, ``INSERT ... ON CONFLICT`` for the others), never one
   upsert for all: PostgreSQL checks an ``INSERT``'s NOT NULL constraints before it resolves the
@@ -58,6 +61,7 @@ from consumer.db import ErrorClass, classify_error, sqlstate_of
 from schemas.codes import EventType, ReasonCode
 
 if TYPE_CHECKING:
+    from consumer.fastdecode import ConsumerEvent
     from schemas import DecodedEvent
 
 __all__ = [
@@ -107,10 +111,24 @@ STALE: Final = EventResult(Verdict.STALE)
 
 @dataclass(frozen=True, slots=True)
 class PendingEvent:
-    """A decoded event and the record value it came from (``raw``: the UTF-8 text of the bytes)."""
+    """A decoded event and the JSON text PostgreSQL stores its payload from.
 
-    event: DecodedEvent
-    raw: str
+    Exactly one of the two texts is set: ``payload``, the payload's JSON text as it appears in
+    the record (:attr:`consumer.fastdecode.ConsumerEvent.payload_json`), or else ``raw``, the
+    whole record's text (the UTF-8 text of its bytes), whose ``payload`` PostgreSQL then takes.
+    """
+
+    event: DecodedEvent | ConsumerEvent
+    raw: str | None
+    payload: str | None = None
+
+    @classmethod
+    def of(cls, event: ConsumerEvent, value: bytes) -> PendingEvent:
+        """The event the consumer decoded from record ``value`` (valid, so UTF-8)."""
+        text = event.payload_json
+        if text is None:
+            return cls(event, value.decode("utf-8"))
+        return cls(event, None, text)
 
 
 @dataclass(slots=True)
@@ -148,8 +166,9 @@ class _Table:
 
 
 # A round statement takes, per row: $1 the key ("requestId", or the tenant id for a policy),
-# $2 the events' tenantId, then for each field of the table three arrays: occurredAt, eventId and
-# the raw record text (NULLs where the row has no candidate for that field). It returns rows
+# $2 the events' tenantId, then for each field of the table four arrays: occurredAt, eventId, the
+# raw record text and the payload text (NULLs where the row has no candidate for that field; of
+# the two texts of a candidate, one is NULL: see PendingEvent). It returns rows
 # (written, key, found, tenant, eid_1, pass_1[, eid_2, pass_2]) of two kinds:
 #
 # * written = true: a row written; tenant and eid_n are its "tenantId" and "<field n>EventId"
@@ -166,6 +185,15 @@ class _Table:
 # nothing). The write re-checks the guards on the row as it is *now* (ON CONFLICT / UPDATE see the
 # latest committed version), which keeps concurrent consumers correct. The plans need no good
 # estimates: every join is a key lookup, and the output never joins written rows back to the input.
+
+
+def _stored(raw: str, payload: str) -> str:
+    """The stored JSON of a candidate: its payload text, or its record's payload (one is NULL).
+
+    coalesce evaluates its second argument only when the first is NULL: each text is parsed
+    only when it is the one given.
+    """
+    return f"coalesce({payload}::jsonb, ({raw}::jsonb) -> 'payload')"
 
 
 def _execution_record_sql() -> str:
@@ -198,8 +226,8 @@ def _execution_record_sql() -> str:
     upd_s = f"(c.pass1 AND {newer('r', s, 'c.o1', 'c.e1')})"
     upd_k = f"(c.pass2 AND {newer('r', k, 'c.o2', 'c.e2')})"
 
-    def update_field(n: str, guard: str, o: str, e: str, raw: str) -> str:
-        values = (f"({raw}::jsonb) -> 'payload'", o, e)
+    def update_field(n: str, guard: str, o: str, e: str, raw: str, payload: str) -> str:
+        values = (_stored(raw, payload), o, e)
         return ", ".join(
             f"{col} = CASE WHEN {guard} THEN {value} ELSE r.{col} END"
             for col, value in zip((f'"{n}"', at[n], eid[n]), values, strict=True)
@@ -214,8 +242,9 @@ def _execution_record_sql() -> str:
     return f"""
 WITH i AS (
     SELECT * FROM unnest($1::text[], $2::text[],
-        $3::timestamptz[], $4::uuid[], $5::text[], $6::timestamptz[], $7::uuid[], $8::text[])
-        AS u(k, t, o1, e1, raw1, o2, e2, raw2)
+        $3::timestamptz[], $4::uuid[], $5::text[], $6::text[],
+        $7::timestamptz[], $8::uuid[], $9::text[], $10::text[])
+        AS u(k, t, o1, e1, raw1, pl1, o2, e2, raw2, pl2)
 ), c AS (
     SELECT i.*, (cur."requestId" IS NOT NULL) AS found, cur."tenantId" AS cur_t,
         (i.o1 IS NOT NULL AND coalesce((cur."tenantId" IS NULL OR cur."tenantId" = i.t)
@@ -225,8 +254,8 @@ WITH i AS (
     FROM i LEFT JOIN "ExecutionRecord" AS cur ON cur."requestId" = i.k
 ), upd AS (
     UPDATE "ExecutionRecord" AS r
-    SET {update_field(s, upd_s, "c.o1", "c.e1", "c.raw1")},
-        {update_field(k, upd_k, "c.o2", "c.e2", "c.raw2")}
+    SET {update_field(s, upd_s, "c.o1", "c.e1", "c.raw1", "c.pl1")},
+        {update_field(k, upd_k, "c.o2", "c.e2", "c.raw2", "c.pl2")}
     FROM c
     WHERE c.found AND (c.pass1 OR c.pass2) AND r."requestId" = c.k
         AND (r."tenantId" IS NULL OR r."tenantId" = c.t) AND ({upd_s} OR {upd_k})
@@ -235,9 +264,9 @@ WITH i AS (
     INSERT INTO "ExecutionRecord" AS r ("id", "requestId", "tenantId",
         "{s}", {at[s]}, {eid[s]}, "{k}", {at[k]}, {eid[k]})
     SELECT c.k, c.k, c.t,
-        CASE WHEN c.pass1 THEN (c.raw1::jsonb) -> 'payload' END,
+        CASE WHEN c.pass1 THEN {_stored("c.raw1", "c.pl1")} END,
         CASE WHEN c.pass1 THEN c.o1 END, CASE WHEN c.pass1 THEN c.e1 END,
-        CASE WHEN c.pass2 THEN (c.raw2::jsonb) -> 'payload' END,
+        CASE WHEN c.pass2 THEN {_stored("c.raw2", "c.pl2")} END,
         CASE WHEN c.pass2 THEN c.o2 END, CASE WHEN c.pass2 THEN c.e2 END
     FROM c WHERE NOT c.found AND (c.pass1 OR c.pass2)
     ON CONFLICT ("requestId") DO UPDATE SET {keep_or_take(s, excl_s)}, {keep_or_take(k, excl_k)}
@@ -259,16 +288,16 @@ def _tenant_sql() -> str:
     at, eid = '"routingPolicyOccurredAt"', '"routingPolicyEventId"'
     return f"""
 WITH i AS (
-    SELECT * FROM unnest($1::text[], $2::text[], $3::timestamptz[], $4::uuid[], $5::text[])
-        AS u(k, t, o1, e1, raw1)
+    SELECT * FROM unnest($1::text[], $2::text[], $3::timestamptz[], $4::uuid[], $5::text[],
+        $6::text[]) AS u(k, t, o1, e1, raw1, pl1)
 ), c AS (
-    SELECT i.k, i.o1, i.e1, i.raw1, (cur."id" IS NOT NULL) AS found,
+    SELECT i.k, i.o1, i.e1, i.raw1, i.pl1, (cur."id" IS NOT NULL) AS found,
         (cur."id" IS NOT NULL AND coalesce(cur.{at} IS NULL
             OR (cur.{at}, cur.{eid}) < (i.o1, i.e1), false)) AS pass1
     FROM i LEFT JOIN "Tenant" AS cur ON cur."id" = i.k
 ), up AS (
     UPDATE "Tenant" AS r
-    SET "routingPolicy" = (c.raw1::jsonb) -> 'payload', {at} = c.o1, {eid} = c.e1
+    SET "routingPolicy" = {_stored("c.raw1", "c.pl1")}, {at} = c.o1, {eid} = c.e1
     FROM c
     WHERE c.pass1 AND r."id" = c.k AND (r.{at} IS NULL OR (r.{at}, r.{eid}) < (c.o1, c.e1))
     RETURNING r."id", r.{eid}
@@ -289,7 +318,7 @@ _TABLES: Final = (
 )
 
 
-def _row_key(event: DecodedEvent) -> str:
+def _row_key(event: DecodedEvent | ConsumerEvent) -> str:
     if event.type is EventType.POLICY:
         return event.tenant_id
     if event.request_id is None:  # the decoder guarantees it for these types
@@ -305,7 +334,8 @@ class _Columns:
     tenant: list[str]
     occurred: list[datetime]
     event_id: list[uuid.UUID]
-    raw: list[str]
+    raw: list[str | None]
+    payload: list[str | None]
 
     @classmethod
     def of(cls, events: Sequence[PendingEvent]) -> _Columns:
@@ -313,10 +343,11 @@ class _Columns:
         tenant: list[str] = []
         occurred: list[datetime] = []
         event_id: list[uuid.UUID] = []
-        raw: list[str] = []
+        raw: list[str | None] = []
+        payload: list[str | None] = []
         # One pass, bound methods: this runs for every event of every batch.
         add_key, add_tenant, add_occurred = key.append, tenant.append, occurred.append
-        add_event_id, add_raw = event_id.append, raw.append
+        add_event_id, add_raw, add_payload = event_id.append, raw.append, payload.append
         policy = EventType.POLICY
         for pending in events:
             event = pending.event
@@ -328,7 +359,8 @@ class _Columns:
             add_occurred(event.occurred_at)
             add_event_id(event.event_id)
             add_raw(pending.raw)
-        return cls(key, tenant, occurred, event_id, raw)
+            add_payload(pending.payload)
+        return cls(key, tenant, occurred, event_id, raw, payload)
 
     def version(self, i: int) -> tuple[datetime, uuid.UUID]:
         """The contract's version of event ``i``: (occurredAt, eventId)."""
@@ -383,6 +415,7 @@ async def _run(
         params.append([None if i is None else cols.occurred[i] for i in heads])
         params.append([None if i is None else cols.event_id[i] for i in heads])
         params.append([None if i is None else cols.raw[i] for i in heads])
+        params.append([None if i is None else cols.payload[i] for i in heads])
     result = await conn.exec_driver_sql(table.sql, tuple(params))
     rows: list[Any] = list(result.all())
     written: dict[str, _Written] = {}

@@ -1,27 +1,38 @@
-"""The consumer's record decoder: :func:`schemas.decode_event`'s result, 2.4-2.6 times cheaper.
+"""The consumer's record decoder: :func:`schemas.decode_event`'s verdict, without the payload dict.
 
-:func:`decode_event` returns exactly what :func:`schemas.decode_event` returns for the same
-arguments: an equal :class:`~schemas.DecodedEvent` (same ``eventId``, type, UTC ``occurredAt``,
-ids, and a payload dict equal key for key and type for type: Decimals where the reference has
-Decimals, with the same digits, ints where it has ints, unknown fields kept, keys in the same
-order) or an equal :class:`~schemas.Rejection` (same reason code and message). ``schemas``
-stays the contract and the reference; this module only takes a shortcut for records it can
-prove valid.
+:func:`decode_event` accepts exactly the records :func:`schemas.decode_event` accepts, and
+returns for them a :class:`ConsumerEvent`: the reference's ``eventId``, type, UTC
+``occurredAt``, ``tenantId`` and ``requestId`` (same values, same types), and instead of the
+payload dict (which the consumer never reads: PostgreSQL stores its own parse of the JSON) the
+payload's JSON text exactly as it appears in the record, when PostgreSQL provably stores the
+same value from that text as from the whole record (else ``None``: store the record's
+``-> 'payload'``, see :class:`ConsumerEvent`). For every other input it returns the reference's
+:class:`~schemas.Rejection` itself (same reason code and message). ``schemas`` stays the
+contract and the reference; this module only takes a shortcut for records it can prove valid.
 
 How: `msgspec <https://jcristharif.com/msgspec/>`_ reads each record twice, in C: once into a
 typed view (envelope and payload as structs: every one-field rule of types, lengths, bounds,
-literals, UUID and RFC 3339 syntax) and once for the values the event is made of (the payload as
-a plain dict whose non-integer numbers are :class:`~decimal.Decimal` built from their literal
-text, as :func:`schemas.jsoncodec.loads` builds them). What msgspec cannot express is checked
-here in Python: money, the cross-field rules, the envelope's ``tenantId`` against the payload's,
-and where msgspec's grammar is wider than the reference's (the 32-digit UUID form, RFC 3339
-forms msgspec also reads). The fast path accepts a record only when all of it holds. Anything
-else, every invalid record included, any msgspec error, and the inputs where msgspec's JSON and
-the stdlib's could disagree, goes to :func:`schemas.decode_event` unchanged, which gives the
-verdict and its message. So the one claim to prove is "the fast path accepts => the reference
-accepts with an equal event": tests/test_fastdecode.py checks it (generated valid events and
-single-rule mutations, the schema tests' samples, hand-written grammar edges, fuzz inputs), and
-so does every input of ``python -m bench.fuzz``.
+literals, UUID and RFC 3339 syntax; money as the numbers :func:`schemas.jsoncodec.loads` builds,
+ints or :class:`~decimal.Decimal` from their literal text) and once for the texts the event needs
+(the strings of ``eventId`` and ``occurredAt``, and the payload as :class:`msgspec.Raw`: its
+bytes, not parsed into objects). What msgspec cannot express is checked here in Python: money,
+the cross-field rules, the envelope's ``tenantId`` against the payload's, and where msgspec's
+grammar is wider than the reference's (the 32-digit UUID form, RFC 3339 forms msgspec also
+reads). The fast path accepts a record only when all of it holds. Anything else, every invalid
+record included, any msgspec error, and the inputs where msgspec's JSON and the stdlib's could
+disagree, goes to :func:`schemas.decode_event` unchanged, which gives the verdict and its
+message. So the claims to prove are "the fast path accepts => the reference accepts with the
+same envelope, and the payload text loads to the reference's payload": tests/test_fastdecode.py
+checks them (generated valid events and single-rule mutations, the schema tests' samples,
+hand-written grammar edges, fuzz inputs), and so does every input of ``python -m bench.fuzz``.
+
+The payload text stands for the record only when the bytes outside it hold no backslash and one
+``"payload"`` (one top-level payload key) and no envelope field but the six known ones (the typed
+view forbids others, each occurrence type-checked): then PostgreSQL's ``(record::jsonb) ->
+'payload'`` is the jsonb of that text, and PostgreSQL refuses the record exactly when it refuses
+the text (what it refuses in JSON the reference accepts: the escape ``\\u0000`` and numbers
+out of ``numeric``'s range; outside the payload there are then no escapes and no number but
+``schemaVersion``'s ``1``.) Records decided by the reference keep the whole record.
 
 Inputs sent straight to the reference (besides every failed check):
 
@@ -42,14 +53,13 @@ from __future__ import annotations
 
 import sys
 import uuid
-from dataclasses import fields
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Annotated, Any, Final, Literal
 
 import msgspec
 
-from schemas import DEFAULT_MAX_BYTES, DecodedEvent, EventType, Rejection
+from schemas import DEFAULT_MAX_BYTES, EventType, Rejection
 from schemas import decode_event as reference_decode_event
 from schemas.models import (
     _EXACT_CONTEXT,
@@ -63,6 +73,7 @@ __all__ = [
     "DEPTH_UNCHECKED_BYTES",
     "FAST_MAX_BYTES",
     "MAX_BRACKETS",
+    "ConsumerEvent",
     "decode_event",
     "fast_path",
 ]
@@ -79,17 +90,39 @@ _Identifier = Annotated[str, msgspec.Meta(min_length=ID_MIN_LENGTH, max_length=I
 _NonEmpty = Annotated[str, msgspec.Meta(min_length=1)]
 _AwareDatetime = Annotated[datetime, msgspec.Meta(tz=True)]
 
+
+class ConsumerEvent(msgspec.Struct, frozen=True, gc=False):
+    """A valid record, as the consumer needs it: the fields of :class:`schemas.DecodedEvent`
+    but the payload dict, equal to the reference's, and the payload's JSON text.
+
+    ``payload_json`` is the record's ``payload`` value, character for character (unknown fields,
+    number literals, escapes, key order, duplicate keys all as written): PostgreSQL stores
+    ``payload_json::jsonb``. ``None`` when that text alone might not give what the whole record
+    gives (see the module docstring): then the record's text must be sent with the event and
+    PostgreSQL stores ``(record::jsonb) -> 'payload'``, as it always did.
+    """
+
+    event_id: uuid.UUID
+    type: EventType
+    occurred_at: datetime
+    tenant_id: str
+    request_id: str | None
+    payload_json: str | None
+
+
 # Two decoders read each record, both in C, both keeping the last of duplicate keys as the
 # reference (a dict) does: _CHECKED the typed view that proves the one-field rules (types,
-# lengths, bounds, UUID and RFC 3339 syntax), _DATA the values the event is made of (the payload
-# dict with Decimals; the strings of eventId and occurredAt, whose forms fast_path narrows to
-# the reference's). Unknown fields are skipped by both, as the reference ignores them.
+# lengths, bounds, UUID and RFC 3339 syntax) and reads the money, _DATA the texts the event needs
+# (the strings of eventId and occurredAt, whose forms fast_path narrows to the reference's, and
+# the payload's bytes). Unknown payload fields are skipped by both, as the reference ignores them
+# (they stay in the payload's text). Unknown envelope fields the typed view refuses (so the
+# reference decides, and the whole record is kept): see the module docstring.
 
 
 class _Data(msgspec.Struct, gc=False):
     eventId: str
     occurredAt: str
-    payload: dict[str, Any]
+    payload: msgspec.Raw
 
 
 class _ProviderModel(msgspec.Struct, gc=False):
@@ -98,7 +131,9 @@ class _ProviderModel(msgspec.Struct, gc=False):
 
 
 class _CostEstimate(msgspec.Struct, gc=False):
-    totalCostUsd: Any  # money: checked on the dict (msgspec's Decimal type would take strings)
+    # Money: any JSON value, as loads() builds it (float_hook=Decimal), checked in fast_path.
+    # (msgspec's Decimal type would take strings.)
+    totalCostUsd: Any
 
 
 class _Snapshot(msgspec.Struct, gc=False):
@@ -106,7 +141,7 @@ class _Snapshot(msgspec.Struct, gc=False):
     strategy: str
     resolvedAlias: str
     candidateCount: Annotated[int, msgspec.Meta(ge=1)]
-    timestamp: _AwareDatetime
+    timestamp: msgspec.Raw  # the JSON string: read as a datetime by _TIMESTAMP, its form checked
     costEstimate: _CostEstimate
     tenantId: _Identifier
     primary: _ProviderModel
@@ -116,7 +151,11 @@ class _Snapshot(msgspec.Struct, gc=False):
 class _Cost(msgspec.Struct, gc=False):
     inputTokens: Annotated[int, msgspec.Meta(ge=0)]
     outputTokens: Annotated[int, msgspec.Meta(ge=0)]
-    provider: _NonEmpty  # the three amounts: checked on the dict
+    provider: _NonEmpty
+    # The amounts, as loads() builds them; missing ones read None, as dict.get (checked in Python).
+    inputCostUsd: Any = None
+    outputCostUsd: Any = None
+    totalCostUsd: Any = None
 
 
 class _Policy(msgspec.Struct, gc=False):
@@ -124,10 +163,13 @@ class _Policy(msgspec.Struct, gc=False):
     allowedProviders: list[str]
     deniedProviders: list[str]
     preferredProvider: str | None  # required (no default), as in the reference
-    defaultStrategy: str  # maxCostPerRequestUsd: checked on the dict
+    defaultStrategy: str
+    maxCostPerRequestUsd: Any  # required, may be null; the value is checked in _policy_ok
 
 
-class _SnapshotEvent(msgspec.Struct, gc=False, tag_field="type", tag="routing.snapshot"):
+class _SnapshotEvent(
+    msgspec.Struct, gc=False, tag_field="type", tag="routing.snapshot", forbid_unknown_fields=True
+):
     schemaVersion: Literal[1]  # an int literal only: 1.0 and true are refused
     eventId: uuid.UUID  # also takes 32 digits without hyphens: fast_path checks the length
     occurredAt: _AwareDatetime  # a superset of the reference's syntax: fast_path narrows it
@@ -136,7 +178,9 @@ class _SnapshotEvent(msgspec.Struct, gc=False, tag_field="type", tag="routing.sn
     payload: _Snapshot
 
 
-class _CostEvent(msgspec.Struct, gc=False, tag_field="type", tag="routing.cost"):
+class _CostEvent(
+    msgspec.Struct, gc=False, tag_field="type", tag="routing.cost", forbid_unknown_fields=True
+):
     schemaVersion: Literal[1]
     eventId: uuid.UUID
     occurredAt: _AwareDatetime
@@ -145,7 +189,9 @@ class _CostEvent(msgspec.Struct, gc=False, tag_field="type", tag="routing.cost")
     payload: _Cost
 
 
-class _PolicyEvent(msgspec.Struct, gc=False, tag_field="type", tag="tenant.policy"):
+class _PolicyEvent(
+    msgspec.Struct, gc=False, tag_field="type", tag="tenant.policy", forbid_unknown_fields=True
+):
     schemaVersion: Literal[1]
     eventId: uuid.UUID
     occurredAt: _AwareDatetime
@@ -154,8 +200,12 @@ class _PolicyEvent(msgspec.Struct, gc=False, tag_field="type", tag="tenant.polic
     requestId: _Identifier | None = None  # optional for a policy; kept when given
 
 
-_DATA: Final = msgspec.json.Decoder(_Data, float_hook=Decimal)
-_CHECKED: Final = msgspec.json.Decoder(_SnapshotEvent | _CostEvent | _PolicyEvent)
+_DATA: Final = msgspec.json.Decoder(_Data)
+_CHECKED: Final = msgspec.json.Decoder(
+    _SnapshotEvent | _CostEvent | _PolicyEvent, float_hook=Decimal
+)
+#: A snapshot's timestamp from its JSON string: the same reading as an _AwareDatetime field's.
+_TIMESTAMP: Final = msgspec.json.Decoder(_AwareDatetime)
 #: The event type of each typed view. msgspec takes the class from the first "type" key and
 #: refuses the record if another "type" key holds another value, so this is the type the
 #: reference reads (the last "type"), as the "dup-type-*" cases of the tests check.
@@ -165,44 +215,48 @@ _TYPE_OF: Final[dict[type, EventType]] = {
     _PolicyEvent: EventType.POLICY,
 }
 _SNAPSHOT: Final = EventType.SNAPSHOT
-#: The types of a JSON number in a decoded payload (bool is not one: ``type(True) is bool``).
+#: The types of a JSON number as loads() and the typed view read it (never bool).
+#: (``type(True) is bool``, not int.)
 _NUMBER: Final = frozenset({int, Decimal})
 _COST: Final = EventType.COST
 # The reference's first, exact step of its cost rule (schemas.models._cost_total_matches).
 _EXACT_ADD: Final = _EXACT_CONTEXT.add
 _EXACT_SUBTRACT: Final = _EXACT_CONTEXT.subtract
 
-# DecodedEvent is a frozen dataclass: its __init__ sets each slot through object.__setattr__.
-# Setting the slots directly builds the same object for a third of the cost; the check below
-# makes a new field in DecodedEvent fail at import instead of leaving it unset.
-_SLOTS: Final = ("event_id", "type", "occurred_at", "tenant_id", "request_id", "payload")
-if tuple(f.name for f in fields(DecodedEvent)) != _SLOTS:  # pragma: no cover - import guard
-    raise ImportError("schemas.DecodedEvent changed: update consumer.fastdecode._SLOTS")
-_SET_EVENT_ID, _SET_TYPE, _SET_OCCURRED, _SET_TENANT, _SET_REQUEST, _SET_PAYLOAD = (
-    getattr(DecodedEvent, name).__set__ for name in _SLOTS
-)
-_new: Final = object.__new__
 
+def decode_event(value: bytes, *, max_bytes: int = DEFAULT_MAX_BYTES) -> ConsumerEvent | Rejection:
+    """Decode one record value: valid per :func:`schemas.decode_event` exactly, for any input.
 
-def decode_event(value: bytes, *, max_bytes: int = DEFAULT_MAX_BYTES) -> DecodedEvent | Rejection:
-    """Decode one record value; the result equals :func:`schemas.decode_event`'s, for any input.
-
-    Never raises for any input bytes (the reference's contract). Valid records of the usual
-    size are decoded without the reference; everything else (invalid records included) is
-    returned by :func:`schemas.decode_event` itself.
+    A :class:`ConsumerEvent` when the reference accepts ``value`` (its envelope fields equal to
+    the reference's, its payload text, when set, loading to the reference's payload), else the
+    reference's own :class:`~schemas.Rejection`. Never raises for any input bytes (the
+    reference's contract). Valid records of the usual size are decoded without the reference;
+    everything else (invalid records included) goes to :func:`schemas.decode_event`, and a
+    record valid there is returned with ``payload_json=None`` (the whole record is kept).
     """
     event = fast_path(value, max_bytes)
-    if event is None:
-        return reference_decode_event(value, max_bytes=max_bytes)
-    return event
+    if event is not None:
+        return event
+    reference = reference_decode_event(value, max_bytes=max_bytes)
+    if isinstance(reference, Rejection):
+        return reference
+    return ConsumerEvent(
+        reference.event_id,
+        reference.type,
+        reference.occurred_at,
+        reference.tenant_id,
+        reference.request_id,
+        None,
+    )
 
 
-def fast_path(value: bytes, max_bytes: int) -> DecodedEvent | None:
+def fast_path(value: bytes, max_bytes: int) -> ConsumerEvent | None:
     """The fast path alone: the event, or ``None`` when the record is not provably valid here.
 
     ``None`` means "ask the reference", not "invalid": :func:`decode_event` then returns
-    :func:`schemas.decode_event`'s result. Never raises. (Public for the tests and the fuzz run,
-    which check that valid records take this path and that what it returns is the reference's.)
+    :func:`schemas.decode_event`'s verdict. Never raises. (Public for the tests and the fuzz
+    run, which check that valid records take this path and that what it returns is the
+    reference's.)
     """
     if type(value) is not bytes:
         return None
@@ -220,38 +274,57 @@ def fast_path(value: bytes, max_bytes: int) -> DecodedEvent | None:
         checked = _CHECKED.decode(value)  # first: most invalid records fail here, cheaply
         data = _DATA.decode(value)
         event_type = _TYPE_OF[type(checked)]
-        payload = data.payload
         if event_type is _SNAPSHOT:
             snapshot = checked.payload
-            money = payload["costEstimate"]["totalCostUsd"]
+            money = snapshot.costEstimate.totalCostUsd
+            # Read as an _AwareDatetime field reads it (a ValidationError where that refuses);
+            # OverflowError where the reference refuses the instant in UTC.
+            _TIMESTAMP.decode(snapshot.timestamp).astimezone(UTC)
+            stamp = str(snapshot.timestamp, "ascii")  # a datetime's JSON string: ASCII
             if not (
                 snapshot.tenantId == checked.tenantId
                 and 1 + len(snapshot.fallbacks) <= snapshot.candidateCount
                 and type(money) in _NUMBER
                 and money >= 0
-                and _same_time(payload["timestamp"])
+                and "\\" not in stamp  # no escapes: the JSON text less its quotes is the string
+                and _same_time(stamp[1:-1])
             ):
                 return None
-            snapshot.timestamp.astimezone(UTC)  # OverflowError where the reference refuses
         elif event_type is _COST:
-            if not _cost_ok(payload):
+            if not _cost_ok(checked.payload):
                 return None
-        elif not _policy_ok(checked.payload, payload, checked.tenantId):
+        elif not _policy_ok(checked.payload, checked.tenantId):
             return None
         occurred = data.occurredAt
         if len(data.eventId) != 36 or not _same_time(occurred):  # see _CHECKED's comments
             return None
         occurred_at = checked.occurredAt.astimezone(UTC)  # may raise, as the reference refuses
+        raw_payload = data.payload
+        text = str(raw_payload, "utf-8")  # value is UTF-8: checked above
     except Exception:
         return None  # any doubt at all (msgspec's errors included): the reference decides
-    event: DecodedEvent = _new(DecodedEvent)
-    _SET_EVENT_ID(event, checked.eventId)
-    _SET_TYPE(event, event_type)
-    _SET_OCCURRED(event, occurred_at)
-    _SET_TENANT(event, checked.tenantId)
-    _SET_REQUEST(event, checked.requestId)
-    _SET_PAYLOAD(event, payload)
-    return event
+    # The text stands alone when nothing outside it could change what PostgreSQL stores or
+    # whether it refuses the record (module docstring): no backslash outside it, one top-level
+    # "payload" key. The usual layout first, in two searches: no backslash at all, and the first
+    # '"payload"' (with no escapes, a whole string token; no unknown envelope keys, so the first
+    # top-level payload key) is the key of a value that can only be the last one, the text's
+    # bytes, then "}": after it there are len(text's bytes) + 2 bytes, room for ':' + text + '}'
+    # and no second payload member. Otherwise counts: the payload's span and the rest partition
+    # the record, and neither pattern can straddle the span's braces, so counts subtract.
+    alone = (
+        b"\\" not in value and value.find(b'"payload"') == len(value) - len(raw_payload) - 11
+    ) or (
+        value.count(b"\\") == text.count("\\")
+        and value.count(b'"payload"') == 1 + text.count('"payload"')
+    )
+    return ConsumerEvent(
+        checked.eventId,
+        event_type,
+        occurred_at,
+        checked.tenantId,
+        checked.requestId,
+        text if alone else None,
+    )
 
 
 def _same_time(text: str) -> bool:
@@ -275,16 +348,16 @@ def _same_time(text: str) -> bool:
     return text[10] != " " and (fraction == 0 or 2 <= fraction <= 7)  # "." and 1 to 6 digits
 
 
-def _cost_ok(payload: dict[str, Any]) -> bool:
+def _cost_ok(payload: _Cost) -> bool:
     """The amounts of a cost (the rest is in _Cost): money, and the total their sum.
 
     As ``schemas.models.is_valid_cost``: each an int or a Decimal (never a bool), >= 0, and
     ``_cost_total_matches`` (whose exact first step is inlined here; every Decimal in a payload
     this module decodes comes from a JSON number, so it is finite).
     """
-    cost_in: Any = payload.get("inputCostUsd")
-    cost_out: Any = payload.get("outputCostUsd")
-    total: Any = payload.get("totalCostUsd")
+    cost_in: Any = payload.inputCostUsd
+    cost_out: Any = payload.outputCostUsd
+    total: Any = payload.totalCostUsd
     if not (
         type(cost_in) in _NUMBER
         and type(cost_out) in _NUMBER
@@ -301,7 +374,7 @@ def _cost_ok(payload: dict[str, Any]) -> bool:
     return bool(difference.copy_abs() <= COST_TOLERANCE)
 
 
-def _policy_ok(policy: _Policy, payload: dict[str, Any], tenant_id: str) -> bool:
+def _policy_ok(policy: _Policy, tenant_id: str) -> bool:
     """The rules of a policy beyond the one-field types of _Policy (``is_valid_policy``)."""
     allowed, denied = policy.allowedProviders, policy.deniedProviders
     allowed_set, denied_set = set(allowed), set(denied)
@@ -310,10 +383,9 @@ def _policy_ok(policy: _Policy, payload: dict[str, Any], tenant_id: str) -> bool
         or len(allowed_set) != len(allowed)
         or len(denied_set) != len(denied)
         or not allowed_set.isdisjoint(denied_set)
-        or "maxCostPerRequestUsd" not in payload
     ):
         return False
-    max_cost = payload["maxCostPerRequestUsd"]
+    max_cost = policy.maxCostPerRequestUsd  # required in _Policy: a missing one never gets here
     if max_cost is not None and not (type(max_cost) in _NUMBER and max_cost > 0):
         return False
     preferred = policy.preferredProvider

@@ -252,9 +252,9 @@ class BatchProcessor:
                     letters.append(DeadLetter(record, str(decoded.reason), decoded.message))
                     outcomes[(record.topic, label, OUTCOME_DEAD_LETTERED)] += 1
                     continue
-                # decode_event accepted it, so it is UTF-8; PostgreSQL re-parses these very
-                # bytes to store the payload exactly.
-                pending.append(PendingEvent(decoded, value.decode("utf-8")))
+                # PostgreSQL parses the payload's own text (or, rarely, the record's) to store
+                # the payload exactly.
+                pending.append(PendingEvent.of(decoded, value))
                 sources.append(record)
         return prepared
 

@@ -18,6 +18,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from consumer.apply import ApplyOutcome, PendingEvent, apply_events
 from consumer.db import create_engine
+from consumer.fastdecode import ConsumerEvent
+from consumer.fastdecode import decode_event as fast_decode_event
 from consumer.settings import Settings
 from schemas import DecodedEvent, EventType, OutgoingEvent, Rejection, build_event, decode_event
 
@@ -132,8 +134,10 @@ def decoded(event: OutgoingEvent) -> DecodedEvent:
 
 
 def pending(event: OutgoingEvent) -> PendingEvent:
-    """What the pipeline hands to ``apply_events`` for this record."""
-    return PendingEvent(decoded(event), event.value.decode("utf-8"))
+    """What the pipeline hands to ``apply_events`` for this record (its decoder's result)."""
+    result = fast_decode_event(event.value)
+    assert isinstance(result, ConsumerEvent), result
+    return PendingEvent.of(result, event.value)
 
 
 def engine_for(url: str) -> AsyncEngine:

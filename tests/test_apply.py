@@ -513,7 +513,7 @@ async def test_batches_probe_the_index_whatever_the_table_size(
     await database.execute('ANALYZE "ExecutionRecord"')
     keys = [f"r{n}" for n in range(1, 400, 2)]  # a live batch: a few hundred rows
     nulls: list[None] = [None] * len(keys)
-    params = (keys, ["t"] * len(keys), nulls, nulls, nulls, nulls, nulls, nulls)
+    params = (keys, ["t"] * len(keys), *[nulls] * 8)  # per field: o, e, raw, payload
     sql = "EXPLAIN " + _TABLES[0].sql
 
     async def plan(setting: str | None) -> str:

@@ -431,18 +431,22 @@ def _worker_cpu(report: dict[str, Any]) -> dict[str, Any] | None:
     )
 
 
+def _worker_args(stack: Stack, topics: TopicSet) -> list[str]:
+    """The arguments every ``bench.workers`` command takes: where the stack and the topics are."""
+    return [
+        "--bootstrap",
+        stack.bootstrap,
+        "--pg-port",
+        str(stack.pg_host_port[1]),
+        "--topics",
+        ",".join(topics.sources),
+    ]
+
+
 async def run_kafka_ceiling(stack: Stack, topics: TopicSet, log_dir: Path) -> Measured:
     """aiokafka reading the backlog and nothing else (no group, no commits, no decoding)."""
     report = await run_worker(
-        [
-            "kafka-ceiling",
-            "--bootstrap",
-            stack.bootstrap,
-            "--pg-port",
-            str(stack.pg_host_port[1]),
-            "--topics",
-            ",".join(topics.sources),
-        ],
+        ["kafka-ceiling", *_worker_args(stack, topics)],
         log_dir / "kafka-ceiling.log",
     )
     return Measured(
@@ -463,12 +467,7 @@ async def run_naive(
     report = await run_worker(
         [
             "naive",
-            "--bootstrap",
-            stack.bootstrap,
-            "--pg-port",
-            str(stack.pg_host_port[1]),
-            "--topics",
-            ",".join(topics.sources),
+            *_worker_args(stack, topics),
             "--group",
             group,
             "--database-url",

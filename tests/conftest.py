@@ -119,8 +119,14 @@ class Topics:
         return (self.snapshots, self.costs, self.policies)
 
 
-async def create_topics(bootstrap: str, names: list[str], partitions: int) -> None:
-    """Create ``names`` (replication 1) and wait until the broker knows them."""
+async def create_topics(
+    bootstrap: str, names: list[str], partitions: int, *, exist_ok: bool = False
+) -> None:
+    """Create ``names`` (replication 1) and wait until the broker knows them.
+
+    With ``exist_ok``, a topic someone else created meanwhile (a client's metadata request on a
+    broker with ``auto.create.topics.enable``) is accepted with whatever partitions it has.
+    """
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
     await admin.start()
     try:
@@ -130,7 +136,12 @@ async def create_topics(bootstrap: str, names: list[str], partitions: int) -> No
         deadline = time.monotonic() + 60
         while True:
             described = await admin.describe_topics(names)
-            if all(t["error_code"] == 0 and len(t["partitions"]) == partitions for t in described):
+            if all(
+                t["error_code"] == 0
+                and t["partitions"]
+                and (exist_ok or len(t["partitions"]) == partitions)
+                for t in described
+            ):
                 return
             if time.monotonic() > deadline:
                 raise AssertionError(f"topics {names} not ready after 60 s: {described}")

@@ -55,7 +55,7 @@ test-only: $(STAMP)
 
 run: $(STAMP)
 	@$(STACK) up >/dev/null
-	@eval "$$($(STACK) env)" && $(PY) -m consumer.demo_main
+	@eval "$$($(STACK) env)" && $(PY) -m consumer.demo.run
 
 stack-up:
 	@$(STACK) up

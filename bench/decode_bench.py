@@ -10,7 +10,7 @@ wall-clock rates; the ratio column compares each decoder with ``decode_event`` o
 in the same run, the figure to quote on a shared machine. Decoders:
 
 * ``decode_event``: the reference (schemas/);
-* ``consumer.fastdecode``: what the consumer runs, msgspec in C with the reference as its
+* ``consumer.pipeline.decode``: what the consumer runs, msgspec in C with the reference as its
   fallback (its results on every benchmarked record are checked equal to the reference's first);
 
 * ``json.loads`` only (floats, no validation): a floor no validating decoder goes under;
@@ -35,7 +35,7 @@ from decimal import Decimal
 from typing import Any
 
 from bench.fuzz import result_differences
-from consumer.fastdecode import decode_event as fast_decode_event
+from consumer.pipeline.decode import decode_event as fast_decode_event
 from schemas import Envelope, EventType, Rejection, build_event, decode_event, dumps, loads
 
 
@@ -177,9 +177,9 @@ def measure(records: int, repeat: int) -> dict[str, Any]:
             assert not differences, (differences, value[:200])
         rows = [
             ("valid", "decode_event", _rate(decode_event, valid, repeat)),
-            ("valid", "consumer.fastdecode", _rate(fast_decode_event, valid, repeat)),
+            ("valid", "consumer.pipeline.decode", _rate(fast_decode_event, valid, repeat)),
             ("invalid", "decode_event", _rate(decode_event, invalid, repeat)),
-            ("invalid", "consumer.fastdecode", _rate(fast_decode_event, invalid, repeat)),
+            ("invalid", "consumer.pipeline.decode", _rate(fast_decode_event, invalid, repeat)),
             ("valid", "json.loads only", _rate(json.loads, valid, repeat)),
             ("valid", "jsoncodec.loads only", _rate(loads, valid, repeat)),
             ("valid", "Envelope model", _rate(_envelope_model, valid, repeat)),

@@ -19,7 +19,7 @@ For every input it checks:
 * **bounded memory**: the process's peak RSS is reported (the test suite also bounds the memory
   of single hostile inputs with ``tracemalloc``);
 * **the consumer's decoder is the reference** (unless ``--no-differential``):
-  :func:`consumer.fastdecode.decode_event`, the fast path the consumer runs, returns for every
+  :func:`consumer.pipeline.decode.decode_event`, the fast path the consumer runs, returns for every
   input exactly what ``decode_event`` returns (:func:`result_differences`: same reason and
   message, or the same event field by field, payload values type for type and Decimals digit
   for digit). A difference counts as a ``mismatch``.
@@ -45,8 +45,8 @@ from datetime import UTC, datetime, timedelta, timezone
 from decimal import Context, Decimal
 from typing import Any
 
-from consumer.fastdecode import ConsumerEvent, fast_path
-from consumer.fastdecode import decode_event as fast_decode_event
+from consumer.pipeline.decode import ConsumerEvent, fast_path
+from consumer.pipeline.decode import decode_event as fast_decode_event
 from schemas import DecodedEvent, EventType, ReasonCode, Rejection, build_event, decode_event
 from schemas.jsoncodec import loads
 
@@ -650,7 +650,7 @@ def result_differences(
     Stricter than ``==``: a Rejection's reason and message; an event's every field with its
     type, ``occurredAt``'s offset and tzinfo too, and the payload as :func:`_value_differences`
     compares it (``==`` would take ``Decimal("1.0")`` for ``1`` and ignore key order). For a
-    :class:`~consumer.fastdecode.ConsumerEvent`, the payload is its ``payload_json`` as
+    :class:`~consumer.pipeline.decode.ConsumerEvent`, the payload is its ``payload_json`` as
     :func:`schemas.jsoncodec.loads` reads it, and that text must be in the record ``value``
     (when given) as written; with no text (the whole record is kept) there is no payload to
     compare.
@@ -804,7 +804,7 @@ def main(argv: list[str] | None = None) -> int:
         "--no-differential",
         dest="differential",
         action="store_false",
-        help="skip checking consumer.fastdecode against schemas.decode_event on every input",
+        help="skip checking consumer.pipeline.decode against schemas.decode_event on every input",
     )
     args = parser.parse_args(argv)
 

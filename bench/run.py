@@ -135,7 +135,7 @@ class Run:
 
     async def make_template(self) -> None:
         """A migrated database with the tenants in it; every system's database copies it."""
-        from consumer.migrate import upgrade
+        from consumer.ops.migrate import upgrade
         from consumer.settings import Settings
 
         self.databases_made.append(self.template)

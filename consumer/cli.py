@@ -82,7 +82,7 @@ def _main(
 def run(ctx: typer.Context) -> None:
     """Consume until SIGTERM/SIGINT, then finish the batch in hand, commit and exit 0."""
     from consumer.runtime import tune_garbage_collector
-    from consumer.service import run_service
+    from consumer.service.service import run_service
 
     tune_garbage_collector()
     raise typer.Exit(asyncio.run(run_service(_settings(ctx))))
@@ -110,7 +110,7 @@ def migrate(
     Exit 1 when the locks stayed unavailable or the database refused (nothing half-applied).
     """
     from consumer.errors import RoutingPersistenceError
-    from consumer.migrate import upgrade
+    from consumer.ops.migrate import upgrade
 
     settings = _settings(ctx)
     if from_revision is not None and not sql:
@@ -174,7 +174,7 @@ def replay(
 
     Exit 0 done, 1 failed part-way (running it again is harmless), 2 bad usage.
     """
-    from consumer.replay import replay_topics
+    from consumer.ops.replay import replay_topics
     from consumer.runtime import tune_garbage_collector
 
     if from_beginning == (since is not None):
@@ -215,7 +215,7 @@ def lag(
 
     Exit 2 when Kafka cannot be reached or a topic is missing.
     """
-    from consumer.lag import show_lag
+    from consumer.ops.lag import show_lag
 
     raise typer.Exit(
         asyncio.run(
@@ -256,7 +256,7 @@ def dlq_redrive(
 
     An event is redriven at most 3 times (header dlq.redrive-count), then refused and listed.
     """
-    from consumer.redrive import redrive
+    from consumer.ops.redrive import redrive
 
     raise typer.Exit(
         asyncio.run(
@@ -297,7 +297,7 @@ def demo(
     ] = 7,
 ) -> None:
     """Publish realistic sample events (with duplicates, reordering and bad records)."""
-    from consumer.demo import run_demo
+    from consumer.demo.sample import run_demo
 
     raise typer.Exit(asyncio.run(run_demo(_settings(ctx), events=events, rate=rate, seed=seed)))
 

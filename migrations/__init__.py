@@ -9,7 +9,7 @@ The revisions are written for a live production database that other projects own
 
 Every revision runs in its own transaction and starts with :func:`set_lock_timeout`, so each DDL
 statement waits at most ``lock_timeout`` for its lock instead of queueing traffic behind it;
-:func:`consumer.migrate.upgrade` retries a revision that timed out, with backoff.
+:func:`consumer.ops.migrate.upgrade` retries a revision that timed out, with backoff.
 
 The script location is this package's folder (:data:`SCRIPT_LOCATION`), so the migrations work
 from any working directory and from a non-editable install.

@@ -1,7 +1,7 @@
 """Alembic environment: async (asyncpg), one transaction per revision, URL from Settings.
 
 ``config.attributes["settings"]`` holds the :class:`~consumer.settings.Settings` that
-:func:`consumer.migrate.upgrade` was called with; the plain ``alembic`` CLI falls back to
+:func:`consumer.ops.migrate.upgrade` was called with; the plain ``alembic`` CLI falls back to
 ``Settings()`` (the ``ROUTING_*`` environment). The URL is never read from ``alembic.ini`` and
 never logged with its password.
 
@@ -22,12 +22,12 @@ from sqlalchemy.engine import Connection
 
 from consumer.db import create_engine
 from consumer.logs import get_logger
-from consumer.migrate import APPLICATION_NAME
+from consumer.ops.migrate import APPLICATION_NAME
 from consumer.settings import Settings
 from consumer.tables import VERSION_TABLE, metadata
 
 config = context.config
-_log = get_logger("consumer.migrate")
+_log = get_logger("consumer.ops.migrate")
 
 
 def _settings() -> Settings:

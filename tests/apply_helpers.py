@@ -16,10 +16,10 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.structs import ConsumerRecord
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from consumer.apply import ApplyOutcome, PendingEvent, apply_events
 from consumer.db import create_engine
-from consumer.fastdecode import ConsumerEvent
-from consumer.fastdecode import decode_event as fast_decode_event
+from consumer.pipeline.apply import ApplyOutcome, PendingEvent, apply_events
+from consumer.pipeline.decode import ConsumerEvent
+from consumer.pipeline.decode import decode_event as fast_decode_event
 from consumer.settings import Settings
 from schemas import DecodedEvent, EventType, OutgoingEvent, Rejection, build_event, decode_event
 

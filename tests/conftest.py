@@ -223,7 +223,7 @@ async def empty_database(services: Services) -> AsyncIterator[Database]:
 @pytest.fixture(scope="session")
 async def migrated_template(services: Services) -> AsyncIterator[str]:
     """A database at the newest migration, made once per session; tests clone it."""
-    from consumer.migrate import upgrade
+    from consumer.ops.migrate import upgrade
 
     name = unique("tmpl").replace("-", "_")
     conn = await asyncpg.connect(services.database_url)

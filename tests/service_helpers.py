@@ -27,8 +27,8 @@ from aiokafka.structs import ConsumerRecord, TopicPartition
 from prometheus_client.parser import text_string_to_metric_families
 from pydantic import SecretStr
 
-from consumer.demo import SampleRecord
-from consumer.service import Service
+from consumer.demo.sample import SampleRecord
+from consumer.service.service import Service
 from consumer.settings import Settings
 
 ROOT = Path(__file__).resolve().parent.parent

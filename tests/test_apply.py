@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from consumer.apply import IsolationNeeded, Verdict, apply_events
+from consumer.pipeline.apply import IsolationNeeded, Verdict, apply_events
 from schemas import ReasonCode
 from tests.apply_helpers import (
     apply_in_transaction,
@@ -504,7 +504,7 @@ async def test_batches_probe_the_index_whatever_the_table_size(
     scanned whole for every batch (a hash join), which doubled PostgreSQL's CPU per event on the
     benchmark's live runs; the service's sessions use 1.1 (consumer.db.create_engine).
     """
-    from consumer.apply import _TABLES
+    from consumer.pipeline.apply import _TABLES
 
     await database.execute(
         'INSERT INTO "ExecutionRecord" ("id", "requestId", "tenantId") '

@@ -21,7 +21,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from consumer.apply import Verdict, apply_events
+from consumer.pipeline.apply import Verdict, apply_events
 from schemas import EventType, OutgoingEvent, ReasonCode
 from tests.apply_helpers import at, cost, engine_for, pending, policy, snapshot, with_raw_payload
 from tests.conftest import Database

@@ -19,7 +19,8 @@ from aiokafka.errors import (
 )
 from aiokafka.structs import ConsumerRecord
 
-from consumer.deadletter import (
+from consumer.ops.redrive import redrive
+from consumer.pipeline.deadletter import (
     VALUE_OMITTED_HEADER,
     DeadLetter,
     DeadLetterWriter,
@@ -28,7 +29,6 @@ from consumer.deadletter import (
     is_transient_kafka_error,
     new_dead_letter_producer,
 )
-from consumer.redrive import redrive
 from consumer.settings import Settings
 from tests.apply_helpers import (
     by_offset,

@@ -1,4 +1,4 @@
-"""The consumer's fast decoder is the reference: ``consumer.fastdecode.decode_event(v)`` accepts
+"""The consumer's fast decoder is the reference: ``pipeline.decode.decode_event(v)`` accepts
 exactly what ``schemas.decode_event(v)`` accepts, with the same envelope and, when it gives the
 payload's text, a text that is in the record as written and loads to the reference's payload,
 for valid records (which must take the fast path) and for every kind of invalid one (which the
@@ -26,11 +26,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-import consumer.pipeline
+import consumer.pipeline.batch
 from bench.fuzz import hostile_inputs, mutated_inputs, result_differences, run_fuzz
 from bench.fuzz import valid_envelopes as fuzz_envelopes
-from consumer import fastdecode
-from consumer.fastdecode import (
+from consumer.pipeline import decode as fastdecode
+from consumer.pipeline.decode import (
     DEPTH_UNCHECKED_BYTES,
     FAST_MAX_BYTES,
     MAX_BRACKETS,
@@ -63,7 +63,7 @@ def assert_identical(value: Any, max_bytes: int = MAX_BYTES) -> DecodedEvent | R
 
 
 def test_the_consumer_decodes_with_the_fast_decoder() -> None:
-    assert vars(consumer.pipeline)["decode_event"] is fastdecode.decode_event
+    assert vars(consumer.pipeline.batch)["decode_event"] is fastdecode.decode_event
 
 
 # --- generated: valid events and single-rule mutations ----------------------------------------

@@ -9,9 +9,9 @@ from collections.abc import Callable
 import pytest
 from pydantic import SecretStr
 
-from consumer.demo import make_sample, publish_sample, seed_database
-from consumer.migrate import upgrade
-from consumer.service import Service
+from consumer.demo.sample import make_sample, publish_sample, seed_database
+from consumer.ops.migrate import upgrade
+from consumer.service.service import Service
 from consumer.settings import Settings
 from tests.conftest import Database, PrivateStack, create_topics
 from tests.service_helpers import (

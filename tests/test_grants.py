@@ -13,7 +13,7 @@ from urllib.parse import quote, urlsplit, urlunsplit
 import asyncpg
 import pytest
 
-from consumer.migrate import upgrade
+from consumer.ops.migrate import upgrade
 from consumer.settings import Settings
 from tests.conftest import Database
 from tests.migration_helpers import create_prisma_tables, in_thread

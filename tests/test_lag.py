@@ -276,7 +276,7 @@ _SUFFIXES = {"counter": ("_total",), "gauge": ("",), "histogram": ("_bucket", "_
 
 def _exposed_series_names() -> set[str]:
     """Every series name the service's registry can expose (labelled families included)."""
-    from consumer.metrics import ServiceMetrics
+    from consumer.service.metrics import ServiceMetrics
 
     names: set[str] = set()
     for family in ServiceMetrics().registry.collect():

@@ -8,8 +8,8 @@ from collections import Counter
 from aiokafka.structs import TopicPartition
 
 from consumer import __version__
-from consumer.health import HealthServer, HealthState
-from consumer.metrics import CONTENT_TYPE, ServiceMetrics
+from consumer.service.health import HealthServer, HealthState
+from consumer.service.metrics import CONTENT_TYPE, ServiceMetrics
 from tests.service_helpers import http_get, metric_sum, parse_metrics
 
 
@@ -137,7 +137,7 @@ def test_batch_histogram_exposes_what_a_histogram_would() -> None:
     # batches, render the same _bucket, _count and _sum samples.
     from prometheus_client import CollectorRegistry, Histogram, generate_latest
 
-    from consumer.metrics import BatchHistogram
+    from consumer.service.metrics import BatchHistogram
 
     buckets = (0.01, 0.1, 1.0, 10.0)
     values = [0.0, 0.01, 0.010001, 0.05, 0.1, 0.5, 1.0, 3.0, 10.0, 11.0, 1e9, 0.25]

@@ -15,7 +15,7 @@ import asyncpg
 import pytest
 from sqlalchemy.exc import DBAPIError
 
-from consumer.migrate import APPLICATION_NAME, downgrade, upgrade
+from consumer.ops.migrate import APPLICATION_NAME, downgrade, upgrade
 from consumer.settings import Settings
 from consumer.tables import ADDED_COLUMN_COMMENT_PREFIX, BASELINE_TABLE_COMMENT
 from tests.conftest import Database

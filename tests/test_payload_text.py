@@ -16,9 +16,9 @@ from typing import Any
 import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from consumer.apply import EventResult, PendingEvent, Verdict, apply_events
-from consumer.fastdecode import ConsumerEvent
-from consumer.fastdecode import decode_event as fast_decode_event
+from consumer.pipeline.apply import EventResult, PendingEvent, Verdict, apply_events
+from consumer.pipeline.decode import ConsumerEvent
+from consumer.pipeline.decode import decode_event as fast_decode_event
 from schemas import DecodedEvent, ReasonCode, decode_event
 from tests.apply_helpers import at, cost, engine_for, policy, snapshot, with_raw_payload
 from tests.conftest import Database

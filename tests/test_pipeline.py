@@ -16,10 +16,10 @@ import structlog
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from consumer.db import create_engine, sqlstate_of
-from consumer.deadletter import new_dead_letter_producer
 from consumer.errors import TransientError
-from consumer.migrate import upgrade
-from consumer.pipeline import BatchProcessor
+from consumer.ops.migrate import upgrade
+from consumer.pipeline.batch import BatchProcessor
+from consumer.pipeline.deadletter import new_dead_letter_producer
 from consumer.settings import Settings
 from schemas import EventType, build_event, dumps, loads
 from tests.apply_helpers import (

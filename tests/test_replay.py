@@ -14,8 +14,8 @@ import asyncpg
 import pytest
 from pydantic import SecretStr
 
-from consumer.migrate import upgrade
-from consumer.replay import STALL_TIMEOUT_S
+from consumer.ops.migrate import upgrade
+from consumer.ops.replay import STALL_TIMEOUT_S
 from consumer.settings import Settings
 from schemas import EventType, build_event, loads
 from tests.conftest import Database, PrivateStack, Topics, unique

@@ -17,7 +17,7 @@ from pathlib import Path
 import asyncpg
 import pytest
 
-from consumer.migrate import upgrade
+from consumer.ops.migrate import upgrade
 from consumer.settings import Settings
 from schemas import OutgoingEvent
 from tests.apply_helpers import at, cost, snapshot

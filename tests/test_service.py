@@ -8,8 +8,8 @@ from collections import Counter
 
 import pytest
 
-from consumer.demo import SampleRecord, make_sample, publish_sample, seed_database
-from consumer.service import Service
+from consumer.demo.sample import SampleRecord, make_sample, publish_sample, seed_database
+from consumer.service.service import Service
 from consumer.settings import Settings
 from schemas import EventType, ReasonCode
 from tests.conftest import Database
@@ -249,7 +249,7 @@ async def test_a_member_joining_and_leaving_moves_partitions_and_their_series(
 async def test_make_run_flow_accounts_for_every_record(
     settings: Settings, database: Database, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from consumer.demo_main import run
+    from consumer.demo.run import run
 
     settings = _small_payload_limit(settings)
     assert await run(settings, events=800, rate=0, seed=3) == 0

@@ -14,9 +14,9 @@ import pytest
 from aiokafka.structs import TopicPartition
 from pydantic import SecretStr
 
-from consumer.demo import make_sample, publish_sample, seed_database
-from consumer.migrate import upgrade
-from consumer.service import Service
+from consumer.demo.sample import make_sample, publish_sample, seed_database
+from consumer.ops.migrate import upgrade
+from consumer.service.service import Service
 from consumer.settings import Settings
 from tests.conftest import PrivateStack
 from tests.service_helpers import committed_offsets, metric_sum, parse_metrics, read_topic

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from consumer.demo import Sample, SampleRecord, make_sample, publish_sample, seed_database
+from consumer.demo.sample import Sample, SampleRecord, make_sample, publish_sample, seed_database
 from consumer.settings import Settings
 from tests.conftest import Database, Services, Topics, free_port, unique
 from tests.service_helpers import (

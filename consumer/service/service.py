@@ -2,12 +2,12 @@
 
 One :class:`Service` owns one aiokafka consumer (in the group ``settings.group_id``, manual
 commits), one ``acks=all`` producer for dead letters
-(:func:`~consumer.deadletter.new_dead_letter_producer`), one database engine and the HTTP
+(:func:`~consumer.pipeline.deadletter.new_dead_letter_producer`), one database engine and the HTTP
 endpoint.
 Batches are fetched, applied and handed over strictly one after the other:
 
 1. ``getmany(max_records=batch_max_records)``: a bounded batch (memory stays bounded too);
-2. :meth:`BatchProcessor.process <consumer.pipeline.BatchProcessor.process>`: decode, dead-letter
+2. :meth:`BatchProcessor.process`: decode, dead-letter
    (acknowledged), apply in one transaction; transient faults are retried inside, forever;
 3. hand ``result.commit_offsets`` to the committer and fetch the next batch at once.
 
@@ -73,13 +73,13 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from consumer import __version__
 from consumer.db import create_engine
-from consumer.deadletter import new_dead_letter_producer
 from consumer.errors import ConfigurationError, TransientError
-from consumer.health import HealthServer, HealthState
 from consumer.kafka import client_options, find_permanent_connect_error
 from consumer.logs import get_logger
-from consumer.metrics import CONTENT_TYPE, ServiceMetrics
-from consumer.pipeline import BatchProcessor, BatchResult
+from consumer.pipeline.batch import BatchProcessor, BatchResult
+from consumer.pipeline.deadletter import new_dead_letter_producer
+from consumer.service.health import HealthServer, HealthState
+from consumer.service.metrics import CONTENT_TYPE, ServiceMetrics
 from consumer.settings import Settings
 
 __all__ = ["Service", "run_service"]

@@ -2,8 +2,9 @@
 
 Replay reads the configured topics (or ``--topic``/``--partition``) from the beginning or from
 ``--since`` (the first record stamped at or after it, via ``offsets_for_times``) up to the end
-offsets taken when it starts, and hands every batch to :class:`~consumer.pipeline.BatchProcessor`:
-the decode and apply path of ``run``, nothing else.
+offsets taken when it starts, and hands every batch to
+:class:`~consumer.pipeline.batch.BatchProcessor`: the decode and apply path of ``run``,
+nothing else.
 
 Safe beside a live ``run``:
 
@@ -311,8 +312,8 @@ async def _run(
     console: Console,
 ) -> ReplaySummary:
     from consumer.db import create_engine
-    from consumer.deadletter import new_dead_letter_producer
-    from consumer.pipeline import BatchProcessor
+    from consumer.pipeline.batch import BatchProcessor
+    from consumer.pipeline.deadletter import new_dead_letter_producer
 
     summary = ReplaySummary(total=sum(max(0, ends[tp] - starts[tp]) for tp in starts))
     until_ms = timestamp_ms(until) if until is not None else None
@@ -388,7 +389,7 @@ def _print_summary(
             table.add_row(*row, style="bold" if row[0] == "TOTAL" else None)
         console.print(table)
     else:
-        from consumer.lag import render_plain_table
+        from consumer.ops.lag import render_plain_table
 
         sys.stdout.write(title + "\n" + render_plain_table(header, rows) + "\n")
     notes = []

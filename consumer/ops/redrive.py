@@ -45,16 +45,16 @@ from aiokafka.errors import KafkaError
 from rich.console import Console
 from rich.table import Table
 
-from consumer.deadletter import VALUE_OMITTED_HEADER, new_dead_letter_producer
 from consumer.kafka import client_options
-from consumer.lag import CALL_TIMEOUT_S, render_plain_table
-from consumer.replay import (
+from consumer.ops.lag import CALL_TIMEOUT_S, render_plain_table
+from consumer.ops.replay import (
     ReplayError,
     partitions_of,
     read_ranges,
     start_offsets,
     timestamp_ms,
 )
+from consumer.pipeline.deadletter import VALUE_OMITTED_HEADER, new_dead_letter_producer
 from consumer.settings import Settings
 
 __all__ = [

@@ -9,7 +9,7 @@ offsets the caller may commit, and returns only once everything those offsets co
 
 1. Each record is decoded where its topic/partition/offset are known: a tombstone (no value)
    is ``ignored``; a :class:`~schemas.Rejection` becomes a dead letter with its reason.
-2. The valid events are applied in **one transaction** by :func:`consumer.apply.apply_events`
+2. The valid events are applied in **one transaction** by :func:`.apply.apply_events`
    (set-based, version-guarded). The database's own rejections (``tenant_mismatch``,
    ``unknown_tenant``, ``db_rejected``) become dead letters too.
 3. Every dead letter is produced (``acks=all``, the caller's producer) and awaited.
@@ -49,12 +49,18 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.structs import ConsumerRecord, TopicPartition
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from consumer.apply import ApplyOutcome, IsolationNeeded, PendingEvent, Verdict, apply_events
 from consumer.db import ErrorClass, classify_error, sqlstate_of
-from consumer.deadletter import DeadLetter, DeadLetterWriter, is_transient_kafka_error
 from consumer.errors import TransientError
-from consumer.fastdecode import decode_event
 from consumer.logs import get_logger
+from consumer.pipeline.apply import (
+    ApplyOutcome,
+    IsolationNeeded,
+    PendingEvent,
+    Verdict,
+    apply_events,
+)
+from consumer.pipeline.deadletter import DeadLetter, DeadLetterWriter, is_transient_kafka_error
+from consumer.pipeline.decode import decode_event
 from consumer.settings import Settings
 from schemas import Rejection
 
@@ -171,10 +177,10 @@ class BatchProcessor:
     """Processes one consumer batch at a time (see the module docstring for the contract).
 
     ``producer`` must be started by the caller and built by
-    :func:`consumer.deadletter.new_dead_letter_producer` (``acks="all"``, not idempotent, a
+    :func:`consumer.pipeline.deadletter.new_dead_letter_producer` (``acks="all"``, not idempotent, a
     ``max_request_size`` above the largest record the consumer accepts). A dead letter too large
     for it or for the dead-letter topic is written without its value rather than blocking the
-    batch (see :mod:`consumer.deadletter`). It is required unless ``dry_run``.
+    batch (see :mod:`consumer.pipeline.deadletter`). It is required unless ``dry_run``.
 
     ``on_retry(exc, delay_s)`` is called before each backoff sleep (metrics).
     ``on_database_state(ok)`` is called with ``False`` when the database becomes unreachable

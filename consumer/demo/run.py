@@ -3,7 +3,7 @@
 Steps: create the topics if missing (6 partitions each), migrate the database, create the
 sample's tenants (the stand-in for Project C) and pre-existing execution records (Project A),
 start the consumer (in this process, exactly the code of ``routing-persistence run``), publish a
-stream of sample events (:mod:`consumer.demo`: versions, duplicates, late records, one bad record
+stream of sample events (:mod:`.sample`: versions, duplicates, late records, one bad record
 of every reason code and more), wait until the group's committed offsets reach the end of every
 partition, print what happened, and stop the consumer gracefully.
 
@@ -33,11 +33,11 @@ from pydantic import ValidationError
 from rich.console import Console
 from rich.table import Table
 
-from consumer.demo import SampleRecord, make_sample, publish_sample, seed_database
+from consumer.demo.sample import SampleRecord, make_sample, publish_sample, seed_database
 from consumer.kafka import client_options
 from consumer.logs import configure_logging
-from consumer.migrate import upgrade
-from consumer.service import Service
+from consumer.ops.migrate import upgrade
+from consumer.service.service import Service
 from consumer.settings import Settings
 from schemas import EventType
 
@@ -294,7 +294,7 @@ async def run(settings: Settings, *, events: int, rate: float, seed: int) -> int
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point of ``python -m consumer.demo_main``."""
+    """Entry point of ``python -m consumer.demo.run``."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
     parser.add_argument("--events", type=int, default=5000, help="about how many records")
     parser.add_argument("--rate", type=float, default=2500.0, help="records per second")

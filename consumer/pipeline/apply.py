@@ -21,7 +21,7 @@ implements ``CONTRACT.md`` §3:
 * **Exact payloads.** The stored JSON is parsed by PostgreSQL from the record's own bytes: the
   payload's JSON text as it appears in the record (``$payload::jsonb``), or, for the rare record
   whose payload text alone could be stored or refused differently (see
-  :mod:`consumer.fastdecode`), the whole record's (``($raw::jsonb) -> 'payload'``): every field
+  :mod:`consumer.pipeline.decode`), the whole record's (``($raw::jsonb) -> 'payload'``): every field
   as received, numbers exact, unknown fields kept, the same value either way. Only records
   that pass the guards are parsed, so replaying stale records parses nothing.
 * **Existing rows are updated, missing ones inserted**, in the same statement (a data-modifying
@@ -43,7 +43,7 @@ request whose newest snapshot and newest cost carry different tenants offers the
 later (the row can only be created with one tenant).
 
 Everything else (a transient fault, a bug, a missing permission) propagates unchanged to the
-caller, who rolls the transaction back: see :mod:`consumer.pipeline`.
+caller, who rolls the transaction back: see :mod:`consumer.pipeline.batch`.
 """
 
 from __future__ import annotations
@@ -61,7 +61,7 @@ from consumer.db import ErrorClass, classify_error, sqlstate_of
 from schemas.codes import EventType, ReasonCode
 
 if TYPE_CHECKING:
-    from consumer.fastdecode import ConsumerEvent
+    from consumer.pipeline.decode import ConsumerEvent
     from schemas import DecodedEvent
 
 __all__ = [
@@ -114,7 +114,7 @@ class PendingEvent:
     """A decoded event and the JSON text PostgreSQL stores its payload from.
 
     Exactly one of the two texts is set: ``payload``, the payload's JSON text as it appears in
-    the record (:attr:`consumer.fastdecode.ConsumerEvent.payload_json`), or else ``raw``, the
+    the record (:attr:`consumer.pipeline.decode.ConsumerEvent.payload_json`), or else ``raw``, the
     whole record's text (the UTF-8 text of its bytes), whose ``payload`` PostgreSQL then takes.
     """
 

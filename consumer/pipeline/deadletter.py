@@ -63,7 +63,7 @@ _MAX_ERROR_CHARS = 4000
 
 #: Headers that ``dlq redrive`` puts on a record it republishes (``dlq.redrive-count``,
 #: ``dlq.redrive-of``); copied into the record's dead letter if it fails again, so redrive can
-#: count the attempts and stop (see :mod:`consumer.redrive`).
+#: count the attempts and stop (see :mod:`consumer.ops.redrive`).
 REDRIVE_HEADER_PREFIX = "dlq.redrive-"
 
 #: Header of a dead letter written without its value because the value was too large for the

@@ -5,7 +5,7 @@
   the process unhealthy (restarting would not help): the retries keep ticking.
 * ``GET /readyz``: 200 only while the instance is a member of its group (with partitions, or
   joined with none), the broker answers and the database is writable; 503 otherwise.
-* ``GET /metrics``: the Prometheus text format of :class:`~consumer.metrics.ServiceMetrics`.
+* ``GET /metrics``: the Prometheus text format of :class:`~consumer.service.metrics.ServiceMetrics`.
 
 The server is a deliberately tiny HTTP/1.1 responder on :func:`asyncio.start_server` (one request
 per connection, ``Connection: close``): probes and scrapers need nothing more, and it adds no

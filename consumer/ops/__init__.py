@@ -1,0 +1,1 @@
+"""The operator commands: ``migrate``, ``lag``, ``replay``, ``dlq redrive``."""

@@ -1,0 +1,1 @@
+"""``routing-persistence run``: the long-running consumer around the pipeline."""

@@ -1,8 +1,9 @@
-"""The database engine and the classification of PostgreSQL errors.
+"""The database engine, and what a PostgreSQL error means: the one place for SQLSTATE classes.
 
-:func:`create_engine` builds the service's one :class:`~sqlalchemy.ext.asyncio.AsyncEngine`
-(asyncpg) from :class:`~consumer.settings.Settings`. :func:`classify_error` says what a database
-error means for the caller: retry the batch, isolate one record, or stop.
+:func:`create_engine` builds the service's :class:`~sqlalchemy.ext.asyncio.AsyncEngine`
+(asyncpg). :func:`classify_error` sorts any error of the database layer into an
+:class:`ErrorClass`; :func:`transient_error` turns a transient one into the
+:class:`~consumer.errors.TransientError` that :mod:`consumer.retry` retries.
 """
 
 from __future__ import annotations
@@ -10,25 +11,125 @@ from __future__ import annotations
 import enum
 from typing import Any, Final
 
+from sqlalchemy import event
+from sqlalchemy.engine import ExceptionContext
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
+from consumer.errors import (
+    DatabaseBusy,
+    DatabaseUnavailable,
+    TransientError,
+    describe_error,
+    sqlstate_of,
+)
 from consumer.settings import Settings
 
 __all__ = [
     "APPLICATION_NAME",
+    "READ_ONLY_SQLSTATE",
     "ErrorClass",
     "classify_error",
-    "classify_sqlstate",
     "create_engine",
-    "sqlstate_of",
+    "transient_error",
 ]
 
 #: ``application_name`` of the service's sessions: what a DBA sees in ``pg_stat_activity``.
-APPLICATION_NAME = "routing-persistence"
+APPLICATION_NAME: Final = "routing-persistence"
 
+#: ``read_only_sql_transaction``: this session's server is (now) a standby or read-only.
+READ_ONLY_SQLSTATE: Final = "25006"
 
-#: The planner's cost of a non-sequential page read in this service's sessions (see below).
+#: The planner's cost of a non-sequential page read in this service's sessions. Every statement
+#: joins a batch to a table by a unique key; with the default (4, for spinning disks) the
+#: planner hash-joins whole tables of some 10^5 rows instead of probing the index.
 _RANDOM_PAGE_COST: Final = "1.1"
+
+
+class ErrorClass(enum.Enum):
+    """What a database error means for the batch that hit it."""
+
+    #: The database cannot serve us now: unreachable, restarting, overloaded, read-only after a
+    #: failover, or a lock held elsewhere outlasted our timeouts. Retry; not ready meanwhile.
+    UNAVAILABLE = "unavailable"
+    #: This transaction lost a race (deadlock, serialization failure): retry at once.
+    BUSY = "busy"
+    #: PostgreSQL refused the data of one record (class 22 data exception, 23 integrity
+    #: violation): isolate the record and dead-letter it as ``db_rejected``.
+    RECORD = "record"
+    #: Anything else (missing column, permission denied): a bug or a configuration error.
+    FATAL = "fatal"
+
+
+_UNAVAILABLE_CLASSES: Final = (
+    "08",  # connection exception
+    "53",  # insufficient resources
+    "57P",  # operator intervention: shutting down, restarting, cannot connect now
+)
+_UNAVAILABLE_CODES: Final = frozenset(
+    {
+        READ_ONLY_SQLSTATE,
+        "55P03",  # lock_not_available: lock_timeout expired
+        "57014",  # query_canceled: statement_timeout expired (a lock held for longer)
+    }
+)
+_BUSY_CODES: Final = frozenset({"40001", "40P01"})  # serialization failure, deadlock
+_RECORD_CLASSES: Final = ("22", "23")
+
+
+def _classify_sqlstate(code: str) -> ErrorClass:
+    if code in _UNAVAILABLE_CODES or code.startswith(_UNAVAILABLE_CLASSES):
+        return ErrorClass.UNAVAILABLE
+    if code in _BUSY_CODES:
+        return ErrorClass.BUSY
+    if code.startswith(_RECORD_CLASSES):
+        return ErrorClass.RECORD
+    return ErrorClass.FATAL
+
+
+def classify_error(exc: BaseException) -> ErrorClass:
+    """Classify an error raised by the database layer (SQLAlchemy, asyncpg or the socket).
+
+    With a SQLSTATE, by its class (see :class:`ErrorClass`). Without, a lost or refused
+    connection is ``UNAVAILABLE`` and anything else ``FATAL`` (a bug in the caller).
+    """
+    code = sqlstate_of(exc)
+    if code is not None:
+        return _classify_sqlstate(code)
+    current: BaseException | None = exc
+    seen: list[BaseException] = []
+    while current is not None and all(current is not s for s in seen):
+        seen.append(current)
+        if isinstance(current, DBAPIError) and current.connection_invalidated:
+            return ErrorClass.UNAVAILABLE
+        if isinstance(current, (ConnectionError, OSError, TimeoutError)):
+            return ErrorClass.UNAVAILABLE
+        orig = getattr(current, "orig", None)
+        current = orig if isinstance(orig, BaseException) else current.__cause__
+    return ErrorClass.FATAL
+
+
+def transient_error(exc: BaseException, *, operation: str) -> TransientError | None:
+    """The retriable error standing for ``exc`` (its cause), or ``None`` when it is not transient.
+
+    Its message is :func:`~consumer.errors.describe_error`'s: the SQLSTATE and the driver's
+    first line, never the statement or its parameters.
+    """
+    kind = classify_error(exc)
+    if kind is ErrorClass.UNAVAILABLE:
+        return DatabaseUnavailable(describe_error(exc), operation=operation)
+    if kind is ErrorClass.BUSY:
+        return DatabaseBusy(describe_error(exc), operation=operation)
+    return None
+
+
+def _discard_read_only_connections(context: ExceptionContext) -> None:
+    # A session that finds the server read-only was connected to a standby or a demoted
+    # primary, and stays so for life. Treated as a disconnect, its connection is thrown away
+    # and the pool renews the others, so the next attempt reaches whatever primary the
+    # database's address now leads to.
+    if sqlstate_of(context.original_exception) == READ_ONLY_SQLSTATE:
+        context.is_disconnect = True
 
 
 def create_engine(
@@ -36,25 +137,18 @@ def create_engine(
 ) -> AsyncEngine:
     """An asyncpg-backed engine for ``settings.database_url``.
 
-    The pool holds ``settings.db_pool_size`` connections (no overflow), each session runs with
-    ``statement_timeout = settings.db_statement_timeout_ms`` (0 = none), the given
-    ``application_name`` and ``random_page_cost = 1.1`` (index probes for its key joins).
-    ``kwargs`` go to :func:`~sqlalchemy.ext.asyncio.create_async_engine` and win over these
-    defaults (e.g. ``poolclass=NullPool`` for one-shot commands).
-
-    Nothing is connected yet; connection errors surface on first use. The URL (which may hold a
-    password) is never logged: SQLAlchemy's ``echo`` stays off and messages use
-    ``settings.redacted_database_url``.
+    The pool holds ``settings.db_pool_size`` connections (no overflow). Each session runs with
+    ``statement_timeout`` and a shorter ``lock_timeout`` (a batch blocked by another session's
+    lock gives up early and is retried), the given ``application_name`` and
+    ``random_page_cost = 1.1``. SQL parameters are never rendered into errors
+    (``hide_parameters``), and a session that finds the server read-only is discarded.
+    ``kwargs`` go to :func:`~sqlalchemy.ext.asyncio.create_async_engine` and win (e.g.
+    ``poolclass=NullPool`` for one-shot commands). Nothing is connected yet.
     """
     server_settings = {
         "application_name": application_name,
         "statement_timeout": str(settings.db_statement_timeout_ms),
-        # Every statement this service runs joins its batch to the table by a unique key. With
-        # the default random_page_cost (4, for spinning disks) the planner reads a table of up to
-        # some 10^5 rows whole for each batch (hash join) instead of probing the index per key;
-        # on the benchmark's live runs that doubled PostgreSQL's CPU per event and the p99
-        # (bench/RESULTS.md). 1.1 is the usual value for SSDs and cached data; only these
-        # sessions get it.
+        "lock_timeout": str(settings.lock_timeout_ms),
         "random_page_cost": _RANDOM_PAGE_COST,
     }
     options: dict[str, Any] = {
@@ -62,6 +156,7 @@ def create_engine(
         "max_overflow": 0,
         # A connection killed by a PostgreSQL restart is found and replaced before use.
         "pool_pre_ping": True,
+        "hide_parameters": True,
         # database_connect_args carries the libpq TLS parameters (CA file) when the URL has them.
         "connect_args": {**settings.database_connect_args, "server_settings": server_settings},
     }
@@ -70,97 +165,6 @@ def create_engine(
         options.pop("pool_size")
         options.pop("max_overflow")
     options.update(kwargs)
-    return create_async_engine(settings.async_database_url, **options)
-
-
-class ErrorClass(enum.Enum):
-    """What a PostgreSQL error means for the batch that hit it."""
-
-    #: The database is unavailable, restarting, overloaded, or the transaction lost a race
-    #: (deadlock, serialization failure, lock timeout): roll back and retry the whole batch.
-    TRANSIENT = "transient"
-    #: PostgreSQL refused the data of one record (class 22 data exception, 23 integrity
-    #: violation): isolate that record and dead-letter it as ``db_rejected``.
-    RECORD_PERMANENT = "record_permanent"
-    #: Anything else (missing column, permission denied, syntax error): a bug or a
-    #: configuration problem; stop loudly and commit nothing.
-    FATAL = "fatal"
-
-
-_TRANSIENT_CLASSES = (
-    "08",
-    "53",
-    "57P",
-)  # connection, insufficient resources, operator intervention
-_TRANSIENT_CODES = frozenset(
-    {
-        "40001",  # serialization_failure
-        "40P01",  # deadlock_detected
-        "55P03",  # lock_not_available (lock_timeout)
-    }
-)
-_RECORD_PERMANENT_CLASSES = ("22", "23")
-
-
-def classify_sqlstate(sqlstate: str | None) -> ErrorClass:
-    """Classify a five-character SQLSTATE (``None``: no SQLSTATE, e.g. a dropped connection).
-
-    Transient (docs/architecture.md): class 08 (connection), 40001, 40P01, 53 (insufficient
-    resources), 57P (server shutting down or restarting), 55P03 (lock timeout), and ``None``:
-    an error without a SQLSTATE comes from the connection (reset, refused, closed), not from
-    PostgreSQL judging the statement. Record-permanent: classes 22 and 23. Everything else,
-    ``57014`` (statement_timeout) and ``XX000`` included, is fatal: retrying the same batch
-    would fail the same way, so it must surface.
-    """
-    if sqlstate is None:
-        return ErrorClass.TRANSIENT
-    if sqlstate in _TRANSIENT_CODES or sqlstate.startswith(_TRANSIENT_CLASSES):
-        return ErrorClass.TRANSIENT
-    if sqlstate.startswith(_RECORD_PERMANENT_CLASSES):
-        return ErrorClass.RECORD_PERMANENT
-    return ErrorClass.FATAL
-
-
-def sqlstate_of(exc: BaseException) -> str | None:
-    """The SQLSTATE carried by ``exc`` or by one of its causes (SQLAlchemy wraps asyncpg's)."""
-    seen: set[int] = set()
-    current: BaseException | None = exc
-    while current is not None and id(current) not in seen:
-        seen.add(id(current))
-        code = getattr(current, "sqlstate", None)
-        if isinstance(code, str) and len(code) == 5:
-            return code
-        # SQLAlchemy's DBAPIError keeps the driver's error in .orig; asyncpg's adapter keeps
-        # asyncpg's own exception as the cause.
-        orig = getattr(current, "orig", None)
-        current = orig if isinstance(orig, BaseException) else current.__cause__
-    return None
-
-
-def _is_connection_error(exc: BaseException) -> bool:
-    from sqlalchemy.exc import DBAPIError
-
-    if isinstance(exc, DBAPIError) and exc.connection_invalidated:
-        return True
-    return isinstance(exc, (ConnectionError, OSError, TimeoutError))
-
-
-def classify_error(exc: BaseException) -> ErrorClass:
-    """Classify an exception raised by the database layer (SQLAlchemy, asyncpg or the socket).
-
-    An error with a SQLSTATE is classified by :func:`classify_sqlstate`; one without is transient
-    when it is a lost or refused connection, else fatal (a bug in the caller).
-    """
-    code = sqlstate_of(exc)
-    if code is not None:
-        return classify_sqlstate(code)
-    seen: set[int] = set()
-    current: BaseException | None = exc
-    while current is not None and id(current) not in seen:
-        seen.add(id(current))
-        if _is_connection_error(current):
-            return ErrorClass.TRANSIENT
-        orig = getattr(current, "orig", None)
-        current = orig if isinstance(orig, BaseException) else current.__cause__
-    # (asyncpg's ConnectionDoesNotExistError carries SQLSTATE 08003: handled above.)
-    return ErrorClass.FATAL
+    engine = create_async_engine(settings.async_database_url, **options)
+    event.listen(engine.sync_engine, "handle_error", _discard_read_only_connections)
+    return engine

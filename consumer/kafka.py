@@ -13,19 +13,14 @@ from aiokafka.errors import AuthenticationFailedError, KafkaError, SaslAuthentic
 from aiokafka.helpers import create_ssl_context
 from aiokafka.structs import TopicPartition
 
-from consumer.errors import ConfigurationError
+from consumer.errors import MissingTopicsError
 from consumer.settings import Settings
 
 __all__ = [
-    "MissingTopicsError",
     "client_options",
     "describe_partitions",
     "find_permanent_connect_error",
 ]
-
-
-class MissingTopicsError(ConfigurationError):
-    """Topics the command needs do not exist on the broker (the message names them)."""
 
 
 async def describe_partitions(

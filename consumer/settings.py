@@ -86,6 +86,12 @@ class Settings(BaseSettings):
     retry_max_delay_s: float = Field(default=30.0, gt=0)
     db_pool_size: int = Field(default=4, ge=1, le=100)
     db_statement_timeout_ms: int = Field(default=60_000, ge=0)
+    #: A statement waits at most this long for a row or table lock held by another session
+    #: (a long transaction, another team's migration), then gives up and the batch is retried
+    #: with backoff, the instance not ready meanwhile. Below the statement timeout, so a lock
+    #: wait is told apart from a slow statement. Unset: 10 s, or half the statement timeout
+    #: when that is shorter (see :attr:`lock_timeout_ms`).
+    db_lock_timeout_ms: int | None = Field(default=None, ge=1)
     #: ``migrate``: each DDL statement waits at most this long for its table lock, so it never
     #: queues traffic behind it for longer; then it backs off and tries again.
     migrate_lock_timeout_ms: int = Field(default=2000, ge=1, le=600_000)
@@ -108,6 +114,24 @@ class Settings(BaseSettings):
                 f"scheme {scheme!r} is not supported; use postgresql:// or postgresql+asyncpg://"
             )
         return value
+
+    @model_validator(mode="after")
+    def _check_timeouts(self) -> Settings:
+        statement, lock = self.db_statement_timeout_ms, self.db_lock_timeout_ms
+        if statement and lock is not None and lock >= statement:
+            raise ValueError(
+                f"ROUTING_DB_LOCK_TIMEOUT_MS ({lock}) must be below "
+                f"ROUTING_DB_STATEMENT_TIMEOUT_MS ({statement})"
+            )
+        return self
+
+    @property
+    def lock_timeout_ms(self) -> int:
+        """The sessions' ``lock_timeout``: the setting, else 10 s or half the statement timeout."""
+        if self.db_lock_timeout_ms is not None:
+            return self.db_lock_timeout_ms
+        statement = self.db_statement_timeout_ms
+        return min(10_000, max(1, statement // 2)) if statement else 10_000
 
     @model_validator(mode="after")
     def _check_sasl(self) -> Settings:

@@ -15,8 +15,8 @@ import pytest
 import structlog
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
-from consumer.db import create_engine, sqlstate_of
-from consumer.errors import TransientError
+from consumer.db import create_engine
+from consumer.errors import TransientError, sqlstate_of
 from consumer.ops.migrate import upgrade
 from consumer.pipeline.batch import BatchProcessor
 from consumer.pipeline.deadletter import new_dead_letter_producer
@@ -262,11 +262,11 @@ async def test_with_a_retry_limit_an_unreachable_database_raises_transient_error
     assert await read_topic(settings.kafka_bootstrap_servers, topics.dlq) == []
 
 
-async def test_a_lock_timeout_is_retried_without_reporting_the_database_down(
+async def test_a_lock_held_elsewhere_is_retried_with_the_instance_not_ready_meanwhile(
     settings: Settings, database: Database, producer: AIOKafkaProducer
 ) -> None:
-    # Every session of this database gives up waiting for a lock after 100 ms (SQLSTATE 55P03).
-    await database.execute(f'ALTER DATABASE "{database.name}" SET lock_timeout = 100')
+    # The service's sessions give up waiting for a lock after 100 ms (SQLSTATE 55P03).
+    settings = settings.model_copy(update={"db_lock_timeout_ms": 100})
     await database.execute(
         'INSERT INTO "ExecutionRecord" ("id", "requestId", "tenantId") '
         "VALUES ('r', 'r', 't1')"
@@ -306,7 +306,8 @@ async def test_a_lock_timeout_is_retried_without_reporting_the_database_down(
         await engine.dispose()
 
     assert set(retries) == {"55P03"}
-    assert states == [True]  # never reported unavailable: the server was up all along
+    # Blocked: not ready (it cannot do its work), then ready again once the lock went.
+    assert states == [False, True]
     assert result.count("applied") == 1
     rows = await database.fetch('SELECT "actualCostEventId" FROM "ExecutionRecord"')
     assert rows[0]["actualCostEventId"] == event.event_id

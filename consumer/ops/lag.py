@@ -38,7 +38,8 @@ from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
-from consumer.kafka import MissingTopicsError, client_options, describe_partitions
+from consumer.errors import MissingTopicsError
+from consumer.kafka import client_options, describe_partitions
 from consumer.settings import Settings
 
 __all__ = [

@@ -29,8 +29,8 @@ from alembic.runtime.migration import MigrationContext
 from sqlalchemy.engine import Connection
 from sqlalchemy.pool import NullPool
 
-from consumer.db import create_engine, sqlstate_of
-from consumer.errors import TransientError
+from consumer.db import create_engine
+from consumer.errors import TransientError, sqlstate_of
 from consumer.logs import get_logger
 from consumer.settings import Settings
 from consumer.tables import VERSION_TABLE
@@ -101,7 +101,8 @@ def _run_with_lock_retries(settings: Settings, action: str, run: Callable[[], No
                     f"migrate {action}: could not get a table lock within "
                     f"{settings.migrate_lock_timeout_ms} ms in {attempts} attempts on "
                     f"{settings.redacted_database_url}; another session holds a conflicting lock "
-                    "(see pg_locks); nothing of the pending revision was applied, run it again"
+                    "(see pg_locks); nothing of the pending revision was applied, run it again",
+                    operation="migrate",
                 ) from exc
             delay = min(_BACKOFF_MAX_S, _BACKOFF_INITIAL_S * 2 ** (attempt - 1))
             delay *= random.uniform(0.5, 1.0)  # noqa: S311 -- jitter, not cryptography

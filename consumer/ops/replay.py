@@ -53,7 +53,8 @@ from rich.progress import (
 from rich.table import Table
 from rich.text import Text
 
-from consumer.kafka import MissingTopicsError, client_options, describe_partitions
+from consumer.errors import MissingTopicsError
+from consumer.kafka import client_options, describe_partitions
 from consumer.logs import get_logger
 from consumer.settings import Settings
 

@@ -57,7 +57,8 @@ from typing import TYPE_CHECKING, Any, Final
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from consumer.db import ErrorClass, classify_error, sqlstate_of
+from consumer.db import ErrorClass, classify_error
+from consumer.errors import sqlstate_of
 from schemas.codes import EventType, ReasonCode
 
 if TYPE_CHECKING:
@@ -460,14 +461,14 @@ async def _run_isolating(
         try:
             return await _run(conn, table, items, cols)
         except Exception as exc:
-            if classify_error(exc) is ErrorClass.RECORD_PERMANENT:
+            if classify_error(exc) is ErrorClass.RECORD:
                 raise IsolationNeeded(_refusal_message(exc, f'"{table.name}"')) from exc
             raise
     try:
         async with conn.begin_nested():
             return await _run(conn, table, items, cols)
     except Exception as exc:
-        if classify_error(exc) is not ErrorClass.RECORD_PERMANENT:
+        if classify_error(exc) is not ErrorClass.RECORD:
             raise
         if len(items) > 1:
             parts: list[Sequence[_Item]] = [items[: len(items) // 2], items[len(items) // 2 :]]

@@ -49,8 +49,8 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.structs import ConsumerRecord, TopicPartition
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from consumer.db import ErrorClass, classify_error, sqlstate_of
-from consumer.errors import TransientError
+from consumer.db import transient_error
+from consumer.errors import TransientError, sqlstate_of
 from consumer.logs import get_logger
 from consumer.pipeline.apply import (
     ApplyOutcome,
@@ -142,7 +142,7 @@ class _Backoff:
         """Sleep before attempt ``attempt + 1``; raise ``TransientError`` when out of attempts."""
         if self._max_attempts and attempt >= self._max_attempts:
             raise TransientError(
-                f"{what}: still failing after {attempt} attempts: {_describe(exc)}"
+                f"{what}: still failing after {attempt} attempts: {_describe(exc)}", operation=what
             ) from exc
         ceiling = min(self._cap, self._initial * 2 ** min(attempt - 1, 30))
         # "Equal jitter": never less than half the step, so retries still back off, but spread
@@ -333,9 +333,10 @@ class BatchProcessor:
                 attempt -= 1  # not a fault: the same attempt, done the careful way
                 continue
             except Exception as exc:
-                if classify_error(exc) is not ErrorClass.TRANSIENT:
+                transient = transient_error(exc, operation="database")
+                if transient is None:
                     raise
-                if sqlstate_of(exc) not in _LOST_RACE:
+                if transient.is_unready:
                     self._set_database_state(ok=False)
                 await self._backoff.pause(exc, attempt, "batch.apply")
                 continue

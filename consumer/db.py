@@ -2,21 +2,25 @@
 
 :func:`create_engine` builds the service's :class:`~sqlalchemy.ext.asyncio.AsyncEngine`
 (asyncpg). :func:`classify_error` sorts any error of the database layer into an
-:class:`ErrorClass`; :func:`transient_error` turns a transient one into the
-:class:`~consumer.errors.TransientError` that :mod:`consumer.retry` retries.
+:class:`ErrorClass`; :func:`translate_error` turns it into the service's error: a
+:class:`~consumer.errors.TransientError` that :mod:`consumer.retry` retries, or a
+:class:`~consumer.errors.ConfigurationError`.
 """
 
 from __future__ import annotations
 
+import asyncio
 import enum
+import ssl
 from typing import Any, Final
 
-from sqlalchemy import event
+from sqlalchemy import event, text
 from sqlalchemy.engine import ExceptionContext
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from consumer.errors import (
+    ConfigurationError,
     DatabaseBusy,
     DatabaseUnavailable,
     TransientError,
@@ -31,7 +35,8 @@ __all__ = [
     "ErrorClass",
     "classify_error",
     "create_engine",
-    "transient_error",
+    "is_database_writable",
+    "translate_error",
 ]
 
 #: ``application_name`` of the service's sessions: what a DBA sees in ``pg_stat_activity``.
@@ -57,6 +62,8 @@ class ErrorClass(enum.Enum):
     #: PostgreSQL refused the data of one record (class 22 data exception, 23 integrity
     #: violation): isolate the record and dead-letter it as ``db_rejected``.
     RECORD = "record"
+    #: It can never work as configured: wrong password, no such database or role, TLS refused.
+    CONFIGURATION = "configuration"
     #: Anything else (missing column, permission denied): a bug or a configuration error.
     FATAL = "fatal"
 
@@ -74,6 +81,10 @@ _UNAVAILABLE_CODES: Final = frozenset(
     }
 )
 _BUSY_CODES: Final = frozenset({"40001", "40P01"})  # serialization failure, deadlock
+_CONFIGURATION_CLASSES: Final = (
+    "28",  # invalid authorization: wrong password, no pg_hba.conf entry
+    "3D",  # invalid catalog name: no such database
+)
 _RECORD_CLASSES: Final = ("22", "23")
 
 
@@ -84,6 +95,8 @@ def _classify_sqlstate(code: str) -> ErrorClass:
         return ErrorClass.BUSY
     if code.startswith(_RECORD_CLASSES):
         return ErrorClass.RECORD
+    if code.startswith(_CONFIGURATION_CLASSES):
+        return ErrorClass.CONFIGURATION
     return ErrorClass.FATAL
 
 
@@ -100,6 +113,8 @@ def classify_error(exc: BaseException) -> ErrorClass:
     seen: list[BaseException] = []
     while current is not None and all(current is not s for s in seen):
         seen.append(current)
+        if isinstance(current, ssl.SSLError):
+            return ErrorClass.CONFIGURATION  # a certificate or protocol refused: not a blip
         if isinstance(current, DBAPIError) and current.connection_invalidated:
             return ErrorClass.UNAVAILABLE
         if isinstance(current, (ConnectionError, OSError, TimeoutError)):
@@ -109,17 +124,24 @@ def classify_error(exc: BaseException) -> ErrorClass:
     return ErrorClass.FATAL
 
 
-def transient_error(exc: BaseException, *, operation: str) -> TransientError | None:
-    """The retriable error standing for ``exc`` (its cause), or ``None`` when it is not transient.
+def translate_error(
+    exc: BaseException, *, operation: str
+) -> TransientError | ConfigurationError | None:
+    """The service's error standing for a database error (raise it ``from exc``), or ``None``
+    for a bug, which must propagate as it is.
 
-    Its message is :func:`~consumer.errors.describe_error`'s: the SQLSTATE and the driver's
-    first line, never the statement or its parameters.
+    A :class:`~consumer.errors.TransientError` for a fault that clears (retried), a
+    :class:`~consumer.errors.ConfigurationError` for one that never will (exit 2). The message
+    is :func:`~consumer.errors.describe_error`'s: the SQLSTATE and the driver's first line,
+    never the statement, its parameters or the URL.
     """
     kind = classify_error(exc)
     if kind is ErrorClass.UNAVAILABLE:
         return DatabaseUnavailable(describe_error(exc), operation=operation)
     if kind is ErrorClass.BUSY:
         return DatabaseBusy(describe_error(exc), operation=operation)
+    if kind is ErrorClass.CONFIGURATION:
+        return ConfigurationError(f"the database refuses this service: {describe_error(exc)}")
     return None
 
 
@@ -168,3 +190,20 @@ def create_engine(
     engine = create_async_engine(settings.async_database_url, **options)
     event.listen(engine.sync_engine, "handle_error", _discard_read_only_connections)
     return engine
+
+
+async def is_database_writable(engine: AsyncEngine, *, timeout_s: float) -> bool:
+    """Whether a session can write now (connected, not a standby, not read-only by default).
+
+    Raises :class:`~consumer.errors.ConfigurationError` when the database refuses this service
+    for good (wrong password, no such database, TLS refused); any other failure is ``False``.
+    """
+    try:
+        async with asyncio.timeout(timeout_s), engine.connect() as conn:
+            read_only = await conn.scalar(text("SELECT current_setting('transaction_read_only')"))
+    except Exception as exc:
+        translated = translate_error(exc, operation="probe")
+        if isinstance(translated, ConfigurationError):
+            raise translated from exc
+        return False
+    return bool(read_only == "off")

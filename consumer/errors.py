@@ -24,6 +24,7 @@ __all__ = [
     "RoutingPersistenceError",
     "TransientError",
     "describe_error",
+    "error_text",
     "is_retriable",
     "sqlstate_of",
 ]
@@ -97,6 +98,19 @@ def sqlstate_of(exc: BaseException) -> str | None:
     return None
 
 
+def error_text(exc: BaseException) -> str:
+    """The innermost driver error's first line, secret-free (see :func:`describe_error`)."""
+    chain = _causes(exc)
+    inner = next((e for e in chain if getattr(e, "sqlstate", None)), chain[-1])
+    lines = str(inner).strip().splitlines()
+    text = " ".join(lines[0].split())[:_MAX_DETAIL_CHARS] if lines else ""
+    # asyncpg's adapter prefixes "<class 'asyncpg...'>: "; aiokafka often starts with its own
+    # class name: keep the message only.
+    text = text.removeprefix("<class ").split(">: ", 1)[-1]
+    name = type(inner).__name__
+    return text.removeprefix(name).removeprefix(":").strip() if text.startswith(name) else text
+
+
 def describe_error(exc: BaseException) -> str:
     """One secret-free line: the innermost driver error's type, SQLSTATE and first line.
 
@@ -108,13 +122,7 @@ def describe_error(exc: BaseException) -> str:
         return str(exc)
     chain = _causes(exc)
     inner = next((e for e in chain if getattr(e, "sqlstate", None)), chain[-1])
-    lines = str(inner).strip().splitlines()
-    text = " ".join(lines[0].split())[:_MAX_DETAIL_CHARS] if lines else ""
-    # asyncpg's adapter prefixes "<class 'asyncpg...'>: ": keep the message only.
-    text = text.removeprefix("<class ").split(">: ", 1)[-1]
-    name = type(inner).__name__
-    # aiokafka's messages often start with their own class name: say it once.
-    text = text.removeprefix(name).removeprefix(":").strip() if text.startswith(name) else text
     code = sqlstate_of(exc)
-    head = f"{name} [{code}]" if code else name
+    head = f"{type(inner).__name__} [{code}]" if code else type(inner).__name__
+    text = error_text(exc)
     return f"{head}: {text}" if text else head

@@ -4,12 +4,23 @@ from __future__ import annotations
 
 import asyncio
 import ssl
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Iterable, Sequence
+from typing import Any, Final
 
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.conn import create_conn
-from aiokafka.errors import AuthenticationFailedError, KafkaError, SaslAuthenticationFailed
+from aiokafka.errors import (
+    AuthenticationFailedError,
+    GroupAuthorizationFailedError,
+    KafkaError,
+    KafkaTimeoutError,
+    MessageSizeTooLargeError,
+    RecordListTooLargeError,
+    RecordTooLargeError,
+    SaslAuthenticationFailed,
+    TopicAuthorizationFailedError,
+    UnsupportedSaslMechanismError,
+)
 from aiokafka.helpers import create_ssl_context
 from aiokafka.structs import TopicPartition
 
@@ -17,9 +28,13 @@ from consumer.errors import MissingTopicsError
 from consumer.settings import Settings
 
 __all__ = [
+    "FATAL_KAFKA_ERRORS",
     "client_options",
     "describe_partitions",
     "find_permanent_connect_error",
+    "is_record_too_large",
+    "is_transient_kafka_error",
+    "partition_names",
 ]
 
 
@@ -38,6 +53,35 @@ async def describe_partitions(
     return sorted(
         TopicPartition(t["topic"], p["partition"]) for t in described for p in t["partitions"]
     )
+
+
+#: Kafka errors no retry can fix: a wrong credential or a missing ACL.
+FATAL_KAFKA_ERRORS: Final = (
+    AuthenticationFailedError,
+    GroupAuthorizationFailedError,
+    SaslAuthenticationFailed,
+    TopicAuthorizationFailedError,
+    UnsupportedSaslMechanismError,
+)
+
+
+def is_record_too_large(exc: BaseException) -> bool:
+    """True when the producer or the broker refused a record for its size (permanent)."""
+    return isinstance(exc, (MessageSizeTooLargeError, RecordListTooLargeError, RecordTooLargeError))
+
+
+def is_transient_kafka_error(exc: BaseException) -> bool:
+    """True when sending again later can succeed (broker down, leader moving, timeout)."""
+    if isinstance(exc, KafkaTimeoutError):
+        return True
+    if isinstance(exc, KafkaError):
+        return bool(exc.retriable)
+    return isinstance(exc, OSError)
+
+
+def partition_names(tps: Iterable[TopicPartition]) -> list[str]:
+    """``topic:partition`` of each, sorted: how logs name partitions."""
+    return sorted(f"{tp.topic}:{tp.partition}" for tp in tps)
 
 
 def client_options(settings: Settings) -> dict[str, Any]:

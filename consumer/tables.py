@@ -1,106 +1,147 @@
-"""SQLAlchemy Core metadata of the two tables this service writes, as the migrations leave them.
+"""The tables this service writes, defined once: their key columns and the JSON fields it owns.
 
-Identifiers follow Prisma's default mapping (``CONTRACT.md`` §2), so they are quoted camelCase:
-``execution_record.c.requestId`` is the column ``"requestId"`` of ``"ExecutionRecord"``.
+Identifiers follow Prisma's default mapping (docs/contract.md §2): quoted camelCase. Each
+:class:`JsonField` is one payload column and its two version columns; the SQL of the pipeline
+(:mod:`consumer.pipeline.sql`) and the SQLAlchemy :data:`metadata` below are both built from
+these definitions. The metadata describes an empty database at the newest migration (the
+baseline's stand-in tables plus the service's columns); ``tests/test_migrations.py`` checks
+with Alembic's autogenerate comparison that it and the migrations agree.
 
-This metadata describes an *empty* database brought to head by ``migrations/``: the baseline's
-stand-in tables (``"ExecutionRecord"`` of Project A, ``"Tenant"`` of Project C) plus the service's
-nullable columns. On a production database the real tables have more columns of their own, which
-this service neither reads nor declares. ``tests/test_migrations.py`` checks with Alembic's
-autogenerate comparison that this metadata and the migrations agree.
-
-The table and column comments are the migrations' ownership markers: the baseline comments a table
-only when it created it, the additive revision comments a column only when it added it, and each
-downgrade removes only what carries its marker (see ``migrations/versions``).
+Comments are the migrations' ownership markers: the baseline comments a table only when it
+created it, the additive revisions comment the columns they added, and each downgrade removes
+only what carries its marker.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Final
+
 from sqlalchemy import Column, Index, MetaData, Table, Text, func
 from sqlalchemy.dialects.postgresql import JSONB, TIMESTAMP, UUID
 
+from schemas import EventType
+
 __all__ = [
+    "ACTUAL_COST",
     "ADDED_COLUMN_COMMENT_PREFIX",
     "BASELINE_TABLE_COMMENT",
+    "EXECUTION_RECORD",
+    "ROUTING_POLICY",
+    "ROUTING_SNAPSHOT",
+    "TENANT",
     "VERSION_TABLE",
+    "JsonField",
+    "TargetTable",
     "execution_record",
     "metadata",
+    "table_of",
     "tenant",
 ]
 
 #: Alembic's version table for this service (its own name: other projects may use Alembic too).
-VERSION_TABLE = "routing_persistence_version"
+VERSION_TABLE: Final = "routing_persistence_version"
 
 #: The comment the baseline puts on a table it created (and only then).
-BASELINE_TABLE_COMMENT = (
+BASELINE_TABLE_COMMENT: Final = (
     "Created by the routing-persistence baseline migration as a stand-in for the owning project "
     "table; its downgrade drops it."
 )
-#: Every column the additive revision added carries a comment starting with this.
-ADDED_COLUMN_COMMENT_PREFIX = "Added by routing-persistence"
+#: Every column an additive revision added carries a comment starting with this.
+ADDED_COLUMN_COMMENT_PREFIX: Final = "Added by routing-persistence"
+
+
+@dataclass(frozen=True, slots=True)
+class JsonField:
+    """A payload column and its version, ``(occurredAt, eventId)`` of the event that wrote it."""
+
+    column: str
+    event_type: EventType
+
+    @property
+    def occurred_at(self) -> str:
+        """The column of the writing event's ``occurredAt`` (timestamptz)."""
+        return f"{self.column}OccurredAt"
+
+    @property
+    def event_id(self) -> str:
+        """The column of the writing event's ``eventId`` (uuid)."""
+        return f"{self.column}EventId"
+
+
+@dataclass(frozen=True, slots=True)
+class TargetTable:
+    """A table the service writes: its name, the key its events address rows by, its fields."""
+
+    name: str
+    key: str
+    fields: tuple[JsonField, ...]
+    #: The owner's tenant column (tenant isolation), when rows carry one.
+    tenant: str | None
+
+
+ROUTING_SNAPSHOT: Final = JsonField("routingSnapshot", EventType.SNAPSHOT)
+ACTUAL_COST: Final = JsonField("actualCost", EventType.COST)
+ROUTING_POLICY: Final = JsonField("routingPolicy", EventType.POLICY)
+
+#: Project A's table; rows addressed by ``"requestId"`` (unique).
+EXECUTION_RECORD: Final = TargetTable(
+    "ExecutionRecord", "requestId", (ROUTING_SNAPSHOT, ACTUAL_COST), tenant="tenantId"
+)
+#: Project C's table; rows addressed by ``"id"``, the tenant id.
+TENANT: Final = TargetTable("Tenant", "id", (ROUTING_POLICY,), tenant=None)
+
+_TABLE_OF: Final = {f.event_type: t for t in (EXECUTION_RECORD, TENANT) for f in t.fields}
+
+
+def table_of(event_type: EventType) -> TargetTable:
+    """The table an event of ``event_type`` writes."""
+    return _TABLE_OF[event_type]
 
 
 def _added(meaning: str) -> str:
     return f"{ADDED_COLUMN_COMMENT_PREFIX}: {meaning}"
 
 
+def _field_columns(field: JsonField) -> list[Column[object]]:
+    event = field.event_type.value
+    return [
+        Column(field.column, JSONB, comment=_added(f"payload of the newest {event} event")),
+        Column(
+            field.occurred_at,
+            TIMESTAMP(timezone=True),
+            comment=_added(f"occurredAt of the event that wrote {field.column}"),
+        ),
+        Column(
+            field.event_id,
+            UUID(as_uuid=True),
+            comment=_added(f"eventId of the event that wrote {field.column}"),
+        ),
+    ]
+
+
 metadata = MetaData()
 
 execution_record = Table(
-    "ExecutionRecord",
+    EXECUTION_RECORD.name,
     metadata,
-    # --- Project A's columns (the baseline's stand-in; never updated by this service) ----------
+    # Project A's columns (the baseline's stand-in; never updated by this service).
     Column("id", Text, primary_key=True),
     Column("requestId", Text, nullable=False),
     Column("tenantId", Text, nullable=True),
     Column("createdAt", TIMESTAMP(timezone=True), nullable=False, server_default=func.now()),
-    # --- this service's columns: nullable, no defaults ----------------------------------------
-    Column(
-        "routingSnapshot", JSONB, comment=_added("payload of the newest routing.snapshot event")
-    ),
-    Column(
-        "routingSnapshotOccurredAt",
-        TIMESTAMP(timezone=True),
-        comment=_added("occurredAt of the event that wrote routingSnapshot"),
-    ),
-    Column(
-        "routingSnapshotEventId",
-        UUID(as_uuid=True),
-        comment=_added("eventId of the event that wrote routingSnapshot"),
-    ),
-    Column("actualCost", JSONB, comment=_added("payload of the newest routing.cost event")),
-    Column(
-        "actualCostOccurredAt",
-        TIMESTAMP(timezone=True),
-        comment=_added("occurredAt of the event that wrote actualCost"),
-    ),
-    Column(
-        "actualCostEventId",
-        UUID(as_uuid=True),
-        comment=_added("eventId of the event that wrote actualCost"),
-    ),
+    *[c for f in EXECUTION_RECORD.fields for c in _field_columns(f)],
     # Prisma names its unique indexes "<Table>_<column>_key"; ON CONFLICT ("requestId") uses it.
     Index("ExecutionRecord_requestId_key", "requestId", unique=True),
     comment=BASELINE_TABLE_COMMENT,
 )
 
 tenant = Table(
-    "Tenant",
+    TENANT.name,
     metadata,
-    # --- Project C's columns (the baseline's stand-in; never updated by this service) ----------
+    # Project C's columns (the baseline's stand-in; never updated by this service).
     Column("id", Text, primary_key=True),
     Column("name", Text, nullable=True),
-    # --- this service's columns ---------------------------------------------------------------
-    Column("routingPolicy", JSONB, comment=_added("payload of the newest tenant.policy event")),
-    Column(
-        "routingPolicyOccurredAt",
-        TIMESTAMP(timezone=True),
-        comment=_added("occurredAt of the event that wrote routingPolicy"),
-    ),
-    Column(
-        "routingPolicyEventId",
-        UUID(as_uuid=True),
-        comment=_added("eventId of the event that wrote routingPolicy"),
-    ),
+    *[c for f in TENANT.fields for c in _field_columns(f)],
     comment=BASELINE_TABLE_COMMENT,
 )

@@ -140,6 +140,18 @@ def pending(event: OutgoingEvent) -> PendingEvent:
     return PendingEvent.of(result, event.value)
 
 
+class RetryRecorder:
+    """A :class:`consumer.retry.RetryObserver` that keeps every retry it is told of."""
+
+    def __init__(self) -> None:
+        self.errors: list[Exception] = []
+        self.waits: list[float] = []
+
+    def on_retry(self, error: Exception, wait_s: float) -> None:
+        self.errors.append(error)
+        self.waits.append(wait_s)
+
+
 def engine_for(url: str) -> AsyncEngine:
     return create_engine(Settings(database_url=url))
 
@@ -147,9 +159,8 @@ def engine_for(url: str) -> AsyncEngine:
 async def apply_in_transaction(
     engine: AsyncEngine, events: Sequence[OutgoingEvent]
 ) -> ApplyOutcome:
-    """One batch through ``apply_events`` in one committed transaction."""
-    async with engine.begin() as conn:
-        return await apply_events(conn, [pending(e) for e in events])
+    """One batch through ``apply_events`` (its own committed transaction)."""
+    return await apply_events(engine, [pending(e) for e in events])
 
 
 # --- Kafka ----------------------------------------------------------------------------------

@@ -9,7 +9,12 @@ from typing import Any
 import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from consumer.pipeline.apply import IsolationNeeded, Verdict, apply_events
+from consumer.db import create_engine
+from consumer.outcomes import Outcome
+from consumer.pipeline.apply import apply_events
+from consumer.pipeline.sql import round_sql
+from consumer.settings import Settings
+from consumer.tables import EXECUTION_RECORD
 from schemas import ReasonCode
 from tests.apply_helpers import (
     apply_in_transaction,
@@ -53,7 +58,7 @@ async def test_creates_the_row_and_stores_the_payload_of_the_original_bytes(
 
     outcome = await apply_in_transaction(engine, [snap, money])
 
-    assert [r.verdict for r in outcome.results] == [Verdict.APPLIED, Verdict.APPLIED]
+    assert [r.outcome for r in outcome.results] == [Outcome.APPLIED, Outcome.APPLIED]
     row = await _record(database, "req-1")
     assert row["id"] == "req-1"
     assert row["tenantId"] == "t1"
@@ -116,7 +121,7 @@ async def test_applying_twice_changes_nothing(engine: AsyncEngine, database: Dat
 
     again = await apply_in_transaction(engine, events)
 
-    assert [r.verdict for r in again.results] == [Verdict.STALE] * 3
+    assert [r.outcome for r in again.results] == [Outcome.STALE] * 3
     assert await database.fetch('SELECT * FROM "ExecutionRecord" ORDER BY "requestId"') == before
 
 
@@ -136,9 +141,9 @@ async def test_newest_version_wins_whatever_the_order(
     row = await _record(database, "req-o")
     assert json.loads(row["snap_text"])["strategy"] == "new"
     assert json.loads(row["cost_text"]) == _payload(tie_winner.value)
-    assert second.results[0].verdict is Verdict.STALE
-    assert first.results[1].verdict is Verdict.APPLIED
-    assert second.results[1].verdict is (Verdict.APPLIED if tie_winner is tie_b else Verdict.STALE)
+    assert second.results[0].outcome is Outcome.STALE
+    assert first.results[1].outcome is Outcome.APPLIED
+    assert second.results[1].outcome is (Outcome.APPLIED if tie_winner is tie_b else Outcome.STALE)
 
 
 async def test_within_a_batch_only_the_newest_is_written_the_rest_are_stale(
@@ -149,9 +154,9 @@ async def test_within_a_batch_only_the_newest_is_written_the_rest_are_stale(
 
     outcome = await apply_in_transaction(engine, events)
 
-    assert [r.verdict for r in outcome.results].count(Verdict.APPLIED) == 1
-    assert [r.verdict for r in outcome.results].count(Verdict.STALE) == 4
-    assert outcome.results[1].verdict is Verdict.APPLIED
+    assert [r.outcome for r in outcome.results].count(Outcome.APPLIED) == 1
+    assert [r.outcome for r in outcome.results].count(Outcome.STALE) == 4
+    assert outcome.results[1].outcome is Outcome.APPLIED
     assert json.loads((await _record(database, "req-c"))["snap_text"])["strategy"] == "s9"
     assert outcome.statements == 1  # one statement for the whole field, whatever the batch
 
@@ -175,7 +180,7 @@ async def test_tenant_mismatch_leaves_the_row_untouched_and_older_matching_event
     assert outcome.results[0].reason is ReasonCode.TENANT_MISMATCH
     assert "intruder" in outcome.results[0].message
     assert "owner" not in outcome.results[0].message  # the row's tenant is not disclosed
-    assert outcome.results[1].verdict is Verdict.APPLIED
+    assert outcome.results[1].outcome is Outcome.APPLIED
     assert outcome.results[2].reason is ReasonCode.TENANT_MISMATCH
     assert outcome.results[3].reason is ReasonCode.TENANT_MISMATCH
     row = await _record(database, "req-m")
@@ -192,7 +197,7 @@ async def test_a_row_created_in_the_batch_belongs_to_its_creator(
 
     outcome = await apply_in_transaction(engine, [other, creator])
 
-    assert outcome.results[1].verdict is Verdict.APPLIED
+    assert outcome.results[1].outcome is Outcome.APPLIED
     assert outcome.results[0].reason is ReasonCode.TENANT_MISMATCH
     assert (await _record(database, "req-new"))["tenantId"] == "t1"
 
@@ -207,7 +212,7 @@ async def test_a_refused_record_older_than_the_stored_value_is_just_stale(
 
     # Only what would be written is parsed by PostgreSQL: a replay of old records costs no JSON
     # parsing, and an old record is stale whatever its bytes.
-    assert outcome.results[0].verdict is Verdict.STALE
+    assert outcome.results[0].outcome is Outcome.STALE
 
 
 async def test_a_null_tenant_row_accepts_any_tenant_and_keeps_its_null(
@@ -222,7 +227,7 @@ async def test_a_null_tenant_row_accepts_any_tenant_and_keeps_its_null(
 
     outcome = await apply_in_transaction(engine, [first, second])
 
-    assert [r.verdict for r in outcome.results] == [Verdict.APPLIED, Verdict.APPLIED]
+    assert [r.outcome for r in outcome.results] == [Outcome.APPLIED, Outcome.APPLIED]
     row = await _record(database, "req-n")
     assert row["tenantId"] is None
     assert row["id"] == "pk-1"  # Project A's columns are never updated
@@ -240,11 +245,11 @@ async def test_policies_update_known_tenants_and_reject_unknown_ones(
 
     outcome = await apply_in_transaction(engine, [older, stranger, newer, stranger_again])
 
-    assert [r.verdict for r in outcome.results] == [
-        Verdict.STALE,
-        Verdict.REJECTED,
-        Verdict.APPLIED,
-        Verdict.REJECTED,
+    assert [r.outcome for r in outcome.results] == [
+        Outcome.STALE,
+        Outcome.DEAD_LETTERED,
+        Outcome.APPLIED,
+        Outcome.DEAD_LETTERED,
     ]
     assert outcome.results[1].reason is ReasonCode.UNKNOWN_TENANT
     assert outcome.results[3].reason is ReasonCode.UNKNOWN_TENANT
@@ -268,12 +273,12 @@ async def test_a_record_postgresql_refuses_is_isolated_and_the_rest_applied(
 
     outcome = await apply_in_transaction(engine, events)
 
-    rejected = [i for i, r in enumerate(outcome.results) if r.verdict is Verdict.REJECTED]
+    rejected = [i for i, r in enumerate(outcome.results) if r.outcome is Outcome.DEAD_LETTERED]
     assert rejected == list(bad_rows)
     for i in bad_rows:
         assert outcome.results[i].reason is ReasonCode.DB_REJECTED
         assert "22P05" in outcome.results[i].message
-    assert outcome.count(Verdict.APPLIED) == 38
+    assert outcome.count(Outcome.APPLIED) == 38
     rows = await database.fetch('SELECT "requestId", "actualCost" FROM "ExecutionRecord"')
     stored = {r["requestId"]: json.loads(r["actualCost"])["note"] for r in rows}
     assert stored == {
@@ -282,20 +287,46 @@ async def test_a_record_postgresql_refuses_is_isolated_and_the_rest_applied(
     }
 
 
-async def test_without_isolation_a_refusal_aborts_the_batch_for_a_careful_retry(
+async def test_thousands_of_refused_records_for_one_key_are_all_dead_lettered_in_bounded_work(
     engine: AsyncEngine, database: Database
 ) -> None:
+    # A producer's retry storm: the same record PostgreSQL refuses, 1,500 times, plus 1,100
+    # different refused versions of the same row, and the row's one valid event, oldest of all.
+    storm = with_raw_payload(cost("hot", "t1", at(10), note="N"), "N", '"\\u0000"')
+    versions = [
+        with_raw_payload(cost("hot", "t1", at(100 + n), note="N"), "N", f'"v{n} \\u0000"')
+        for n in range(1100)
+    ]
+    valid = cost("hot", "t1", at(0))
+    events = [storm] * 1500 + versions + [valid]
+
+    outcome = await apply_in_transaction(engine, events)
+
+    assert outcome.count(Outcome.DEAD_LETTERED) == 2600
+    assert {r.reason for r in outcome.results[:-1]} == {ReasonCode.DB_REJECTED}
+    assert outcome.results[-1].outcome is Outcome.APPLIED
+    # Copies share their original's verdict: a statement per distinct version, not per copy.
+    assert outcome.statements < 2 * (1100 + 1) + 10
+    rows = await database.fetch('SELECT "actualCostEventId" FROM "ExecutionRecord"')
+    assert [r["actualCostEventId"] for r in rows] == [valid.event_id]
+
+
+async def test_a_refusal_on_the_fast_first_attempt_is_redone_carefully_in_a_new_transaction(
+    engine: AsyncEngine, database: Database
+) -> None:
+    # The first attempt takes no savepoints: PostgreSQL's refusal aborts it whole, and the
+    # batch is redone with a savepoint per statement, which isolates the refused record.
     fine = cost("req-f", "t1", at(0))
     refused = with_raw_payload(cost("req-r", "t1", at(0), note="N"), "N", '"\\u0000"')
 
-    with pytest.raises(IsolationNeeded, match="22P05"):
-        async with engine.begin() as conn:
-            await apply_events(conn, [pending(fine), pending(refused)], isolate=False)
+    outcome = await apply_events(engine, [pending(fine), pending(refused)])
 
-    assert await database.fetch('SELECT * FROM "ExecutionRecord"') == []
-    async with engine.begin() as conn:
-        outcome = await apply_events(conn, [pending(fine), pending(refused)], isolate=True)
-    assert [r.verdict for r in outcome.results] == [Verdict.APPLIED, Verdict.REJECTED]
+    assert [r.outcome for r in outcome.results] == [Outcome.APPLIED, Outcome.DEAD_LETTERED]
+    assert "22P05" in outcome.results[1].message
+    # One statement in the aborted attempt, then the careful one's: the whole, its halves.
+    assert outcome.statements == 3
+    rows = await database.fetch('SELECT "requestId" FROM "ExecutionRecord"')
+    assert [r["requestId"] for r in rows] == ["req-f"]
 
 
 async def test_a_refused_cost_beside_its_snapshot_leaves_the_snapshot_applied(
@@ -307,10 +338,10 @@ async def test_a_refused_cost_beside_its_snapshot_leaves_the_snapshot_applied(
 
     outcome = await apply_in_transaction(engine, [snap, refused, older_cost])
 
-    assert [r.verdict for r in outcome.results] == [
-        Verdict.APPLIED,
-        Verdict.REJECTED,
-        Verdict.APPLIED,
+    assert [r.outcome for r in outcome.results] == [
+        Outcome.APPLIED,
+        Outcome.DEAD_LETTERED,
+        Outcome.APPLIED,
     ]
     assert '"ExecutionRecord"."actualCost"' in outcome.results[1].message
     row = await _record(database, "req-p")
@@ -328,7 +359,7 @@ async def test_snapshot_and_cost_of_a_new_request_with_different_tenants(
 
     outcome = await apply_in_transaction(engine, [other, snap])
 
-    assert outcome.results[1].verdict is Verdict.APPLIED
+    assert outcome.results[1].outcome is Outcome.APPLIED
     assert outcome.results[0].reason is ReasonCode.TENANT_MISMATCH
     row = await _record(database, "req-t")
     assert row["tenantId"] == "t1"
@@ -350,7 +381,7 @@ async def test_a_key_column_conflict_is_db_rejected_not_fatal(
 
     assert outcome.results[0].reason is ReasonCode.DB_REJECTED
     assert "23505" in outcome.results[0].message
-    assert outcome.results[1].verdict is Verdict.APPLIED
+    assert outcome.results[1].outcome is Outcome.APPLIED
     rows = await database.fetch('SELECT "id", "requestId" FROM "ExecutionRecord" ORDER BY "id"')
     assert [(r["id"], r["requestId"]) for r in rows] == [("req-x", "other"), ("req-y", "req-y")]
 
@@ -367,7 +398,7 @@ async def test_a_batch_of_mixed_types_costs_one_statement_per_table(
 
     outcome = await apply_in_transaction(engine, events)
 
-    assert outcome.count(Verdict.APPLIED) == len(events)
+    assert outcome.count(Outcome.APPLIED) == len(events)
     assert outcome.statements == 2  # snapshot and cost of a request: one row write
     rows = await database.fetch(
         'SELECT count(*) AS n FROM "ExecutionRecord" '
@@ -396,17 +427,23 @@ async def test_the_least_privilege_role_of_deploy_sql_grants_can_apply_every_kin
         with_raw_payload(cost("r2", "t1", at(0), note="N"), "N", '"\\u0000"'),
     ]
     verdicts = []
-    for events in (first, second):
-        async with engine.begin() as conn:
-            await conn.exec_driver_sql("SET LOCAL ROLE routing_persistence")
-            outcome = await apply_events(conn, [pending(e) for e in events])
-        verdicts.append([r.reason or r.verdict for r in outcome.results])
+    # Sessions that run as the role from their start, as the service's do in production.
+    as_role = create_engine(
+        Settings(database_url=database.url),
+        connect_args={"server_settings": {"role": "routing_persistence"}},
+    )
+    try:
+        for events in (first, second):
+            outcome = await apply_events(as_role, [pending(e) for e in events])
+            verdicts.append([r.reason or r.outcome for r in outcome.results])
+    finally:
+        await as_role.dispose()
 
     assert verdicts == [
-        [Verdict.APPLIED] * 3,
+        [Outcome.APPLIED] * 3,
         [
-            Verdict.APPLIED,
-            Verdict.STALE,
+            Outcome.APPLIED,
+            Outcome.STALE,
             ReasonCode.TENANT_MISMATCH,
             ReasonCode.UNKNOWN_TENANT,
             ReasonCode.DB_REJECTED,
@@ -444,12 +481,12 @@ async def test_a_table_with_a_not_null_column_without_default_updates_existing_r
 
     outcome = await apply_in_transaction(engine, events)
 
-    verdicts = [r.reason or r.verdict for r in outcome.results]
+    verdicts = [r.reason or r.outcome for r in outcome.results]
     assert verdicts == [
-        Verdict.APPLIED,
-        Verdict.APPLIED,
-        Verdict.STALE,
-        Verdict.APPLIED,
+        Outcome.APPLIED,
+        Outcome.APPLIED,
+        Outcome.STALE,
+        Outcome.APPLIED,
         ReasonCode.TENANT_MISMATCH,
         *[ReasonCode.DB_REJECTED] * 4,
     ]
@@ -469,7 +506,7 @@ async def test_a_table_with_a_not_null_column_without_default_updates_existing_r
     assert {r["updatedAt"].year for r in rows} == {2020}  # Project A's column is not ours
 
     again = await apply_in_transaction(engine, events[:4])
-    assert [r.verdict for r in again.results] == [Verdict.STALE] * 4
+    assert [r.outcome for r in again.results] == [Outcome.STALE] * 4
 
 
 async def test_a_table_with_a_not_null_column_with_a_default_just_works(
@@ -487,7 +524,7 @@ async def test_a_table_with_a_not_null_column_with_a_default_just_works(
 
     outcome = await apply_in_transaction(engine, events)
 
-    assert [r.verdict for r in outcome.results] == [Verdict.APPLIED] * 3
+    assert [r.outcome for r in outcome.results] == [Outcome.APPLIED] * 3
     rows = await database.fetch(
         'SELECT "requestId", "version", "routingSnapshot" IS NOT NULL AS has_snapshot '
         'FROM "ExecutionRecord" ORDER BY 1'
@@ -504,8 +541,6 @@ async def test_batches_probe_the_index_whatever_the_table_size(
     scanned whole for every batch (a hash join), which doubled PostgreSQL's CPU per event on the
     benchmark's live runs; the service's sessions use 1.1 (consumer.db.create_engine).
     """
-    from consumer.pipeline.apply import _TABLES
-
     await database.execute(
         'INSERT INTO "ExecutionRecord" ("id", "requestId", "tenantId") '
         "SELECT 'r' || g, 'r' || g, 't' FROM generate_series(1, 20000) AS g"
@@ -514,7 +549,7 @@ async def test_batches_probe_the_index_whatever_the_table_size(
     keys = [f"r{n}" for n in range(1, 400, 2)]  # a live batch: a few hundred rows
     nulls: list[None] = [None] * len(keys)
     params = (keys, ["t"] * len(keys), *[nulls] * 8)  # per field: o, e, raw, payload
-    sql = "EXPLAIN " + _TABLES[0].sql
+    sql = "EXPLAIN " + round_sql(EXECUTION_RECORD)
 
     async def plan(setting: str | None) -> str:
         async with engine.connect() as conn:

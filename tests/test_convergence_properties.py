@@ -21,7 +21,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from consumer.pipeline.apply import Verdict, apply_events
+from consumer.outcomes import Outcome
+from consumer.pipeline.apply import apply_events
 from schemas import EventType, OutgoingEvent, ReasonCode
 from tests.apply_helpers import at, cost, engine_for, pending, policy, snapshot, with_raw_payload
 from tests.conftest import Database
@@ -126,16 +127,15 @@ async def test_any_order_duplication_and_split_converges_to_the_newest_valid_eve
     await _reset(engine)
 
     for batch in batches:
-        async with engine.begin() as conn:
-            outcome = await apply_events(conn, [pending(built[i][0]) for i in batch])
+        outcome = await apply_events(engine, [pending(built[i][0]) for i in batch])
         for i, result in zip(batch, outcome.results, strict=True):
             expected_reason = built[i][1]
             if expected_reason is None:
-                assert result.verdict in (Verdict.APPLIED, Verdict.STALE), (specs[i], result)
+                assert result.outcome in (Outcome.APPLIED, Outcome.STALE), (specs[i], result)
             elif expected_reason is ReasonCode.DB_REJECTED:
                 # Refused when offered for writing; older than what is stored, it is merely
                 # stale (never parsed), like any old event.
-                assert result.verdict is not Verdict.APPLIED, (specs[i], result)
+                assert result.outcome is not Outcome.APPLIED, (specs[i], result)
                 assert result.reason in (None, ReasonCode.DB_REJECTED), (specs[i], result)
             else:
                 # Tenant rules hold whatever the versions: never downgraded to "stale".

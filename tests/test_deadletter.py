@@ -19,14 +19,15 @@ from aiokafka.errors import (
 )
 from aiokafka.structs import ConsumerRecord
 
+from consumer.kafka import is_record_too_large, is_transient_kafka_error
 from consumer.ops.redrive import redrive
 from consumer.pipeline.deadletter import (
+    HEADERS_OMITTED_HEADER,
+    MAX_COPIED_HEADER_BYTES,
     VALUE_OMITTED_HEADER,
     DeadLetter,
     DeadLetterWriter,
     dead_letter_headers,
-    is_record_too_large,
-    is_transient_kafka_error,
     new_dead_letter_producer,
 )
 from consumer.settings import Settings
@@ -65,7 +66,7 @@ async def test_dead_letters_keep_key_and_bytes_and_carry_the_contract_headers(
     records = sorted(by_offset(batch).values(), key=lambda r: r.offset)
     writer = DeadLetterWriter(producer, topic=topics.dlq, group_id="g-1")
 
-    failures = await writer.write_all(
+    await writer.write(
         [
             DeadLetter(records[0], "invalid_json", "line 1: expecting value"),
             DeadLetter(records[1], "invalid_json", "not UTF-8"),
@@ -73,7 +74,6 @@ async def test_dead_letters_keep_key_and_bytes_and_carry_the_contract_headers(
         ]
     )
 
-    assert failures == []
     letters = sorted(await read_topic(services.kafka_bootstrap, topics.dlq), key=_source_offset)
     assert [(letter.key, letter.value) for letter in letters] == [
         (b"req-1", b'{"broken": '),
@@ -99,21 +99,6 @@ def _source_offset(record: ConsumerRecord[bytes, bytes]) -> int:
     return int(headers_of(record)["dlq.offset"])
 
 
-async def test_send_then_flush_awaits_every_acknowledgement(
-    services: Services, topics: Topics, producer: AIOKafkaProducer
-) -> None:
-    await produce(services.kafka_bootstrap, [(topics.snapshots, b"k", b"{}")] * 5)
-    records = list(by_offset(await fetch(services.kafka_bootstrap, [topics.snapshots], 5)).values())
-    writer = DeadLetterWriter(producer, topic=topics.dlq, group_id="g")
-
-    futures = [await writer.send(r, "schema_violation", "payload: missing") for r in records]
-    failures = await writer.flush()
-
-    assert failures == []
-    assert all(f.done() for f in futures)
-    assert len(await read_topic(services.kafka_bootstrap, topics.dlq)) == 5
-
-
 async def test_a_letter_too_large_for_the_producer_is_written_without_its_value(
     services: Services, topics: Topics
 ) -> None:
@@ -131,7 +116,7 @@ async def test_a_letter_too_large_for_the_producer_is_written_without_its_value(
     await small.start()
     try:
         writer = DeadLetterWriter(small, topic=topics.dlq, group_id="g")
-        failures = await writer.write_all(
+        await writer.write(
             [
                 DeadLetter(big_record, "payload_too_large", "too big"),
                 DeadLetter(small_record, "invalid_json", "truncated"),
@@ -140,7 +125,6 @@ async def test_a_letter_too_large_for_the_producer_is_written_without_its_value(
     finally:
         await small.stop()
 
-    assert failures == []
     letters = {r.key: r for r in await read_topic(services.kafka_bootstrap, topics.dlq)}
     assert letters[b"big"].value is None
     assert headers_of(letters[b"big"])[VALUE_OMITTED_HEADER] == "5000"
@@ -161,13 +145,13 @@ async def test_a_letter_too_large_even_without_its_value_is_reported_not_lost(
     await small.start()
     try:
         writer = DeadLetterWriter(small, topic=topics.dlq, group_id="g")
-        failures = await writer.write_all([DeadLetter(record, "invalid_json", "no")])
+        # Not retriable: a bug or a configuration error, which stops the consumer loudly.
+        with pytest.raises(MessageSizeTooLargeError) as raised:
+            await writer.write([DeadLetter(record, "invalid_json", "no")])
     finally:
         await small.stop()
 
-    assert len(failures) == 1
-    assert isinstance(failures[0][1], MessageSizeTooLargeError)
-    assert not is_transient_kafka_error(failures[0][1])
+    assert not is_transient_kafka_error(raised.value)
     assert await read_topic(services.kafka_bootstrap, topics.dlq) == []
 
 
@@ -191,7 +175,7 @@ async def test_the_dead_letter_producer_takes_a_letter_of_the_largest_accepted_r
         await made.start()
         try:
             writer = DeadLetterWriter(made, topic=dlq, group_id="g")
-            assert await writer.write_all([DeadLetter(record, "payload_too_large", "big")]) == []
+            await writer.write([DeadLetter(record, "payload_too_large", "big")])
         finally:
             await made.stop()
         letters = await read_topic(services.kafka_bootstrap, dlq)
@@ -234,6 +218,79 @@ def test_headers_are_utf8_and_a_huge_message_is_cut() -> None:
     error = headers["dlq.error"].decode("utf-8")
     assert len(error) == 4000
     assert error.endswith("…")
+
+
+def _record(headers: list[tuple[str, bytes]]) -> ConsumerRecord[bytes, bytes]:
+    return ConsumerRecord(
+        topic="routing.costs",
+        partition=0,
+        offset=7,
+        timestamp=1767268800123,
+        timestamp_type=0,
+        key=b"k",
+        value=b"v",
+        checksum=None,
+        serialized_key_size=1,
+        serialized_value_size=1,
+        headers=headers,
+    )
+
+
+def test_a_dead_letter_keeps_the_records_own_headers_but_not_its_stale_dlq_ones() -> None:
+    record = _record(
+        [
+            ("traceparent", b"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"),
+            ("dlq.reason", b"invalid_json"),  # of an earlier failure: replaced by ours
+            ("dlq.redrive-count", b"1"),  # redrive's own count: kept, so it can stop
+        ]
+    )
+
+    headers = dead_letter_headers(record, "db_rejected", "no", "g")
+
+    names = [name for name, _ in headers]
+    assert names[:2] == ["traceparent", "dlq.redrive-count"]
+    assert names.count("dlq.reason") == 1
+    assert dict(headers)["dlq.reason"] == b"db_rejected"
+
+
+def test_copied_headers_are_capped_so_a_hostile_one_cannot_inflate_every_letter() -> None:
+    big = ("x-huge", b"h" * MAX_COPIED_HEADER_BYTES)
+    record = _record([("traceparent", b"t"), big, ("dlq.redrive-of", b"r" * 100)])
+
+    headers = dict(dead_letter_headers(record, "invalid_json", "no", "g"))
+
+    assert "x-huge" not in headers
+    assert headers["traceparent"] == b"t"
+    assert headers["dlq.redrive-of"] == b"r" * 100
+    assert headers[HEADERS_OMITTED_HEADER] == b"1"
+
+
+async def test_a_letter_refused_for_its_copied_headers_is_written_without_them(
+    services: Services, topics: Topics, producer: AIOKafkaProducer
+) -> None:
+    # A topic that takes records of at most ~20 KB, and a record whose own headers (within the
+    # copy budget) push its letter over that: the broker refuses it whole and again alone;
+    # it must not block the partition, so it goes with neither value nor copied headers.
+    dlq = unique("dlq-small")
+    await create_topic_with(services.kafka_bootstrap, dlq, {"max.message.bytes": "20000"})
+    big_header = ("x-trace-baggage", b"b" * 30_000)
+    await produce(services.kafka_bootstrap, [(topics.costs, b"k", b"[]")])
+    [source] = by_offset(await fetch(services.kafka_bootstrap, [topics.costs], 1)).values()
+    record = dataclasses.replace(source, headers=[("traceparent", b"t"), big_header])
+    writer = DeadLetterWriter(producer, topic=dlq, group_id="g")
+
+    await writer.write([DeadLetter(record, "not_an_object", "an array")])
+
+    [letter] = await read_topic(services.kafka_bootstrap, dlq)
+    headers = headers_of(letter)
+    assert letter.value is None
+    assert letter.key == b"k"
+    assert "x-trace-baggage" not in headers
+    assert "traceparent" not in headers
+    assert headers[VALUE_OMITTED_HEADER] == "2"
+    assert headers[HEADERS_OMITTED_HEADER] == "2"
+    assert headers["dlq.reason"] == "not_an_object"
+    assert headers["dlq.offset"] == str(source.offset)
 
 
 @pytest.mark.parametrize(
@@ -295,7 +352,7 @@ async def test_redrive_republishes_a_record_of_the_largest_accepted_size(
             await fetch(services.kafka_bootstrap, [settings.topic_costs], 1)
         ).values()
         writer = DeadLetterWriter(producer, topic=settings.topic_dlq, group_id="g")
-        assert await writer.write_all([DeadLetter(record, "tenant_mismatch", "x")]) == []
+        await writer.write([DeadLetter(record, "tenant_mismatch", "x")])
     finally:
         await producer.stop()
 
@@ -330,7 +387,7 @@ async def test_redrive_refuses_a_dead_letter_written_without_its_value(
     try:
         writer = DeadLetterWriter(small, topic=topics.dlq, group_id="g")
         letters = [DeadLetter(r, "invalid_json", "bad") for r in records]
-        assert await writer.write_all(letters) == []
+        await writer.write(letters)
     finally:
         await small.stop()
 

@@ -8,6 +8,7 @@ from collections import Counter
 from aiokafka.structs import TopicPartition
 
 from consumer import __version__
+from consumer.outcomes import Outcome
 from consumer.service.health import HealthServer, HealthState
 from consumer.service.metrics import CONTENT_TYPE, ServiceMetrics
 from tests.service_helpers import http_get, metric_sum, parse_metrics
@@ -75,9 +76,11 @@ def test_revoked_partitions_lose_their_series() -> None:
 def test_outcomes_latency_and_build_info() -> None:
     metrics = ServiceMetrics()
     metrics.count_outcomes(
-        Counter({("a", "routing.cost", "applied"): 3, ("a", "routing.cost", "stale"): 0})
+        Counter(
+            {("a", "routing.cost", Outcome.APPLIED): 3, ("a", "routing.cost", Outcome.STALE): 0}
+        )
     )
-    metrics.count_outcomes(Counter({("a", "routing.cost", "applied"): 2}))
+    metrics.count_outcomes(Counter({("a", "routing.cost", Outcome.APPLIED): 2}))
     samples = parse_metrics(metrics.render().decode())
     events = "routing_consumer_events_total"
     assert metric_sum(samples, events, outcome="applied") == 5

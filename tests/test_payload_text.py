@@ -4,19 +4,19 @@ record, and refuses exactly the records it refused (CONTRACT §3 "exact payloads
 Each batch is applied twice on a real, migrated PostgreSQL: as the consumer hands it over
 (``PendingEvent.of``: the payload's JSON text when it stands alone, else the whole record) and
 the way every record used to go (the whole record's text, ``(record::jsonb) -> 'payload'``,
-rolled back). Verdicts, rejection messages and the stored JSON must be the same.
+undone). Verdicts, rejection messages and the stored JSON must be the same.
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator
-from typing import Any
 
 import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from consumer.pipeline.apply import EventResult, PendingEvent, Verdict, apply_events
+from consumer.outcomes import Outcome
+from consumer.pipeline.apply import EventResult, PendingEvent, apply_events
 from consumer.pipeline.decode import ConsumerEvent
 from consumer.pipeline.decode import decode_event as fast_decode_event
 from schemas import DecodedEvent, ReasonCode, decode_event
@@ -81,8 +81,8 @@ _STORED = (
 )
 
 
-def _verdict(result: EventResult) -> tuple[Verdict, ReasonCode | None, str]:
-    return (result.verdict, result.reason, result.message)
+def _verdict(result: EventResult) -> tuple[Outcome, ReasonCode | None, str]:
+    return (result.outcome, result.reason, result.message)
 
 
 async def test_payload_texts_store_and_fail_exactly_as_whole_records(
@@ -97,22 +97,30 @@ async def test_payload_texts_store_and_fail_exactly_as_whole_records(
         assert isinstance(event, ConsumerEvent), (name, event)
         assert (event.payload_json is not None) is alone, name
         consumer.append(PendingEvent.of(event, value))
-        whole.append(PendingEvent(reference, value.decode("utf-8")))
+        # The reference's envelope without a payload text: the whole record is sent.
+        as_whole = ConsumerEvent(
+            reference.event_id,
+            reference.type,
+            reference.occurred_at,
+            reference.tenant_id,
+            reference.request_id,
+            None,
+        )
+        whole.append(PendingEvent.of(as_whole, value))
 
     # The old way, rolled back: the verdicts and stored values to match.
     await database.execute(
         "INSERT INTO \"Tenant\" (\"id\") VALUES ('t1'), ('p-plain'), ('p-nul'), ('p-esc')"
     )
-    async with engine.connect() as conn:
-        transaction = await conn.begin()
-        expected = await apply_events(conn, whole)
-        rows: list[Any] = list((await conn.exec_driver_sql(_STORED)).all())
-        expected_stored: dict[str, str] = {row[0]: row[1] for row in rows}
-        await transaction.rollback()
+    expected = await apply_events(engine, whole)
+    expected_stored: dict[str, str] = {row[0]: row[1] for row in await database.fetch(_STORED)}
+    await database.execute(
+        'DELETE FROM "ExecutionRecord"; UPDATE "Tenant" SET "routingPolicy" = NULL, '
+        '"routingPolicyOccurredAt" = NULL, "routingPolicyEventId" = NULL'
+    )
     assert len(await database.fetch(_STORED)) == 0
 
-    async with engine.begin() as conn:
-        outcome = await apply_events(conn, consumer)
+    outcome = await apply_events(engine, consumer)
 
     verdicts = {name: _verdict(r) for (name, _, _), r in zip(CASES, outcome.results, strict=True)}
     assert verdicts == {
@@ -120,7 +128,7 @@ async def test_payload_texts_store_and_fail_exactly_as_whole_records(
     }
     # The cases mean something: refused ones (by PostgreSQL: \u0000, a number numeric cannot
     # hold, inside the payload or anywhere in a whole record) and stored ones.
-    rejected = {n for n, v in verdicts.items() if v[0] is Verdict.REJECTED}
+    rejected = {n for n, v in verdicts.items() if v[0] is Outcome.DEAD_LETTERED}
     assert rejected == {
         "nul-in-payload",
         "huge-exponent",

@@ -16,13 +16,16 @@ import structlog
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from consumer.db import create_engine
-from consumer.errors import TransientError, sqlstate_of
+from consumer.errors import DatabaseUnavailable, TransientError, sqlstate_of
 from consumer.ops.migrate import upgrade
+from consumer.outcomes import Outcome
 from consumer.pipeline.batch import BatchProcessor
 from consumer.pipeline.deadletter import new_dead_letter_producer
+from consumer.retry import observing_retries
 from consumer.settings import Settings
 from schemas import EventType, build_event, dumps, loads
 from tests.apply_helpers import (
+    RetryRecorder,
     at,
     cost,
     cost_payload,
@@ -130,12 +133,12 @@ async def test_a_mixed_batch_applies_the_valid_and_dead_letters_every_bad_record
     assert result.commit_offsets == {tp: max(r.offset for r in rs) + 1 for tp, rs in batch.items()}
     assert sum(result.commit_offsets.values()) == len(records)  # all produced to partition 0
     # Counts per outcome.
-    assert result.count("applied") == 3
-    assert result.count("stale") == 1
-    assert result.count("ignored") == 1
-    assert result.count("dead_lettered") == len(bad) + len(db_bad) == result.dead_letters
-    assert result.outcomes[(settings.topic_costs, "routing.cost", "applied")] == 1
-    assert result.outcomes[(settings.topic_costs, "unknown", "dead_lettered")] == len(bad)
+    assert result.count(Outcome.APPLIED) == 3
+    assert result.count(Outcome.STALE) == 1
+    assert result.count(Outcome.IGNORED) == 1
+    assert result.count(Outcome.DEAD_LETTERED) == len(bad) + len(db_bad) == result.dead_letters
+    assert result.outcomes[(settings.topic_costs, "routing.cost", Outcome.APPLIED)] == 1
+    assert result.outcomes[(settings.topic_costs, "unknown", Outcome.DEAD_LETTERED)] == len(bad)
     assert sorted(result.applied_occurred_at) == [at(1), at(2), at(3)]
     # Rows.
     rows = await database.fetch(
@@ -202,22 +205,19 @@ async def test_an_unexpected_database_error_propagates_and_nothing_is_dead_lette
     await produce(settings.kafka_bootstrap_servers, [good, bad])
     batch = await fetch(settings.kafka_bootstrap_servers, [settings.topic_costs], 2)
     engine = create_engine(settings)
-    retries: list[float] = []
+    recorder = RetryRecorder()
     try:
-        processor = BatchProcessor(
-            settings,
-            engine,
-            producer,
-            group_id=settings.group_id,
-            on_retry=lambda _, delay: retries.append(delay),
-        )
-        with pytest.raises(Exception, match="ExecutionRecord") as raised:
+        processor = BatchProcessor(settings, engine, producer, group_id=settings.group_id)
+        with (
+            observing_retries(recorder),
+            pytest.raises(Exception, match="ExecutionRecord") as raised,
+        ):
             await processor.process(batch)
     finally:
         await engine.dispose()
 
     assert sqlstate_of(raised.value) == "42P01"
-    assert retries == []
+    assert recorder.errors == []
     assert await read_topic(settings.kafka_bootstrap_servers, topics.dlq) == []
 
 
@@ -239,24 +239,18 @@ async def test_with_a_retry_limit_an_unreachable_database_raises_transient_error
     )
     batch = await fetch(settings.kafka_bootstrap_servers, [settings.topic_costs], 2)
     engine = create_engine(settings)
-    retries: list[BaseException] = []
-    states: list[bool] = []
+    recorder = RetryRecorder()
     try:
-        processor = BatchProcessor(
-            settings,
-            engine,
-            producer,
-            group_id=settings.group_id,
-            on_retry=lambda exc, _: retries.append(exc),
-            on_database_state=states.append,
-        )
-        with pytest.raises(TransientError, match="3 attempts"):
+        processor = BatchProcessor(settings, engine, producer, group_id=settings.group_id)
+        with observing_retries(recorder), pytest.raises(DatabaseUnavailable) as raised:
             await processor.process(batch)
     finally:
         await engine.dispose()
 
-    assert len(retries) == 2
-    assert states == [False]
+    # Three attempts: two retries, then the last error propagates (retriable, not ready).
+    assert len(recorder.errors) == 2
+    assert raised.value.retriable
+    assert all(isinstance(e, TransientError) and e.is_unready for e in recorder.errors)
     # The batch failed as a whole: even its decode rejection was not dead-lettered, since the
     # caller will not commit and the record comes again.
     assert await read_topic(settings.kafka_bootstrap_servers, topics.dlq) == []
@@ -279,36 +273,26 @@ async def test_a_lock_held_elsewhere_is_retried_with_the_instance_not_ready_mean
     holder = await database.connect()
     await holder.execute('BEGIN; SELECT 1 FROM "ExecutionRecord" WHERE "id" = \'r\' FOR UPDATE')
     engine = create_engine(settings)
-    retries: list[str | None] = []
-    states: list[bool] = []
-    retried_twice = asyncio.Event()
-
-    def on_retry(exc: BaseException, _: float) -> None:
-        retries.append(sqlstate_of(exc))
-        if len(retries) >= 2:
-            retried_twice.set()
-
+    recorder = RetryRecorder()
     try:
-        processor = BatchProcessor(
-            settings,
-            engine,
-            producer,
-            group_id=settings.group_id,
-            on_retry=on_retry,
-            on_database_state=states.append,
-        )
-        task = asyncio.create_task(processor.process(batch))
-        await asyncio.wait_for(retried_twice.wait(), timeout=30)
+        processor = BatchProcessor(settings, engine, producer, group_id=settings.group_id)
+        with observing_retries(recorder):
+            task = asyncio.create_task(processor.process(batch))
+        for _ in range(300):
+            if len(recorder.errors) >= 2:
+                break
+            await asyncio.sleep(0.1)
         await holder.execute("ROLLBACK")
         result = await asyncio.wait_for(task, timeout=30)
     finally:
         await holder.close()
         await engine.dispose()
 
-    assert set(retries) == {"55P03"}
-    # Blocked: not ready (it cannot do its work), then ready again once the lock went.
-    assert states == [False, True]
-    assert result.count("applied") == 1
+    assert {sqlstate_of(e) for e in recorder.errors} == {"55P03"}
+    # Blocked: not ready (it cannot do its work), then written once the lock went.
+    assert all(isinstance(e, TransientError) and e.is_unready for e in recorder.errors)
+    assert result.wrote_database
+    assert result.count(Outcome.APPLIED) == 1
     rows = await database.fetch('SELECT "actualCostEventId" FROM "ExecutionRecord"')
     assert rows[0]["actualCostEventId"] == event.event_id
 
@@ -336,33 +320,27 @@ async def test_postgresql_stopped_mid_batch_is_waited_for_and_the_batch_complete
     blocker = await asyncpg.connect(url)
     await blocker.execute('BEGIN; LOCK TABLE "ExecutionRecord" IN ACCESS EXCLUSIVE MODE')
     engine = create_engine(settings)
-    states: list[bool] = []
-    retries: list[BaseException] = []
-    processor = BatchProcessor(
-        settings,
-        engine,
-        producer,
-        group_id=settings.group_id,
-        on_retry=lambda exc, _: retries.append(exc),
-        on_database_state=states.append,
-    )
+    recorder = RetryRecorder()
+    processor = BatchProcessor(settings, engine, producer, group_id=settings.group_id)
     try:
-        task = asyncio.create_task(processor.process(batch))
+        with observing_retries(recorder):
+            task = asyncio.create_task(processor.process(batch))
         await _wait_for_lock_waiter(url)
         assert not task.done()
         await asyncio.to_thread(private_stack.down, "postgres")
         await asyncio.sleep(3)
         assert not task.done()  # still retrying, not failed
-        assert states == [False]
+        assert recorder.errors
+        assert all(isinstance(e, DatabaseUnavailable) for e in recorder.errors)
         await asyncio.to_thread(private_stack.up, "postgres")
         result = await asyncio.wait_for(task, timeout=60)
     finally:
         blocker.terminate()
         await engine.dispose()
 
-    assert states == [False, True]
-    assert len(retries) >= 2
-    assert result.count("applied") == 400
+    assert result.wrote_database
+    assert len(recorder.errors) >= 2
+    assert result.count(Outcome.APPLIED) == 400
     assert result.dead_letters == 1
     rows = await asyncpg.connect(url)
     try:
@@ -420,17 +398,12 @@ async def test_dead_letters_wait_for_a_broker_that_is_down_and_are_written_when_
     )
     await producer.start()
     engine = create_engine(settings)
-    retries: list[BaseException] = []
+    recorder = RetryRecorder()
     try:
-        processor = BatchProcessor(
-            settings,
-            engine,
-            producer,
-            group_id=settings.group_id,
-            on_retry=lambda exc, _: retries.append(exc),
-        )
+        processor = BatchProcessor(settings, engine, producer, group_id=settings.group_id)
         await asyncio.to_thread(private_stack.down, "kafka")
-        task = asyncio.create_task(processor.process(batch))
+        with observing_retries(recorder):
+            task = asyncio.create_task(processor.process(batch))
         await asyncio.sleep(6)
         assert not task.done()  # waiting for the broker, neither failed nor done
         await asyncio.to_thread(private_stack.up, "kafka")
@@ -439,9 +412,11 @@ async def test_dead_letters_wait_for_a_broker_that_is_down_and_are_written_when_
         await producer.stop()
         await engine.dispose()
 
-    assert retries
+    # Retried as dead-letter writes, never counted as database retries.
+    assert recorder.errors
+    assert {getattr(e, "operation", None) for e in recorder.errors} == {"dead_letter"}
     assert result.dead_letters == 1
-    assert result.count("applied") == 1
+    assert result.count(Outcome.APPLIED) == 1
     [letter] = await read_topic(private_stack.kafka_bootstrap, dlq)
     assert letter.value == b"{oops"
     assert headers_of(letter)["dlq.reason"] == "invalid_json"
@@ -518,10 +493,10 @@ async def test_two_processors_racing_on_the_same_rows_converge(
             assert stored[key][column] == e.event_id, (key, kind)
 
 
-async def test_a_prepared_batch_finished_again_counts_the_same_records_once(
+async def test_a_batch_processed_again_counts_the_same_records_once(
     settings: Settings, topics: Topics, database: Database, producer: AIOKafkaProducer
 ) -> None:
-    # What a caller does after a failed finish (e.g. retry limit reached): finish it again.
+    # What happens after a failed commit or a restart: the same batch comes again.
     good = cost("req-1", "t1", at(0))
     records = [(settings.topic_costs, good.key, good.value), (settings.topic_costs, b"k", b"[]")]
     await produce(settings.kafka_bootstrap_servers, records)
@@ -529,14 +504,21 @@ async def test_a_prepared_batch_finished_again_counts_the_same_records_once(
     engine = create_engine(settings)
     try:
         processor = BatchProcessor(settings, engine, producer, group_id=settings.group_id)
-        prepared = processor.prepare(batch)
-        first = await processor.finish(prepared)
-        second = await processor.finish(prepared)
+        first = await processor.process(batch)
+        second = await processor.process(batch)
     finally:
         await engine.dispose()
 
-    assert (first.count("applied"), first.count("stale"), first.dead_letters) == (1, 0, 1)
-    assert (second.count("applied"), second.count("stale"), second.dead_letters) == (0, 1, 1)
+    assert (first.count(Outcome.APPLIED), first.count(Outcome.STALE), first.dead_letters) == (
+        1,
+        0,
+        1,
+    )
+    assert (second.count(Outcome.APPLIED), second.count(Outcome.STALE), second.dead_letters) == (
+        0,
+        1,
+        1,
+    )
     assert second.commit_offsets == first.commit_offsets
     # At least once: the repeat wrote its dead letter again.
     assert len(await read_topic(settings.kafka_bootstrap_servers, topics.dlq)) == 2
@@ -577,7 +559,7 @@ async def test_a_dead_letter_too_large_for_the_dlq_topic_is_written_without_its_
         await producer.stop()
         await engine.dispose()
 
-    assert result.count("applied") == 1
+    assert result.count(Outcome.APPLIED) == 1
     assert result.dead_letter_reasons == Counter({"payload_too_large": 1, "not_an_object": 1})
     # The batch's offsets can be committed: the partition moves on.
     consumer = AIOKafkaConsumer(
@@ -642,7 +624,7 @@ async def test_on_a_prisma_like_table_existing_rows_apply_and_missing_ones_are_d
     finally:
         await engine.dispose()
 
-    assert result.count("applied") == len(events)
+    assert result.count(Outcome.APPLIED) == len(events)
     assert result.dead_letter_reasons == Counter({"db_rejected": 2})
     rows = await database.fetch(
         'SELECT count(*) AS n FROM "ExecutionRecord" '

@@ -345,7 +345,8 @@ async def test_replay_waits_out_a_database_outage_longer_than_its_stall_timeout(
     result = await replay
     assert result.code == 0, result.stderr[-3000:]
     assert _summary(result.stdout)["TOTAL"]["APPLIED"] == 20
-    assert "batch.apply.retry" in result.stderr
+    assert '"event": "retry.scheduled"' in result.stderr
+    assert '"operation": "database"' in result.stderr
     conn = await asyncpg.connect(private_stack.database_url)
     try:
         assert await conn.fetchval('SELECT count(*) FROM "ExecutionRecord"') == 20

@@ -1,25 +1,16 @@
-"""Dead letters: rejected records, byte for byte, on the dead-letter topic with the §3 headers.
+"""Dead letters: rejected records, byte for byte, on the dead-letter topic (docs/contract.md §3).
 
-A dead letter keeps the original record's key and value bytes untouched and says why and where
-from in UTF-8 headers: ``dlq.reason`` (a :class:`~schemas.codes.ReasonCode`), ``dlq.error`` (a
-readable message naming the field), ``dlq.topic``, ``dlq.partition``, ``dlq.offset``,
-``dlq.timestamp`` (the original record's time, ms) and ``dlq.group``.
+A dead letter keeps the original record's key, value and headers, and adds the ``dlq.*``
+headers of the contract: reason, error (names the field), source topic, partition, offset,
+record time (ms) and consumer group. The caller's producer is ``acks=all``
+(:func:`new_dead_letter_producer`): a letter counts as written only once every in-sync replica
+has it, because the source offset is committed right after.
 
-The producer is the caller's and must be configured with ``acks="all"``, and not be idempotent
-(see :func:`new_dead_letter_producer`, which builds it): a dead letter counts as written only when
-every in-sync replica has it, because the source offset is committed right after.
-:class:`DeadLetterWriter` never commits anything itself; it reports which letters failed so the
-caller can retry them (:func:`is_transient_kafka_error` says which failures can clear).
-:func:`new_dead_letter_producer` builds such a producer: the one place that configures it.
-
-**A letter too large for the dead-letter topic** (the producer's ``max_request_size`` or the
-topic's ``max.message.bytes``; e.g. a 1 MiB record rejected as ``payload_too_large``, plus its
-headers) would fail the same way forever, so its batch could never be committed and its partition
-would block. Such a letter is written again, alone and **without its value** (key kept), with the
-header ``dlq.value-omitted`` = the original value's size in bytes; ``dlq.topic``/``partition``/
-``offset`` still point at the original record, which stays on the source topic until retention.
-It is logged as ``dead_letter.value_omitted`` (no payload): raise the topic's
-``max.message.bytes``. Any other permanent producer error is reported as a failure.
+A letter the broker or the producer refuses for its size would fail the same way forever and
+block its partition. It is written again alone (the broker refuses whole batches), then with
+no value and none of the original headers (``dlq.value-omitted`` = the value's size,
+``dlq.headers-omitted`` = how many were left out); the original record stays on its topic
+until retention. Copied headers are capped in total size for the same reason.
 """
 
 from __future__ import annotations
@@ -27,67 +18,60 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Final
 
 from aiokafka import AIOKafkaProducer
-from aiokafka.errors import (
-    KafkaError,
-    KafkaTimeoutError,
-    MessageSizeTooLargeError,
-    RecordListTooLargeError,
-    RecordTooLargeError,
-)
 from aiokafka.structs import ConsumerRecord
 
-from consumer.kafka import client_options
+from consumer.errors import BrokerUnavailable, describe_error
+from consumer.kafka import client_options, is_record_too_large, is_transient_kafka_error
 from consumer.logs import get_logger
 from consumer.settings import Settings
 
 __all__ = [
-    "REDRIVE_HEADER_PREFIX",
+    "DLQ_HEADER_PREFIX",
+    "HEADERS_OMITTED_HEADER",
+    "MAX_COPIED_HEADER_BYTES",
+    "REDRIVE_COUNT_HEADER",
+    "REDRIVE_OF_HEADER",
     "VALUE_OMITTED_HEADER",
     "DeadLetter",
     "DeadLetterWriter",
+    "PendingDeadLetters",
     "dead_letter_headers",
-    "is_record_too_large",
-    "is_transient_kafka_error",
     "new_dead_letter_producer",
 ]
 
 _log = get_logger(__name__)
 
-#: Header values longer than this are cut (with a marker): a message is for humans, and a
-#: pathological one must not push the dead letter over the broker's size limit.
-_MAX_ERROR_CHARS = 4000
-
-
-#: Headers that ``dlq redrive`` puts on a record it republishes (``dlq.redrive-count``,
-#: ``dlq.redrive-of``); copied into the record's dead letter if it fails again, so redrive can
-#: count the attempts and stop (see :mod:`consumer.ops.redrive`).
-REDRIVE_HEADER_PREFIX = "dlq.redrive-"
-
-#: Header of a dead letter written without its value because the value was too large for the
-#: dead-letter topic; its value is the original value's size in bytes (UTF-8 decimal).
-VALUE_OMITTED_HEADER = "dlq.value-omitted"
+#: Every header this service adds starts with this; the original record's own ``dlq.*``
+#: headers are not copied (they would contradict the new ones), except redrive's below.
+DLQ_HEADER_PREFIX: Final = "dlq."
+#: Put by ``dlq redrive`` on a record it republishes, and copied into that record's next dead
+#: letter, so redrive can count the attempts and stop.
+REDRIVE_COUNT_HEADER: Final = "dlq.redrive-count"
+REDRIVE_OF_HEADER: Final = "dlq.redrive-of"
+#: On a letter written without its value: the value's size in bytes.
+VALUE_OMITTED_HEADER: Final = "dlq.value-omitted"
+#: On a letter written without (some of) the original headers: how many were left out.
+HEADERS_OMITTED_HEADER: Final = "dlq.headers-omitted"
+#: The original headers copied into a letter take at most this many bytes (names and values);
+#: the rest are left out, so a hostile header cannot push every letter over the topic's limit.
+MAX_COPIED_HEADER_BYTES: Final = 64 * 1024
+#: ``dlq.error`` longer than this is cut (with a marker): a message is for people.
+_MAX_ERROR_CHARS: Final = 4000
+_KEPT_DLQ_HEADERS: Final = frozenset({REDRIVE_COUNT_HEADER, REDRIVE_OF_HEADER})
 
 
 def new_dead_letter_producer(settings: Settings, **overrides: Any) -> AIOKafkaProducer:
     """A (not yet started) producer for dead letters and for records republished from them.
 
-    ``acks="all"``: a letter counts as written only once every in-sync replica has it.
-    ``max_request_size`` covers a record of ``settings.max_payload_bytes`` with room for the
-    headers (and at least Kafka's default 1 MiB), so a record the consumer accepts, or rejects
-    as ``payload_too_large`` near the limit, fits. ``overrides`` (e.g. ``request_timeout_ms``)
-    are passed to :class:`~aiokafka.AIOKafkaProducer` and win.
-
-    Not idempotent, on purpose: aiokafka (0.14) does not reset an idempotent producer's
-    sequence numbers after the broker refuses a batch (no KIP-360), so after one letter too
-    large for the topic's ``max.message.bytes`` every later letter to that partition fails with
-    ``OutOfOrderSequenceNumber`` (permanent): the partition would block until a restart, and
-    block again on the same letter. Without idempotence a retried send may duplicate a letter,
-    which is harmless: dead letters and redrive are at least once anyway, and the consumer
-    applies events idempotently. (aiokafka keeps one request in flight per partition, so
-    retries do not reorder.)
+    ``acks="all"``; ``max_request_size`` fits a record of ``settings.max_payload_bytes`` and its
+    headers. Not idempotent, on purpose: aiokafka does not reset an idempotent producer's
+    sequence numbers after the broker refuses a batch for its size, so every later letter to
+    that partition would fail for good. A retried send may duplicate a letter, which is
+    harmless (dead letters and redrive are at least once; the consumer is idempotent).
+    ``overrides`` go to :class:`~aiokafka.AIOKafkaProducer` and win.
     """
     options: dict[str, Any] = {
         **client_options(settings),
@@ -99,44 +83,6 @@ def new_dead_letter_producer(settings: Settings, **overrides: Any) -> AIOKafkaPr
     return AIOKafkaProducer(**options)
 
 
-def dead_letter_headers(
-    record: ConsumerRecord[Any, Any], reason: str, error: str, group_id: str
-) -> list[tuple[str, bytes]]:
-    """The §3 headers of the dead letter of ``record`` (values UTF-8 encoded), followed by the
-    record's own ``dlq.redrive-*`` headers when it was republished by ``dlq redrive``."""
-    if len(error) > _MAX_ERROR_CHARS:
-        error = error[: _MAX_ERROR_CHARS - 1] + "…"
-    redrive = [
-        (name, bytes(value))
-        for name, value in (record.headers or ())
-        if name.startswith(REDRIVE_HEADER_PREFIX)
-    ]
-    return [
-        ("dlq.reason", str(reason).encode()),
-        ("dlq.error", error.encode("utf-8", errors="replace")),
-        ("dlq.topic", record.topic.encode()),
-        ("dlq.partition", str(record.partition).encode()),
-        ("dlq.offset", str(record.offset).encode()),
-        ("dlq.timestamp", str(record.timestamp).encode()),
-        ("dlq.group", group_id.encode()),
-        *redrive,
-    ]
-
-
-def is_record_too_large(exc: BaseException) -> bool:
-    """True when the producer or the broker refused a record for its size (permanent)."""
-    return isinstance(exc, (MessageSizeTooLargeError, RecordListTooLargeError, RecordTooLargeError))
-
-
-def is_transient_kafka_error(exc: BaseException) -> bool:
-    """True when producing again later can succeed (broker down, leader moving, timeout)."""
-    if isinstance(exc, KafkaTimeoutError):
-        return True
-    if isinstance(exc, KafkaError):
-        return bool(exc.retriable)
-    return isinstance(exc, OSError)
-
-
 @dataclass(frozen=True, slots=True)
 class DeadLetter:
     """One record to dead-letter, with its reason code and message."""
@@ -146,39 +92,107 @@ class DeadLetter:
     error: str
 
 
-class DeadLetterWriter:
-    """Produces dead letters to ``topic`` through the caller's ``acks=all`` producer.
+def _copied_headers(record: ConsumerRecord[Any, Any]) -> tuple[list[tuple[str, bytes]], int]:
+    """The record's own headers to keep (within the byte budget), and how many were left out."""
+    kept: list[tuple[str, bytes]] = []
+    left_out, budget = 0, MAX_COPIED_HEADER_BYTES
+    for name, value in record.headers or ():
+        if name.startswith(DLQ_HEADER_PREFIX) and name not in _KEPT_DLQ_HEADERS:
+            continue
+        size = len(name.encode()) + len(value or b"")
+        if size > budget:
+            left_out += 1
+            continue
+        budget -= size
+        kept.append((name, bytes(value or b"")))
+    return kept, left_out
 
-    :meth:`send` queues one letter and returns the future of its acknowledgement; :meth:`flush`
-    awaits every queued letter. :meth:`write_all` does both for a list and returns the failures
-    instead of raising, for the caller's retry loop. A letter refused for its size is written
-    without its value (see the module docstring) by :meth:`flush` and :meth:`write_all`, which
-    then count it as written.
+
+def dead_letter_headers(
+    record: ConsumerRecord[Any, Any],
+    reason: str,
+    error: str,
+    group_id: str,
+    *,
+    stripped: bool = False,
+) -> list[tuple[str, bytes]]:
+    """The headers of the dead letter of ``record``: its own (within the budget), then ours.
+
+    ``stripped``: none of the record's own headers, and ``dlq.value-omitted`` (the letter is
+    written without its value).
     """
+    if len(error) > _MAX_ERROR_CHARS:
+        error = error[: _MAX_ERROR_CHARS - 1] + "…"
+    copied: list[tuple[str, bytes]] = []
+    if stripped:
+        left_out = len(record.headers or ())
+    else:
+        copied, left_out = _copied_headers(record)
+    headers = [
+        *copied,
+        ("dlq.reason", str(reason).encode()),
+        ("dlq.error", error.encode("utf-8", errors="replace")),
+        ("dlq.topic", record.topic.encode()),
+        ("dlq.partition", str(record.partition).encode()),
+        ("dlq.offset", str(record.offset).encode()),
+        ("dlq.timestamp", str(record.timestamp).encode()),
+        ("dlq.group", group_id.encode()),
+    ]
+    if left_out:
+        headers.append((HEADERS_OMITTED_HEADER, str(left_out).encode()))
+    if stripped:
+        headers.append((VALUE_OMITTED_HEADER, str(len(record.value or b"")).encode()))
+    return headers
+
+
+class DeadLetterWriter:
+    """Writes dead letters to ``topic`` through the caller's ``acks=all`` producer."""
 
     def __init__(self, producer: AIOKafkaProducer, *, topic: str, group_id: str) -> None:
         self._producer = producer
         self._topic = topic
         self._group_id = group_id
-        self._pending: list[tuple[DeadLetter, asyncio.Future[Any]]] = []
 
-    @property
-    def topic(self) -> str:
-        """The dead-letter topic."""
-        return self._topic
+    async def write(self, letters: Sequence[DeadLetter]) -> None:
+        """Write ``letters`` and wait for every acknowledgement.
 
-    async def _produce(
-        self, letter: DeadLetter, *, omit_value: bool = False
-    ) -> asyncio.Future[Any]:
+        Raises :class:`~consumer.errors.BrokerUnavailable` (retriable) when some failed for a
+        reason that clears by itself; its ``pending`` are the letters to write again. Any other
+        failure propagates (a bug or a configuration error: nothing may be committed).
+        """
+        sent: list[tuple[DeadLetter, asyncio.Future[Any]]] = []
+        failed: list[tuple[DeadLetter, BaseException]] = []
+        for n, letter in enumerate(letters):
+            try:
+                sent.append((letter, await self._queue(letter)))
+            except Exception as exc:
+                # No metadata for the topic (the broker is unreachable): the rest would wait
+                # for the same timeout one by one.
+                failed = [(rest, exc) for rest in letters[n:]]
+                break
+        for letter, future in sent:
+            try:
+                await self._deliver(letter, future)
+            except Exception as exc:
+                failed.append((letter, exc))
+        for _, problem in failed:
+            if not is_transient_kafka_error(problem):
+                raise problem
+        if failed:
+            error = PendingDeadLetters(
+                f"{len(failed)} dead letter(s) not acknowledged: {describe_error(failed[0][1])}",
+                operation="dead_letter",
+            )
+            error.pending = [letter for letter, _ in failed]
+            raise error from failed[0][1]
+
+    async def _produce(self, letter: DeadLetter, *, stripped: bool = False) -> asyncio.Future[Any]:
         record = letter.record
-        headers = dead_letter_headers(record, letter.reason, letter.error, self._group_id)
-        if omit_value:
-            headers.append((VALUE_OMITTED_HEADER, str(len(record.value or b"")).encode()))
+        headers = dead_letter_headers(
+            record, letter.reason, letter.error, self._group_id, stripped=stripped
+        )
         future: asyncio.Future[Any] = await self._producer.send(
-            self._topic,
-            value=None if omit_value else record.value,
-            key=record.key,
-            headers=headers,
+            self._topic, value=None if stripped else record.value, key=record.key, headers=headers
         )
         return future
 
@@ -195,14 +209,13 @@ class DeadLetterWriter:
             return failed
 
     async def _deliver(self, letter: DeadLetter, future: asyncio.Future[Any]) -> None:
-        """Await ``future``; when the letter was refused for its size, write it again alone
-        (the broker refuses a whole batch: the letter may have been refused for its
-        neighbours), then without its value. Raises what the last attempt raised."""
+        """Await ``future``; after a size refusal write the letter again alone (the broker
+        refuses a whole batch: its neighbours may have been the cause), then stripped."""
         first = await _size_refusal(future)
         if first is None or await _size_refusal(await self._queue(letter)) is None:
             return
         record = letter.record
-        await (await self._produce(letter, omit_value=True))
+        await (await self._produce(letter, stripped=True))
         _log.error(
             "dead_letter.value_omitted",
             dlq_topic=self._topic,
@@ -215,53 +228,11 @@ class DeadLetterWriter:
             hint="raise max.message.bytes of the dead-letter topic (and max_request_size)",
         )
 
-    async def send(self, record: ConsumerRecord[Any, Any], reason: str, error: str) -> Any:
-        """Queue the dead letter of ``record``; return the future of its first delivery attempt.
 
-        That future fails when the letter is refused for its size; :meth:`flush` then writes it
-        without its value. Raises what :meth:`AIOKafkaProducer.send` raises for other reasons
-        (e.g. ``KafkaTimeoutError`` when the topic's metadata cannot be fetched); the letter is
-        then not queued.
-        """
-        letter = DeadLetter(record, reason, error)
-        future = await self._queue(letter)
-        self._pending.append((letter, future))
-        return future
+class PendingDeadLetters(BrokerUnavailable):
+    """Some dead letters were not acknowledged for a reason that clears by itself."""
 
-    async def flush(self) -> list[tuple[DeadLetter, BaseException]]:
-        """Await every letter queued by :meth:`send`; return those that failed, with the error."""
-        pending, self._pending = self._pending, []
-        return await self._failures(pending)
-
-    async def write_all(
-        self, letters: Sequence[DeadLetter]
-    ) -> list[tuple[DeadLetter, BaseException]]:
-        """Send ``letters`` and await them all; return the ones that failed, with the error.
-
-        Independent of :meth:`send`/:meth:`flush`. When a letter cannot even be queued (no
-        metadata for the topic: the broker is unreachable), it and the letters after it are
-        reported failed with that error, rather than each waiting for the same timeout.
-        """
-        sent: list[tuple[DeadLetter, asyncio.Future[Any]]] = []
-        unsent: list[tuple[DeadLetter, BaseException]] = []
-        for n, letter in enumerate(letters):
-            try:
-                sent.append((letter, await self._queue(letter)))
-            except Exception as exc:
-                unsent = [(rest, exc) for rest in letters[n:]]
-                break
-        return [*await self._failures(sent), *unsent]
-
-    async def _failures(
-        self, pending: Sequence[tuple[DeadLetter, asyncio.Future[Any]]]
-    ) -> list[tuple[DeadLetter, BaseException]]:
-        failures: list[tuple[DeadLetter, BaseException]] = []
-        for letter, future in pending:
-            try:
-                await self._deliver(letter, future)
-            except Exception as exc:  # reported to the caller, who decides to retry or stop
-                failures.append((letter, exc))
-        return failures
+    pending: list[DeadLetter]
 
 
 async def _size_refusal(future: asyncio.Future[Any]) -> BaseException | None:

@@ -53,6 +53,8 @@ class HealthState:
     is_database_writable: bool = False
     #: The broker answered the last metadata/offsets request.
     is_broker_reachable: bool = False
+    #: The last dead letters were acknowledged (false while writing them is being retried).
+    can_dead_letter: bool = True
     #: Set once shutdown starts: not ready any more, still alive until the process exits.
     is_stopping: bool = False
     last_tick: float = field(default=0.0)
@@ -69,12 +71,14 @@ class HealthState:
         return self.clock() - self.last_tick <= self.liveness_window_s
 
     def is_ready(self) -> bool:
-        """True while in the group, the broker answers and the database is writable."""
+        """True while in the group, the broker answers, the database is writable and dead
+        letters can be written."""
         return (
             not self.is_stopping
             and self.is_in_group
             and self.is_broker_reachable
             and self.is_database_writable
+            and self.can_dead_letter
         )
 
     def describe(self) -> dict[str, bool | float]:
@@ -85,6 +89,7 @@ class HealthState:
             "in_group": self.is_in_group,
             "database_writable": self.is_database_writable,
             "broker_reachable": self.is_broker_reachable,
+            "can_dead_letter": self.can_dead_letter,
             "stopping": self.is_stopping,
             "seconds_since_tick": round(self.clock() - self.last_tick, 3),
         }

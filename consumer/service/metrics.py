@@ -26,18 +26,16 @@ from prometheus_client.registry import Collector
 from prometheus_client.utils import floatToGoString
 
 from consumer import __version__
+from consumer.outcomes import Outcome
 
 # prometheus_client's own formatting of "le" values (untyped): the same labels as Histogram's.
 _format_le = cast(Callable[[float], str], floatToGoString)
 
-__all__ = ["CONTENT_TYPE", "OUTCOMES", "BatchHistogram", "ServiceMetrics"]
+__all__ = ["CONTENT_TYPE", "BatchHistogram", "ServiceMetrics"]
 
 #: ``Content-Type`` of :meth:`ServiceMetrics.render`: text format 0.0.4, which every Prometheus
 #: version parses (the body uses no 1.0.0-only feature: names and labels are plain ASCII).
 CONTENT_TYPE = CONTENT_TYPE_PLAIN_0_0_4
-
-#: The values of the ``outcome`` label of ``routing_consumer_events_total``.
-OUTCOMES = ("applied", "stale", "dead_lettered", "ignored")
 
 _BATCH_SIZE_BUCKETS = (1, 10, 50, 100, 250, 500, 1000, 2000, 5000, 10_000, 50_000)
 _DURATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 30.0)
@@ -163,7 +161,14 @@ class ServiceMetrics:
         )
         self.db_retries = Counter(
             "routing_consumer_db_retries_total",
-            "Batch attempts retried after a transient database or broker fault.",
+            "Database transactions retried after a transient fault (unavailable, lock, race).",
+            registry=r,
+        )
+        self.retries = Counter(
+            "routing_consumer_retries_total",
+            "Retries scheduled after a transient fault, by operation (database, dead_letter, "
+            "commit, fetch, connect).",
+            ("operation",),
             registry=r,
         )
         self.rebalances = Counter(
@@ -189,11 +194,11 @@ class ServiceMetrics:
         )
         self.build_info.labels(version=version).set(1)
 
-    def count_outcomes(self, outcomes: Mapping[tuple[str, str, str], int]) -> None:
+    def count_outcomes(self, outcomes: Mapping[tuple[str, str, Outcome], int]) -> None:
         """Add a batch's ``(topic, type, outcome) -> count`` to the events counter."""
         for (topic, event_type, outcome), count in outcomes.items():
             if count:
-                self.events.labels(topic=topic, type=event_type, outcome=outcome).inc(count)
+                self.events.labels(topic=topic, type=event_type, outcome=outcome.value).inc(count)
 
     def observe_latencies(
         self, occurred_at: Iterable[datetime], now: datetime | None = None

@@ -1,142 +1,79 @@
-"""``routing-persistence run``: the consume loop, rebalances, signals, metrics and health.
+"""``routing-persistence run``: the consume loop and the lifecycle around it.
 
-One :class:`Service` owns one aiokafka consumer (in the group ``settings.group_id``, manual
-commits), one ``acks=all`` producer for dead letters
-(:func:`~consumer.pipeline.deadletter.new_dead_letter_producer`), one database engine and the HTTP
-endpoint.
-Batches are fetched, applied and handed over strictly one after the other:
+One :class:`Service` owns one aiokafka consumer (group ``settings.group_id``, manual commits,
+``read_committed``), one ``acks=all`` producer for dead letters, one database engine and the
+HTTP endpoint. Its loop fetches a bounded batch, has :class:`~consumer.pipeline.batch.
+BatchProcessor` make it durable, hands the offsets to the :class:`.committer.OffsetCommitter`
+and fetches the next. The parts that own state are apart: :class:`.assignment.Assignment`
+(partitions, rebalances), :class:`.committer.OffsetCommitter`, :class:`.lag.LagGauges`,
+:class:`.health.HealthState`.
 
-1. ``getmany(max_records=batch_max_records)``: a bounded batch (memory stays bounded too);
-2. :meth:`BatchProcessor.process`: decode, dead-letter
-   (acknowledged), apply in one transaction; transient faults are retried inside, forever;
-3. hand ``result.commit_offsets`` to the committer and fetch the next batch at once.
-
-The committer is one task that commits, for the partitions still assigned, the newest offsets
-handed to it, one commit at a time: a broker round trip per batch is no longer on the apply path,
-and while one commit is in flight the offsets of the batches finished meanwhile are merged into
-the next (offsets only grow, so the newest covers the older). Only finished batches hand offsets
-over, so the committed offset of a partition never passes a record that is not in PostgreSQL (or,
-acknowledged, on the dead-letter topic). A failed commit is only logged: the records are
-redelivered after the rebalance or restart that caused it, and idempotence makes that harmless.
-
-Measured with the benchmark (``bench/``, interleaved pairs on the shared 2-core machine): the
-committer made the backlog 1.07-1.24x faster and brought the live p99 at 12,000 events/s to
-0.49-0.83x of what it was. Fetching and decoding batch N+1 while N is applied was tried too and
-dropped: no backlog gain (0.97x over four pairs) and a live p50 several times worse, because
-decoding runs on the same event loop as the apply and holds it for tens of milliseconds while
-PostgreSQL's answers wait.
-
-**Rebalance.** aiokafka calls :meth:`_Listener.on_partitions_revoked` from its coordination task
-before it rejoins the group, while the member's generation is still valid. The listener waits for
-the lock the loop holds around step 2, then for the committer to commit what it was handed, so
-the batch in hand is applied and committed before the partitions go; batches fetched after that,
-until the new assignment, are dropped unhandled (the new assignment starts every partition at its
-committed offset), so a clean rebalance handles no record twice. The wait is bounded
-(``shutdown_timeout_s``): past it (the database is down, say) the revoked partitions are marked
-abandoned and the loop will not commit them; the records are redelivered to their new owner. The
-commit itself cannot deadlock with the listener: it takes only aiokafka's own commit lock, which
-the rebalance path never holds while calling the listener.
-
-**Shutdown.** SIGTERM or SIGINT stops fetching; the batch in hand is finished and committed (the
-committer drained), the clients are closed (the consumer leaves the group, so the partitions move
-at once) and :func:`run_service` returns 0. If that takes longer than ``shutdown_timeout_s`` (or a
-second signal arrives) the batch is abandoned uncommitted and the exit code is 1. A bug or a
-configuration error is logged as ``consumer.fatal`` and the exit code is 1 (2 for configuration),
-with nothing committed for the batch that failed.
+Faults: transient ones are retried forever (:mod:`consumer.retry`) while ``/readyz`` says 503;
+a configuration error exits 2 with its message; a bug exits 1; nothing of a failed batch is
+committed. SIGTERM or SIGINT: a batch in hand is finished and committed, then the process exits
+0; past ``shutdown_timeout_s`` (or on a second signal) the batch is abandoned and it exits 1.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import random
 import signal
 import time
-from collections.abc import Awaitable, Callable, Mapping, Sequence
-from typing import Any, TypeVar
+from collections.abc import Awaitable, Callable
+from typing import Any, Final, TypeVar
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener
-from aiokafka.errors import (
-    AuthenticationFailedError,
-    CommitFailedError,
-    GroupAuthorizationFailedError,
-    IllegalStateError,
-    KafkaError,
-    RebalanceInProgressError,
-    SaslAuthenticationFailed,
-    TopicAuthorizationFailedError,
-    UnsupportedSaslMechanismError,
-)
-from aiokafka.structs import ConsumerRecord, TopicPartition
-from sqlalchemy import text
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka.errors import KafkaError
+from aiokafka.structs import TopicPartition
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from consumer import __version__
-from consumer.db import create_engine
-from consumer.errors import ConfigurationError, TransientError
-from consumer.kafka import client_options, find_permanent_connect_error
+from consumer.db import create_engine, is_database_writable
+from consumer.errors import (
+    BrokerUnavailable,
+    ConfigurationError,
+    TransientError,
+    describe_error,
+)
+from consumer.kafka import FATAL_KAFKA_ERRORS, client_options, find_permanent_connect_error
 from consumer.logs import get_logger
-from consumer.pipeline.batch import BatchProcessor, BatchResult
+from consumer.pipeline.batch import Batch, BatchProcessor
 from consumer.pipeline.deadletter import new_dead_letter_producer
+from consumer.retry import observing_retries, retrying
+from consumer.service.assignment import Assignment
+from consumer.service.committer import OffsetCommitter
 from consumer.service.health import HealthServer, HealthState
+from consumer.service.lag import LagGauges
 from consumer.service.metrics import CONTENT_TYPE, ServiceMetrics
 from consumer.settings import Settings
 
 __all__ = ["Service", "run_service"]
 
 _log = get_logger(__name__)
-
 _T = TypeVar("_T")
 
-#: A commit that has not returned after this long (broker unreachable) is given up on: the next
-#: successful commit covers its records, or they are redelivered.
-_COMMIT_TIMEOUT_S = 30.0
-#: Bound on each broker/database probe of the refresh timers.
-_PROBE_TIMEOUT_S = 5.0
-#: The database writability check runs at least this often.
-_DB_CHECK_MAX_INTERVAL_S = 5.0
+#: Bound on each database probe; the probe runs at least this often.
+_PROBE_TIMEOUT_S: Final = 5.0
+_DB_CHECK_MAX_INTERVAL_S: Final = 5.0
 #: Closing a client never takes longer than this.
-_CLOSE_TIMEOUT_S = 10.0
-
-#: Kafka errors that no retry can fix: a wrong credential or a missing ACL.
-_FATAL_KAFKA_ERRORS = (
-    AuthenticationFailedError,
-    GroupAuthorizationFailedError,
-    SaslAuthenticationFailed,
-    TopicAuthorizationFailedError,
-    UnsupportedSaslMechanismError,
-)
-
-RecordBatch = Mapping[TopicPartition, Sequence[ConsumerRecord[bytes, bytes]]]
-
-
-class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafka has no types
-    def __init__(self, service: Service) -> None:
-        self._service = service
-
-    async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
-        await self._service._on_revoked(set(revoked))
-
-    async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
-        self._service._on_assigned(set(assigned))
+_CLOSE_TIMEOUT_S: Final = 10.0
 
 
 class Service:
     """One running consumer instance; :meth:`run` returns the process exit code.
 
-    ``metrics_port`` overrides ``settings.metrics_port`` (``0`` binds any free port, ``None``
-    keeps the setting, where ``0`` means off); after start, :attr:`metrics_port` is the bound
-    port. :meth:`request_stop` is what SIGTERM does; tests call it directly.
+    ``metrics_port`` overrides ``settings.metrics_port`` (``0`` binds any free port); after
+    start, :attr:`metrics_port` is the bound port. :meth:`request_stop` is what SIGTERM does.
     """
 
     def __init__(self, settings: Settings, *, metrics_port: int | None = None) -> None:
         self.settings = settings
         self.metrics = ServiceMetrics()
-        batch_timeout_s = settings.batch_timeout_ms / 1000
         self.health = HealthState(
             liveness_window_s=max(
                 30.0,
-                3 * batch_timeout_s
+                3 * settings.batch_timeout_ms / 1000
                 + settings.db_statement_timeout_ms / 1000
                 + settings.retry_max_delay_s,
             )
@@ -147,22 +84,12 @@ class Service:
         self.metrics_port: int | None = None
         self._stop = asyncio.Event()
         self._abort = asyncio.Event()
+        #: Held by the loop from "batch fetched" to "offsets handed to the committer".
         self._batch_lock = asyncio.Lock()
-        self._assigned: set[TopicPartition] = set()
-        self._abandoned: set[TopicPartition] = set()
-        #: Between "partitions revoked" and "partitions assigned": fetched batches are dropped.
-        self._is_rebalancing = False
-        self._committed: dict[TopicPartition, int] = {}
-        #: Offsets of finished batches not yet handed to a commit (newest per partition).
-        self._to_commit: dict[TopicPartition, int] = {}
-        #: Commits ``_to_commit`` until it is empty; ``None`` or done when there is nothing to do.
-        self._committer: asyncio.Task[None] | None = None
-        #: Record time (Unix s) of the oldest fetched record not yet committed, per partition.
-        self._pending_since: dict[TopicPartition, float] = {}
-        #: When a lag was first seen with no record of it fetched yet (Unix s), per partition.
-        self._lag_seen_since: dict[TopicPartition, float] = {}
-
-    # --- control -------------------------------------------------------------------------------
+        self._committer: OffsetCommitter | None = None
+        self._gauges: LagGauges | None = None
+        #: What the last database signal said (None: nothing yet); changes are logged.
+        self._database_state: bool | None = None
 
     def request_stop(self) -> None:
         """Stop fetching and shut down gracefully; a second call abandons the batch in hand."""
@@ -173,477 +100,277 @@ class Service:
         self.health.is_stopping = True
         self._stop.set()
 
+    def on_retry(self, error: Exception, wait_s: float) -> None:
+        """A retry was scheduled somewhere in this service (:mod:`consumer.retry`)."""
+        operation = error.operation if isinstance(error, TransientError) else "unknown"
+        self.metrics.retries.labels(operation=operation).inc()
+        if operation == "database":
+            self.metrics.db_retries.inc()
+            if isinstance(error, TransientError) and error.is_unready:
+                self._set_database_writable(False)
+        elif operation == "dead_letter":
+            self.health.can_dead_letter = False
+        elif isinstance(error, BrokerUnavailable):
+            self.health.is_broker_reachable = False
+        self.health.tick()  # retrying is progress: the process must not be restarted for it
+
     async def run(self) -> int:
-        """Consume until stopped; returns 0 after a clean shutdown, 1 (or 2: configuration) else."""
+        """Consume until stopped; 0 after a clean shutdown, 2 for configuration, else 1."""
         server: HealthServer | None = None
         engine: AsyncEngine | None = None
-        producer: AIOKafkaProducer | None = None
-        consumer: AIOKafkaConsumer | None = None
+        clients: list[AIOKafkaConsumer | AIOKafkaProducer] = []
         timers: list[asyncio.Task[None]] = []
-        try:
-            if self._serve_http:
-                server = HealthServer(self.health, self._render_metrics, port=self._requested_port)
-                try:
-                    self.metrics_port = await server.start()
-                except OSError as exc:
-                    raise ConfigurationError(
-                        f"cannot serve metrics on port {self._requested_port}: {exc.strerror}; "
-                        "set ROUTING_METRICS_PORT (0 turns the endpoint off)"
-                    ) from exc
-            _log.info(
-                "consumer.starting",
-                version=__version__,
-                group=self.settings.group_id,
-                topics=list(self.settings.source_topics),
-                database=self.settings.redacted_database_url,
-                metrics_port=self.metrics_port,
-            )
-            engine = create_engine(self.settings)
-            timers.append(asyncio.create_task(self._check_database_forever(engine)))
-            producer = await self._start_client(self._new_producer, "producer")
-            consumer = await self._start_client(self._new_consumer, "consumer")
-            if producer is None or consumer is None:
-                return 0  # stopped while the broker was unreachable: nothing fetched
-            consumer.subscribe(list(self.settings.source_topics), listener=_Listener(self))
-            self.health.is_broker_reachable = True
-            processor = BatchProcessor(
-                self.settings,
-                engine,
-                producer,
-                group_id=self.settings.group_id,
-                on_retry=self._on_retry,
-                on_database_state=self._on_database_state,
-            )
-            timers.append(asyncio.create_task(self._refresh_lag_forever(consumer)))
-            _log.info("consumer.started", group=self.settings.group_id)
-            return await self._consume_until_stopped(consumer, processor)
-        except ConfigurationError as exc:
-            _log.critical("consumer.fatal", kind="configuration", error=str(exc), exc_info=True)
-            return 2
-        except TransientError as exc:  # only with retry_max_attempts set: the limit was reached
-            _log.critical("consumer.fatal", kind="retries_exhausted", error=str(exc))
-            return 1
-        except Exception as exc:
-            _log.critical("consumer.fatal", kind="bug", error=repr(exc), exc_info=True)
-            return 1
-        finally:
-            self.health.is_stopping = True
-            for timer in timers:
-                timer.cancel()
-            for timer in timers:
-                with contextlib.suppress(asyncio.CancelledError, Exception):
-                    await timer
-            if self._committer is not None and not self._committer.done():
-                # Only after an abandoned shutdown or a failure: a clean stop drained it.
-                self._committer.cancel()
-                with contextlib.suppress(asyncio.CancelledError, Exception):
-                    await self._committer
-            await self._close(consumer, producer, engine, server)
+        with observing_retries(self):
+            try:
+                server = await self._serve()
+                _log.info(
+                    "consumer.starting",
+                    version=__version__,
+                    group=self.settings.group_id,
+                    topics=list(self.settings.source_topics),
+                    database=self.settings.redacted_database_url,
+                    metrics_port=self.metrics_port,
+                )
+                engine = create_engine(self.settings)
+                await self._check_database(engine)  # a wrong password stops us here, at once
+                timers.append(asyncio.create_task(self._check_database_forever(engine)))
+                return await self._until_stopped(self._consume(engine, clients, timers))
+            except ConfigurationError as exc:
+                _log.critical("consumer.fatal", kind="configuration", error=str(exc))
+                return 2
+            except TransientError as exc:  # only with retry_max_attempts set
+                _log.critical("consumer.fatal", kind="retries_exhausted", error=str(exc))
+                return 1
+            except Exception as exc:
+                _log.critical("consumer.fatal", kind="bug", error=repr(exc), exc_info=True)
+                return 1
+            finally:
+                self.health.is_stopping = True
+                for timer in timers:
+                    timer.cancel()
+                await asyncio.gather(*timers, return_exceptions=True)
+                if self._committer is not None:
+                    await self._committer.close(timeout_s=_CLOSE_TIMEOUT_S)
+                for client in clients:  # the consumer first: leaving hands partitions over
+                    await _quietly(client.stop())
+                if engine is not None:
+                    await _quietly(engine.dispose())
+                if server is not None:
+                    await _quietly(server.close())
+                _log.info("consumer.stopped")
 
-    # --- the loop ------------------------------------------------------------------------------
-
-    async def _consume_until_stopped(
-        self, consumer: AIOKafkaConsumer, processor: BatchProcessor
-    ) -> int:
-        loop_task = asyncio.create_task(self._consume(consumer, processor))
-        stop_task = asyncio.create_task(self._stop.wait())
+    async def _until_stopped(self, work: Awaitable[int]) -> int:
+        """Run ``work`` until it ends or a stop is requested; a batch in hand is finished."""
+        task = asyncio.ensure_future(work)
+        stop = asyncio.create_task(self._stop.wait())
         try:
-            await asyncio.wait({loop_task, stop_task}, return_when=asyncio.FIRST_COMPLETED)
-            if not loop_task.done():
-                # Stop requested: the loop fetches nothing more and finishes its batch.
-                abort_task = asyncio.create_task(self._abort.wait())
-                try:
-                    await asyncio.wait(
-                        {loop_task, abort_task},
-                        timeout=self.settings.shutdown_timeout_s,
-                        return_when=asyncio.FIRST_COMPLETED,
-                    )
-                finally:
-                    abort_task.cancel()
-                if not loop_task.done():
-                    loop_task.cancel()
-                    with contextlib.suppress(asyncio.CancelledError):
-                        await loop_task
+            await asyncio.wait({task, stop}, return_when=asyncio.FIRST_COMPLETED)
+            if not task.done() and self._batch_lock.locked():
+                abort = asyncio.create_task(self._abort.wait())
+                await asyncio.wait(
+                    {task, abort},
+                    timeout=self.settings.shutdown_timeout_s,
+                    return_when=asyncio.FIRST_COMPLETED,
+                )
+                abort.cancel()
+                if not task.done():
                     _log.error(
                         "consumer.shutdown_timeout",
                         timeout_s=self.settings.shutdown_timeout_s,
                         detail="the batch in hand was abandoned uncommitted; it is redelivered",
                     )
                     return 1
-            return loop_task.result()
-        finally:
-            stop_task.cancel()
-            if not loop_task.done():
-                loop_task.cancel()
+            if not task.done():
+                # No batch in hand (starting, fetching or backing off): nothing to finish.
+                task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
-                    await loop_task
+                    await task
+                return 0
+            return task.result()
+        finally:
+            stop.cancel()
+            if not task.done():
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
 
-    async def _consume(self, consumer: AIOKafkaConsumer, processor: BatchProcessor) -> int:
-        backoff = _Backoff(self.settings.retry_initial_delay_s, self.settings.retry_max_delay_s)
+    async def _consume(
+        self,
+        engine: AsyncEngine,
+        clients: list[AIOKafkaConsumer | AIOKafkaProducer],
+        timers: list[asyncio.Task[None]],
+    ) -> int:
+        settings = self.settings
+        consumer = await self._start(self._new_consumer, "consumer")
+        clients.append(consumer)
+        producer = await self._start(lambda: new_dead_letter_producer(settings), "producer")
+        clients.append(producer)
+        assignment = Assignment(
+            batch_lock=self._batch_lock,
+            timeout_s=settings.shutdown_timeout_s,
+            health=self.health,
+            metrics=self.metrics,
+            drain_commits=self._drain_commits,
+            forget=self._forget,
+        )
+        gauges = self._gauges = LagGauges(
+            consumer, self.metrics, self.health, assigned=lambda: assignment.assigned
+        )
+        self._committer = OffsetCommitter(
+            settings, consumer, self.metrics, assignment.is_ours, gauges.committed_now
+        )
+        consumer.subscribe(list(settings.source_topics), listener=assignment)
+        self.health.is_broker_reachable = True
+        timers.append(asyncio.create_task(gauges.refresh_forever(settings.lag_refresh_interval_s)))
+        processor = BatchProcessor(settings, engine, producer, group_id=settings.group_id)
+        _log.info("consumer.started", group=settings.group_id)
         while not self._stop.is_set():
-            fetch = asyncio.create_task(
-                consumer.getmany(
-                    timeout_ms=self.settings.batch_timeout_ms,
-                    max_records=self.settings.batch_max_records,
-                )
-            )
-            stopping = asyncio.create_task(self._stop.wait())
-            await asyncio.wait({fetch, stopping}, return_when=asyncio.FIRST_COMPLETED)
-            stopping.cancel()
-            if not fetch.done():
-                # Stopping between batches: whatever the fetch would bring is not ours to handle.
-                fetch.cancel()
-                with contextlib.suppress(asyncio.CancelledError, KafkaError):
-                    await fetch
-                break
-            try:
-                batch: RecordBatch = fetch.result()
-            except _FATAL_KAFKA_ERRORS as exc:
-                raise ConfigurationError(f"Kafka refused this client: {exc!r}") from exc
-            except KafkaError as exc:
-                # Coordinator and fetch faults surface here; the client recovers by itself.
-                delay = backoff.next()
-                _log.warning("kafka.unavailable", error=repr(exc), retry_in_s=round(delay, 3))
-                self.health.is_broker_reachable = False
-                self.health.tick()
-                await self._sleep_unless_stopped(delay)
+            batch = await self._fetch(consumer)
+            if not batch:
                 continue
-            backoff.reset()
-            self.health.tick()
-            if batch:
-                async with self._batch_lock:
-                    if self._is_rebalancing:
-                        # Fetched for an assignment that is being revoked: the next assignment
-                        # restarts every partition from its committed offset, so dropping these
-                        # loses nothing, while handling them now would handle them twice.
-                        continue
-                    await self._handle_batch(consumer, processor, batch)
-        # Stopping: what the finished batches handed over is committed before the clients close.
-        await self._drain_commits(raise_errors=True)
+            async with self._batch_lock:
+                if assignment.is_rebalancing:
+                    # Fetched for an assignment being revoked: the next one restarts every
+                    # partition at its committed offset, so dropping these loses nothing.
+                    continue
+                await self._handle(processor, batch)
+        await self._committer.drain()
         return 0
 
-    async def _handle_batch(
-        self, consumer: AIOKafkaConsumer, processor: BatchProcessor, batch: RecordBatch
-    ) -> None:
+    async def _fetch(self, consumer: AIOKafkaConsumer) -> Batch:
+        settings = self.settings
+        async for attempt in retrying(settings):
+            with attempt:
+                try:
+                    batch: Batch = await consumer.getmany(
+                        timeout_ms=settings.batch_timeout_ms,
+                        max_records=settings.batch_max_records,
+                    )
+                except FATAL_KAFKA_ERRORS as exc:
+                    raise ConfigurationError(f"Kafka refused this client: {exc!r}") from exc
+                except KafkaError as exc:
+                    raise BrokerUnavailable(
+                        f"fetching failed: {describe_error(exc)}", operation="fetch"
+                    ) from exc
+        self.health.tick()
+        return batch
+
+    async def _handle(self, processor: BatchProcessor, batch: Batch) -> None:
+        # Both are set by _consume before its loop starts.
+        assert self._committer is not None
+        assert self._gauges is not None
         size = 0
         for tp, records in batch.items():
             size += len(records)
             if records:
-                self._pending_since.setdefault(tp, records[0].timestamp / 1000)
+                self._gauges.fetched(tp, records[0].timestamp)
         started = time.monotonic()
         result = await processor.process(batch)
         elapsed = time.monotonic() - started
         self.health.tick()
-        self.metrics.batch_size.observe(size)
-        self.metrics.batch_duration.observe(elapsed)
-        self.metrics.count_outcomes(result.outcomes)
+        self.health.can_dead_letter = True
+        if result.wrote_database:
+            self._set_database_writable(True)
+        metrics = self.metrics
+        metrics.batch_size.observe(size)
+        metrics.batch_duration.observe(elapsed)
+        metrics.count_outcomes(result.outcomes)
         for reason, count in result.dead_letter_reasons.items():
-            self.metrics.dead_letters.labels(reason=reason).inc(count)
-        self.metrics.observe_latencies(result.applied_occurred_at)
-        self._hand_to_committer(consumer, result)
-        _log.debug(
-            "batch.handled",
-            records=size,
-            dead_letters=result.dead_letters,
-            seconds=round(elapsed, 4),
-        )
+            metrics.dead_letters.labels(reason=reason).inc(count)
+        metrics.observe_latencies(result.applied_occurred_at)
+        self._committer.hand(result.commit_offsets)
+        _log.debug("batch.handled", records=size, dead_letters=result.dead_letters, seconds=elapsed)
 
-    def _hand_to_committer(self, consumer: AIOKafkaConsumer, result: BatchResult) -> None:
-        """Queue a finished (durable) batch's offsets; start the committer if it is idle."""
-        committer = self._committer
-        if committer is not None and committer.done():
-            self._committer = None
-            committer.result()  # a commit refused for good (configuration) ends the loop here
-        # Batches finish in fetch order, so per partition the newest offset is the greatest.
-        self._to_commit.update(result.commit_offsets)
-        if self._committer is None:
-            self._committer = asyncio.create_task(self._commit_until_drained(consumer))
+    async def _drain_commits(self) -> None:
+        if self._committer is not None:
+            await self._committer.drain()
 
-    async def _commit_until_drained(self, consumer: AIOKafkaConsumer) -> None:
-        while self._to_commit:
-            offsets, self._to_commit = self._to_commit, {}
-            await self._commit(consumer, offsets)
+    def _forget(self, partitions: set[TopicPartition]) -> None:
+        if self._committer is not None:
+            self._committer.forget(partitions)
+        if self._gauges is not None:
+            self._gauges.forget(partitions)
 
-    async def _drain_commits(self, *, raise_errors: bool) -> None:
-        """Wait until every offset handed over so far went through a commit (or failed to)."""
-        committer = self._committer
-        if committer is None:
-            return
-        await asyncio.wait({committer})
-        if raise_errors and committer is self._committer:
-            self._committer = None
-            committer.result()
+    def _set_database_writable(self, ok: bool) -> None:
+        if ok is not self._database_state:  # log changes only (the first state included)
+            if ok:
+                _log.info("database.available")
+            else:
+                _log.warning("database.unavailable")
+        self._database_state = ok
+        self.health.is_database_writable = ok
 
-    async def _commit(self, consumer: AIOKafkaConsumer, handed: dict[TopicPartition, int]) -> int:
-        """Commit ``handed`` for the partitions still ours; returns how many."""
-        offsets = {
-            tp: offset
-            for tp, offset in handed.items()
-            if tp in self._assigned and tp not in self._abandoned
-        }
-        if len(offsets) < len(handed):
-            _log.info(
-                "offsets.commit_skipped",
-                partitions=_describe(set(handed) - set(offsets)),
-                detail="revoked while the batch was in hand; the new owner rereads these records",
-            )
-        if not offsets:
-            return 0
-        try:
-            await asyncio.wait_for(consumer.commit(offsets), _COMMIT_TIMEOUT_S)
-        except (CommitFailedError, RebalanceInProgressError, IllegalStateError) as exc:
-            _log.warning(
-                "offsets.commit_failed",
-                reason="rebalance",
-                error=repr(exc),
-                detail="the records are redelivered; idempotence makes that harmless",
-            )
-            return 0
-        except _FATAL_KAFKA_ERRORS as exc:
-            raise ConfigurationError(f"Kafka refused the offset commit: {exc!r}") from exc
-        except (KafkaError, TimeoutError) as exc:
-            _log.warning("offsets.commit_failed", reason="broker", error=repr(exc))
-            self.health.is_broker_reachable = False
-            return 0
-        now = time.time()
-        for tp, offset in offsets.items():
-            self._committed[tp] = offset
-            self._pending_since.pop(tp, None)
-            self.metrics.committed_offset.labels(topic=tp.topic, partition=str(tp.partition)).set(
-                offset
-            )
-        self.metrics.last_commit_timestamp.set(now)
-        return len(offsets)
-
-    # --- rebalance -----------------------------------------------------------------------------
-
-    async def _on_revoked(self, revoked: set[TopicPartition]) -> None:
-        self.health.is_in_group = False
-        self._is_rebalancing = True
-        if revoked:
-            acquired = False
-            try:
-                async with asyncio.timeout(self.settings.shutdown_timeout_s):
-                    # Held by the loop from "batch fetched" to "offsets handed to the committer".
-                    await self._batch_lock.acquire()
-                    acquired = True
-                    await self._drain_commits(raise_errors=False)  # the loop raises, not us
-            except TimeoutError:
-                self._abandoned |= revoked
-                _log.warning(
-                    "partitions.revoke_timeout",
-                    partitions=len(revoked),
-                    detail="the batch in hand will not be committed for revoked partitions",
-                )
-            finally:
-                if acquired:
-                    self._batch_lock.release()
-        for tp in revoked:
-            self._to_commit.pop(tp, None)  # not committed by now: the new owner rereads them
-        self._assigned -= revoked
-        for tp in revoked:
-            self._committed.pop(tp, None)
-            self._pending_since.pop(tp, None)
-            self._lag_seen_since.pop(tp, None)
-        self.metrics.remove_partitions(revoked)
-        self.metrics.assigned_partitions.set(len(self._assigned))
-        _log.info("partitions.revoked", partitions=_describe(revoked))
-
-    def _on_assigned(self, assigned: set[TopicPartition]) -> None:
-        # A new generation: what was abandoned in the old one may be committed if it is ours again.
-        self._abandoned.clear()
-        self._is_rebalancing = False
-        self._assigned = set(assigned)
-        self.health.is_in_group = True
-        self.metrics.rebalances.inc()
-        self.metrics.assigned_partitions.set(len(assigned))
-        _log.info("partitions.assigned", partitions=_describe(assigned))
-
-    # --- callbacks of the pipeline -------------------------------------------------------------
-
-    def _on_retry(self, exc: BaseException, delay: float) -> None:
-        self.metrics.db_retries.inc()
-        self.health.tick()  # retrying is progress: the process must not be restarted for it
-
-    def _on_database_state(self, is_writable: bool) -> None:
-        self.health.is_database_writable = is_writable
-
-    # --- timers --------------------------------------------------------------------------------
+    async def _check_database(self, engine: AsyncEngine) -> None:
+        self._set_database_writable(await is_database_writable(engine, timeout_s=_PROBE_TIMEOUT_S))
 
     async def _check_database_forever(self, engine: AsyncEngine) -> None:
         interval = min(self.settings.lag_refresh_interval_s, _DB_CHECK_MAX_INTERVAL_S)
         while True:
-            self.health.is_database_writable = await _is_database_writable(engine)
             await asyncio.sleep(interval)
+            await self._check_database(engine)
 
-    async def _refresh_lag_forever(self, consumer: AIOKafkaConsumer) -> None:
-        while True:
-            try:
-                await self._refresh_lag(consumer)
-            except (KafkaError, TimeoutError, OSError) as exc:
-                self.health.is_broker_reachable = False
-                _log.warning("lag.refresh_failed", error=repr(exc))
-            except Exception:  # a bug here must not stop the gauges for good, nor the service
-                _log.exception("lag.refresh_failed")
-            await asyncio.sleep(self.settings.lag_refresh_interval_s)
-
-    async def _refresh_lag(self, consumer: AIOKafkaConsumer) -> None:
-        """Write the lag gauges from the broker's end offsets and the group's committed offsets."""
-        tps = sorted(self._assigned)
-        if not tps:
-            # Still a useful probe of the broker while the group gives us nothing.
-            await asyncio.wait_for(consumer.topics(), _PROBE_TIMEOUT_S)
-            self.health.is_broker_reachable = True
-            return
-        ends: dict[TopicPartition, int] = await asyncio.wait_for(
-            consumer.end_offsets(tps), _PROBE_TIMEOUT_S
-        )
-        self.health.is_broker_reachable = True
-        for tp in tps:
-            if tp not in self._committed:
-                found = await asyncio.wait_for(consumer.committed(tp), _PROBE_TIMEOUT_S)
-                if found is not None and tp not in self._committed:
-                    self._committed[tp] = found
-        never = [tp for tp in tps if tp not in self._committed]
-        starts: dict[TopicPartition, int] = (
-            await asyncio.wait_for(consumer.beginning_offsets(never), _PROBE_TIMEOUT_S)
-            if never
-            else {}
-        )
-        now = time.time()
-        for tp in tps:
-            if tp not in self._assigned:
-                continue  # revoked during the awaits above: its series are gone, keep them gone
-            committed = self._committed.get(tp)
-            base = committed if committed is not None else starts.get(tp, 0)
-            lag = max(0, ends[tp] - base)
-            if lag == 0:
-                self._lag_seen_since.pop(tp, None)
-                age = 0.0
-            elif tp in self._pending_since:
-                age = max(0.0, now - self._pending_since[tp])
-            else:
-                # Not fetched yet, so its timestamp is unknown: report how long we have seen it.
-                age = now - self._lag_seen_since.setdefault(tp, now)
-            self.metrics.set_partition(
-                tp, end_offset=ends[tp], committed=committed, lag=lag, lag_seconds=age
-            )
-
-    # --- clients -------------------------------------------------------------------------------
+    async def _serve(self) -> HealthServer | None:
+        if not self._serve_http:
+            return None
+        server = HealthServer(self.health, self._render_metrics, port=self._requested_port)
+        try:
+            self.metrics_port = await server.start()
+        except OSError as exc:
+            raise ConfigurationError(
+                f"cannot serve metrics on port {self._requested_port}: {exc.strerror}; "
+                "set ROUTING_METRICS_PORT (0 turns the endpoint off)"
+            ) from exc
+        return server
 
     def _new_consumer(self) -> AIOKafkaConsumer:
+        settings = self.settings
         return AIOKafkaConsumer(
-            **client_options(self.settings),
-            group_id=self.settings.group_id,
+            **client_options(settings),
+            group_id=settings.group_id,
             enable_auto_commit=False,
             auto_offset_reset="earliest",
             isolation_level="read_committed",
-            max_poll_records=self.settings.batch_max_records,
-            session_timeout_ms=self.settings.kafka_session_timeout_ms,
-            heartbeat_interval_ms=min(3000, self.settings.kafka_session_timeout_ms // 3),
+            max_poll_records=settings.batch_max_records,
+            session_timeout_ms=settings.kafka_session_timeout_ms,
+            heartbeat_interval_ms=min(3000, settings.kafka_session_timeout_ms // 3),
         )
 
-    def _new_producer(self) -> AIOKafkaProducer:
-        # acks=all, sized for the largest accepted record, not idempotent: see its docstring.
-        return new_dead_letter_producer(self.settings)
-
-    async def _start_client(self, make: Callable[[], _T], what: str) -> _T | None:
-        """Start a fresh client until it connects; ``None`` when stopped before it could."""
-        backoff = _Backoff(self.settings.retry_initial_delay_s, self.settings.retry_max_delay_s)
-        while not self._stop.is_set():
-            client: Any = make()
-            try:
-                await client.start()
-            except _FATAL_KAFKA_ERRORS as exc:
-                await _quietly(client.stop())
-                raise ConfigurationError(f"Kafka refused the {what}: {exc!r}") from exc
-            except (KafkaError, OSError) as exc:
-                await _quietly(client.stop())
-                # aiokafka reports a refused login or certificate like a broker that is down:
-                # ask once which it was, so wrong credentials stop the process instead of looping.
-                cause = await find_permanent_connect_error(self.settings)
-                if cause is not None:
-                    raise ConfigurationError(f"Kafka refused the {what}: {cause!r}") from cause
-                delay = backoff.next()
-                self.health.is_broker_reachable = False
-                self.health.tick()
-                _log.warning(
-                    "kafka.unavailable", client=what, error=repr(exc), retry_in_s=round(delay, 3)
-                )
-                await self._sleep_unless_stopped(delay)
-                continue
-            return client  # type: ignore[no-any-return]
-        return None
-
-    async def _close(
-        self,
-        consumer: AIOKafkaConsumer | None,
-        producer: AIOKafkaProducer | None,
-        engine: AsyncEngine | None,
-        server: HealthServer | None,
-    ) -> None:
-        # The consumer first: leaving the group hands the partitions over at once.
-        if consumer is not None:
-            await _quietly(consumer.stop())
-        if producer is not None:
-            await _quietly(producer.stop())
-        if engine is not None:
-            await _quietly(engine.dispose())
-        if server is not None:
-            await _quietly(server.close())
-        _log.info("consumer.stopped")
-
-    # --- helpers -------------------------------------------------------------------------------
+    async def _start(self, make: Callable[[], _T], what: str) -> _T:
+        """A started client, retried until the broker answers (a fresh client per attempt)."""
+        async for attempt in retrying(self.settings):
+            with attempt:
+                client: Any = make()
+                try:
+                    await client.start()
+                except FATAL_KAFKA_ERRORS as exc:
+                    await _quietly(client.stop())
+                    raise ConfigurationError(f"Kafka refused the {what}: {exc!r}") from exc
+                except (KafkaError, OSError) as exc:
+                    await _quietly(client.stop())
+                    # aiokafka reports a refused login or certificate like a broker that is
+                    # down: ask once which it was, so wrong credentials stop the process.
+                    cause = await find_permanent_connect_error(self.settings)
+                    if cause is not None:
+                        raise ConfigurationError(f"Kafka refused the {what}: {cause!r}") from cause
+                    raise BrokerUnavailable(
+                        f"Kafka unavailable for the {what}: {describe_error(exc)}",
+                        operation="connect",
+                    ) from exc
+        return client  # type: ignore[no-any-return]
 
     def _render_metrics(self) -> tuple[bytes, str]:
         return self.metrics.render(), CONTENT_TYPE
-
-    async def _sleep_unless_stopped(self, seconds: float) -> None:
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._stop.wait(), seconds)
-
-
-class _Backoff:
-    """Capped exponential backoff with full jitter (``initial * 2**n``, at most ``cap``)."""
-
-    def __init__(self, initial: float, cap: float) -> None:
-        self._initial = initial
-        self._cap = cap
-        self._attempt = 0
-
-    def next(self) -> float:
-        ceiling = min(self._cap, self._initial * 2**self._attempt)
-        self._attempt = min(self._attempt + 1, 32)
-        return random.uniform(ceiling / 2, ceiling)  # noqa: S311 - jitter, not cryptography
-
-    def reset(self) -> None:
-        self._attempt = 0
-
-
-async def _is_database_writable(engine: AsyncEngine) -> bool:
-    """True when a session can write (connected, not a standby, not read-only by default)."""
-    try:
-        async with asyncio.timeout(_PROBE_TIMEOUT_S), engine.connect() as conn:
-            read_only = await conn.scalar(text("SELECT current_setting('transaction_read_only')"))
-    except Exception as exc:  # any failure means "not now"; the loop's retries say why
-        _log.debug("database.check_failed", error=type(exc).__name__)
-        return False
-    return bool(read_only == "off")
 
 
 async def _quietly(closing: Awaitable[Any]) -> None:
     try:
         await asyncio.wait_for(closing, _CLOSE_TIMEOUT_S)
     except Exception as exc:  # closing is best effort; the process is exiting anyway
-        _log.warning("consumer.close_failed", error=repr(exc))
-
-
-def _describe(tps: set[TopicPartition]) -> list[str]:
-    return sorted(f"{tp.topic}:{tp.partition}" for tp in tps)
+        _log.warning("consumer.close_failed", error=describe_error(exc))
 
 
 async def run_service(settings: Settings, *, metrics_port: int | None = None) -> int:
-    """Run the service until SIGTERM/SIGINT; returns the process exit code (see the module doc)."""
+    """Run the service until SIGTERM/SIGINT; returns the process exit code (module doc)."""
     service = Service(settings, metrics_port=metrics_port)
     loop = asyncio.get_running_loop()
     signals = (signal.SIGTERM, signal.SIGINT)

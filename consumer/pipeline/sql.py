@@ -1,0 +1,171 @@
+"""The round statements: one per table, a whole batch's candidates in one set-based statement.
+
+Built once, from the definitions of :mod:`consumer.tables`. A statement takes, per row, ``$1``
+the row key, ``$2`` the candidates' tenant, then per field of the table four arrays: occurredAt,
+eventId, the whole record's text and the payload's text (NULLs where the row has no candidate
+for that field; of a candidate's two texts one is NULL, see :class:`.apply.PendingEvent`).
+
+It returns rows ``(written, key, found, tenant, eid_1, pass_1[, eid_2, pass_2])`` of two kinds:
+
+* ``written``: a row written; ``tenant`` and ``eid_n`` are its tenant and the stored eventId of
+  field n after the statement;
+* not ``written``: a row with a candidate that was not offered for writing; ``found`` says
+  whether the row existed, ``tenant`` is its tenant then, ``pass_n`` whether field n's
+  candidate passed the guards.
+
+A candidate offered for writing that is not the row's value afterwards lost a race with a
+concurrent writer: the caller offers it again in the next round.
+
+Guards, per field: the row's tenant is null or the candidate's (tenant isolation), and the
+stored version ``(occurredAt, eventId)`` is null or older (convergence). They are decided first
+against the row as it was (CTE ``c``: only candidates that pass are parsed as JSON, so a replay
+of stale records parses nothing) and re-checked by the write on the row as it is now, which
+keeps concurrent consumers correct. Every join is a key lookup.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+from consumer.tables import EXECUTION_RECORD, TENANT, JsonField, TargetTable
+
+__all__ = ["ROUND_SQL", "round_sql"]
+
+
+def _q(name: str) -> str:
+    return f'"{name}"'
+
+
+def _stored(raw: str, payload: str) -> str:
+    # The stored JSON of a candidate: its payload text, or its record's payload. coalesce
+    # evaluates its second argument only when the first is NULL: one text is parsed, never both.
+    return f"coalesce({payload}::jsonb, ({raw}::jsonb) -> 'payload')"
+
+
+def _newer(row: str, field: JsonField, occurred: str, event_id: str) -> str:
+    # The stored version is null or older than (occurred, event_id). coalesce elsewhere turns a
+    # null comparison (a foreign writer's null eventId) into "not newer".
+    at, eid = _q(field.occurred_at), _q(field.event_id)
+    return f"({row}.{at} IS NULL OR ({row}.{at}, {row}.{eid}) < ({occurred}, {event_id}))"
+
+
+def _columns(field: JsonField) -> tuple[str, str, str]:
+    return _q(field.column), _q(field.occurred_at), _q(field.event_id)
+
+
+def _execution_record_sql(table: TargetTable) -> str:
+    snapshot, cost = table.fields
+    key, tenant = _q(table.key), _q(table.tenant or "")
+    name = _q(table.name)
+
+    def excluded_newer(field: JsonField) -> str:
+        occurred, event_id = f"EXCLUDED.{_q(field.occurred_at)}", f"EXCLUDED.{_q(field.event_id)}"
+        return f"({occurred} IS NOT NULL AND {_newer('r', field, occurred, event_id)})"
+
+    def keep_or_take(field: JsonField) -> str:
+        guard = excluded_newer(field)
+        return ", ".join(
+            f"{c} = CASE WHEN {guard} THEN EXCLUDED.{c} ELSE r.{c} END" for c in _columns(field)
+        )
+
+    def passes(n: int, field: JsonField) -> str:
+        # May field n's candidate be written into the row as it was before the statement?
+        return (
+            f"(i.o{n} IS NOT NULL AND coalesce((cur.{tenant} IS NULL OR cur.{tenant} = i.t)"
+            f" AND {_newer('cur', field, f'i.o{n}', f'i.e{n}')}, false)) AS pass{n}"
+        )
+
+    def update_guard(n: int, field: JsonField) -> str:
+        return f"(c.pass{n} AND {_newer('r', field, f'c.o{n}', f'c.e{n}')})"
+
+    def update_field(n: int, field: JsonField) -> str:
+        values = (_stored(f"c.raw{n}", f"c.pl{n}"), f"c.o{n}", f"c.e{n}")
+        guard = update_guard(n, field)
+        return ", ".join(
+            f"{c} = CASE WHEN {guard} THEN {v} ELSE r.{c} END"
+            for c, v in zip(_columns(field), values, strict=True)
+        )
+
+    def inserted(n: int) -> str:
+        values = (_stored(f"c.raw{n}", f"c.pl{n}"), f"c.o{n}", f"c.e{n}")
+        return ", ".join(f"CASE WHEN c.pass{n} THEN {v} END" for v in values)
+
+    returned = f"r.{key}, r.{tenant}, r.{_q(snapshot.event_id)}, r.{_q(cost.event_id)}"
+    insert_columns = ", ".join(c for f in (snapshot, cost) for c in _columns(f))
+    # Rows that exist take a plain UPDATE, missing ones an INSERT ... ON CONFLICT (a concurrent
+    # writer may create them meanwhile). Not one upsert for all: PostgreSQL checks the proposed
+    # INSERT row's NOT NULL constraints before it resolves the conflict, and Project A's Prisma
+    # table has NOT NULL columns without a default ("updatedAt"): every write would fail.
+    return f"""
+WITH i AS (
+    SELECT * FROM unnest($1::text[], $2::text[],
+        $3::timestamptz[], $4::uuid[], $5::text[], $6::text[],
+        $7::timestamptz[], $8::uuid[], $9::text[], $10::text[])
+        AS u(k, t, o1, e1, raw1, pl1, o2, e2, raw2, pl2)
+), c AS (
+    SELECT i.*, (cur.{key} IS NOT NULL) AS found, cur.{tenant} AS cur_t,
+        {passes(1, snapshot)}, {passes(2, cost)}
+    FROM i LEFT JOIN {name} AS cur ON cur.{key} = i.k
+), upd AS (
+    UPDATE {name} AS r SET {update_field(1, snapshot)}, {update_field(2, cost)}
+    FROM c
+    WHERE c.found AND (c.pass1 OR c.pass2) AND r.{key} = c.k
+        AND (r.{tenant} IS NULL OR r.{tenant} = c.t)
+        AND ({update_guard(1, snapshot)} OR {update_guard(2, cost)})
+    RETURNING {returned}
+), ins AS (
+    INSERT INTO {name} AS r ("id", {key}, {tenant}, {insert_columns})
+    SELECT c.k, c.k, c.t, {inserted(1)}, {inserted(2)}
+    FROM c WHERE NOT c.found AND (c.pass1 OR c.pass2)
+    ON CONFLICT ({key}) DO UPDATE SET {keep_or_take(snapshot)}, {keep_or_take(cost)}
+    WHERE (r.{tenant} IS NULL OR r.{tenant} = EXCLUDED.{tenant})
+        AND ({excluded_newer(snapshot)} OR {excluded_newer(cost)})
+    RETURNING {returned}
+), up AS (
+    SELECT * FROM upd UNION ALL SELECT * FROM ins
+)
+SELECT true, {key}, NULL::boolean, {tenant}, {_q(snapshot.event_id)}, NULL::boolean,
+    {_q(cost.event_id)}, NULL::boolean
+FROM up
+UNION ALL
+SELECT false, k, found, cur_t, NULL, pass1, NULL, pass2 FROM c
+WHERE (o1 IS NOT NULL AND NOT pass1) OR (o2 IS NOT NULL AND NOT pass2)
+"""
+
+
+def _tenant_sql(table: TargetTable) -> str:
+    (policy,) = table.fields
+    key, name = _q(table.key), _q(table.name)
+    column, at, eid = _columns(policy)
+    return f"""
+WITH i AS (
+    SELECT * FROM unnest($1::text[], $2::text[], $3::timestamptz[], $4::uuid[], $5::text[],
+        $6::text[]) AS u(k, t, o1, e1, raw1, pl1)
+), c AS (
+    SELECT i.k, i.o1, i.e1, i.raw1, i.pl1, (cur.{key} IS NOT NULL) AS found,
+        (cur.{key} IS NOT NULL AND coalesce({_newer("cur", policy, "i.o1", "i.e1")}, false))
+            AS pass1
+    FROM i LEFT JOIN {name} AS cur ON cur.{key} = i.k
+), up AS (
+    UPDATE {name} AS r
+    SET {column} = {_stored("c.raw1", "c.pl1")}, {at} = c.o1, {eid} = c.e1
+    FROM c
+    WHERE c.pass1 AND r.{key} = c.k AND {_newer("r", policy, "c.o1", "c.e1")}
+    RETURNING r.{key}, r.{eid}
+)
+SELECT true, {key}, NULL::boolean, NULL::text, {eid}, NULL::boolean FROM up
+UNION ALL
+SELECT false, k, found, NULL, NULL, pass1 FROM c WHERE NOT pass1
+"""
+
+
+#: The round statement of each table this service writes.
+ROUND_SQL: Final = {
+    EXECUTION_RECORD.name: _execution_record_sql(EXECUTION_RECORD),
+    TENANT.name: _tenant_sql(TENANT),
+}
+
+
+def round_sql(table: TargetTable) -> str:
+    """The round statement of ``table`` (see the module docstring for its parameters)."""
+    return ROUND_SQL[table.name]

@@ -30,5 +30,25 @@ export {
 } from "./generated/contract.js";
 export { JsonNumber, type JsonObject, JsonSyntaxError, type JsonValue, parseJson, stringifyJson } from "./json.js";
 export { type RuleProblem, checkCostRules, checkPolicyRules, checkSnapshotRules, checkTenant } from "./rules.js";
+export {
+  type PrismaRawQueryClient,
+  SchemaDriftError,
+  loadActualCost,
+  loadRoutingSnapshot,
+  loadTenantPolicyFromDb,
+  validateStoredValue,
+} from "./loaders.js";
+export {
+  DEFAULT_TOPICS,
+  type DeliveryFailure,
+  type Enqueued,
+  type EventOptions,
+  type FailureReason,
+  InvalidEventError,
+  type OutgoingEvent,
+  type PublisherCounters,
+  type PublisherOptions,
+  RoutingEventPublisher,
+} from "./publisher.js";
 export { type NumberInput } from "./shape.js";
 export { type Problem, checkPayload } from "./validate.js";

@@ -26,16 +26,16 @@ export function prismaMigrationSql(withFragment: boolean): string {
   const execution = withFragment
     ? `
     "routingSnapshot" JSONB,
-    "routingSnapshotOccurredAt" TIMESTAMPTZ(6),
+    "routingSnapshotOccurredAt" TIMESTAMPTZ,
     "routingSnapshotEventId" UUID,
     "actualCost" JSONB,
-    "actualCostOccurredAt" TIMESTAMPTZ(6),
+    "actualCostOccurredAt" TIMESTAMPTZ,
     "actualCostEventId" UUID,`
     : "";
   const tenant = withFragment
     ? `
     "routingPolicy" JSONB,
-    "routingPolicyOccurredAt" TIMESTAMPTZ(6),
+    "routingPolicyOccurredAt" TIMESTAMPTZ,
     "routingPolicyEventId" UUID,`
     : "";
   return `

@@ -9,12 +9,18 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 STACK := deploy/local/stack
 PYTEST_ARGS ?=
+TS := typescript
+# npm ci reruns only when the lockfile changes; npm's cache is ~/.npm. Install scripts are not
+# run: none of the dependencies needs one here (Prisma's would fetch a schema-engine binary from
+# outside the npm registry; esbuild's binary comes as an optional dependency).
+TS_STAMP := $(TS)/node_modules/.installed
 
-.PHONY: help venv lint fmt typecheck test test-only run demo stack-up stack-down stack-status bench bench-quick fuzz constraints clean
+.PHONY: help venv lint fmt typecheck test test-only ts-deps ts-test run demo stack-up stack-down stack-status bench bench-quick fuzz constraints clean
 
 help:
 	@echo "make run      set up everything, start the consumer, feed it sample events, show the outcome"
-	@echo "make test     venv + local stack + ruff + mypy --strict + pytest; stops the stack after"
+	@echo "make test     venv + local stack + ruff + mypy --strict + pytest + the TypeScript package; stops the stack after"
+	@echo "make ts-test  the TypeScript package alone: npm ci, Prisma client, tsc --noEmit, node --test (E2E included)"
 	@echo "make bench    the full benchmark (bench/run); make bench-quick for the short one"
 	@echo "make stack-up / stack-down / stack-status   the local Kafka + PostgreSQL"
 
@@ -25,6 +31,18 @@ $(STAMP): pyproject.toml constraints.txt
 	@touch $@
 
 venv: $(STAMP)
+
+$(TS_STAMP): $(TS)/package.json $(TS)/package-lock.json
+	cd $(TS) && npm ci --ignore-scripts --no-audit --no-fund --loglevel=error
+	@touch $@
+
+ts-deps: $(TS_STAMP)
+
+# The TypeScript package (issue 15): its tests use the stack's Kafka and PostgreSQL and run the
+# service from .venv (end-to-end), so both are prerequisites; the stack is started if needed.
+ts-test: $(STAMP) $(TS_STAMP)
+	@$(STACK) up >/dev/null && eval "$$($(STACK) env)" && cd $(TS) && \
+	  npm run -s prisma:generate >/dev/null && npm run -s typecheck && npm run -s build && npm test
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
@@ -44,6 +62,7 @@ test: $(STAMP)
 	  eval "$$($(STACK) env)"; \
 	  $(MAKE) --no-print-directory lint || status=$$?; \
 	  if [ $$status -eq 0 ]; then $(PY) -m pytest $(PYTEST_ARGS) || status=$$?; fi; \
+	  if [ $$status -eq 0 ]; then $(MAKE) --no-print-directory ts-test || status=$$?; fi; \
 	  if [ $$status -eq 0 ]; then $(PY) -m bench.run --quick || status=$$?; fi; \
 	fi; \
 	if [ $$started -eq 1 ]; then $(STACK) down; fi; \
@@ -82,4 +101,5 @@ constraints: $(STAMP)
 
 clean:
 	-$(STACK) down
-	rm -rf .local $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis build *.egg-info
+	rm -rf .local $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis build *.egg-info \
+	  $(TS)/node_modules $(TS)/dist $(TS)/.prisma-client

@@ -25,7 +25,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any, Final
 
-from consumer.fastdecode import decode_event as fast_decode_event
+from consumer.pipeline.decode import decode_event as fast_decode_event
 from schemas import DEFAULT_MAX_BYTES, Rejection, decode_event, dumps, loads
 from schemas.codes import EventType, ReasonCode
 

@@ -18,7 +18,7 @@ from typing import Any, Final
 import pytest
 
 # The consumer's decoder: the one import to change if it moves.
-from consumer.fastdecode import decode_event as consumer_decode_event
+from consumer.pipeline.decode import decode_event as consumer_decode_event
 from schemas import DEFAULT_MAX_BYTES, Rejection, decode_event
 
 CORPUS: Final = Path(__file__).resolve().parent.parent / "schemas" / "conformance"

@@ -1,11 +1,18 @@
-"""Kafka client construction from :class:`~consumer.settings.Settings` (one place for security)."""
+"""Kafka clients from :class:`~consumer.settings.Settings`: one place for security and reading.
+
+:func:`client_options` holds what every client shares (bootstrap servers, TLS, SASL);
+:data:`ISOLATION_LEVEL` is how every consumer of this service reads; :func:`describe_partitions`
+lists partitions without ever creating a topic (raises
+:class:`~consumer.errors.MissingTopicsError`); :func:`find_permanent_connect_error` tells a
+refused login or certificate from a broker that is merely down.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import ssl
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Final
 
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.conn import create_conn
@@ -17,10 +24,15 @@ from consumer.errors import MissingTopicsError
 from consumer.settings import Settings
 
 __all__ = [
+    "ISOLATION_LEVEL",
     "client_options",
     "describe_partitions",
     "find_permanent_connect_error",
 ]
+
+#: Every consumer of this service (``run``, ``replay``, ``dlq redrive``, ``lag``) reads only
+#: records of committed transactions, and sees end offsets at the last stable offset.
+ISOLATION_LEVEL: Final = "read_committed"
 
 
 async def describe_partitions(

@@ -14,6 +14,7 @@ from tests.ops_helpers import (
     end_offsets,
     headers_of,
     policy_payload,
+    produce_aborted,
     produce_raw,
     read_topic,
     run_cli,
@@ -192,3 +193,29 @@ async def test_redrive_exit_2_when_the_dead_letter_topic_is_missing(settings: Se
     result = await run_cli(settings, "dlq", "redrive", ROUTING_TOPIC_DLQ=missing)
     assert result.code == 2
     assert f"topic(s) not found on the broker: {missing}" in result.stderr
+
+
+async def test_redrive_never_republishes_dead_letters_of_aborted_transactions(
+    settings: Settings,
+) -> None:
+    bootstrap = settings.kafka_bootstrap_servers
+    dlq = settings.topic_dlq
+    headers = _letter_headers("unknown_tenant", settings.topic_policies)
+    await produce_raw(bootstrap, [(dlq, b"kept", b'{"n": "kept"}')], partition=0, headers=headers)
+    await produce_aborted(
+        bootstrap,
+        [(dlq, f"aborted-{n}".encode(), f'{{"n": {n}}}'.encode()) for n in range(3)],
+        partition=0,
+        headers=headers,
+    )
+    await produce_raw(bootstrap, [(dlq, b"later", b'{"n": "later"}')], partition=0, headers=headers)
+
+    dry = await run_cli(settings, "dlq", "redrive", "--dry-run")
+    assert dry.code == 0, dry.stderr
+    assert "would redrive: 2, refused: 0, superseded: 0" in dry.stdout
+    assert "aborted-" not in dry.stdout
+    result = await run_cli(settings, "dlq", "redrive")
+    assert result.code == 0, result.stderr
+    assert "redriven: 2, refused: 0, superseded: 0" in result.stdout
+    republished = await read_topic(bootstrap, settings.topic_policies)
+    assert sorted(r.key for r in republished) == [b"kept", b"later"]

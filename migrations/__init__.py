@@ -9,22 +9,16 @@ The revisions are written for a live production database that other projects own
 
 Every revision runs in its own transaction and starts with :func:`set_lock_timeout`, so each DDL
 statement waits at most ``lock_timeout`` for its lock instead of queueing traffic behind it;
-:func:`consumer.ops.migrate.upgrade` retries a revision that timed out, with backoff.
-
-The script location is this package's folder (:data:`SCRIPT_LOCATION`), so the migrations work
-from any working directory and from a non-editable install.
+:func:`consumer.ops.migrate.upgrade` retries a revision that timed out, with backoff. Alembic
+finds this package as the resource ``migrations:``; it depends on ``consumer``, never the
+reverse.
 """
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from alembic import context, op
 
-__all__ = ["DEFAULT_LOCK_TIMEOUT_MS", "SCRIPT_LOCATION", "lock_timeout_ms", "set_lock_timeout"]
-
-#: Where Alembic finds ``env.py`` and ``versions/``.
-SCRIPT_LOCATION = Path(__file__).resolve().parent
+__all__ = ["DEFAULT_LOCK_TIMEOUT_MS", "lock_timeout_ms", "set_lock_timeout"]
 
 #: Used when the Alembic config carries no ``lock_timeout_ms`` attribute (plain ``alembic`` CLI).
 DEFAULT_LOCK_TIMEOUT_MS = 2000

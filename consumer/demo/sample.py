@@ -1,4 +1,4 @@
-"""Realistic sample traffic: what ``routing-persistence demo`` and ``make run`` publish.
+"""Realistic sample traffic: what ``routing-persistence demo`` (``make run``) publishes.
 
 :func:`make_sample` builds, from a seed, the records a routing engine would send — snapshots with
 fallbacks, actual costs, tenant policies — with what production traffic really contains:
@@ -40,7 +40,6 @@ __all__ = [
     "SampleRecord",
     "make_sample",
     "publish_sample",
-    "run_demo",
     "seed_database",
     "topic_of",
 ]
@@ -392,21 +391,3 @@ async def publish_sample(
         else:
             published.append(record)
     return published
-
-
-async def run_demo(settings: Settings, *, events: int, rate: float, seed: int) -> int:
-    """``routing-persistence demo``: publish a sample of about ``events`` records; exit code.
-
-    The tenants and pre-existing execution records the sample refers to are created first, so
-    only the records meant to be bad are dead-lettered.
-    """
-    sample = make_sample(events, seed=seed, max_payload_bytes=settings.max_payload_bytes)
-    await seed_database(settings, sample)
-    published = await publish_sample(settings, sample.records, rate=rate)
-    bad = sum(1 for r in published if r.reason is not None)
-    _log.info("demo.published", records=len(published), bad=bad, seed=seed)
-    print(
-        f"published {len(published)} records ({bad} meant for the dead-letter topic) "
-        f"to {settings.topic_snapshots}, {settings.topic_costs}, {settings.topic_policies}"
-    )
-    return 0

@@ -91,7 +91,9 @@ class Clients:
     async def partitions(
         self, topics: Sequence[str], only: Sequence[int] | None = None
     ) -> list[TopicPartition]:
-        """Every partition of ``topics`` (or those numbered ``only``), sorted; never creates one.
+        """Every partition of ``topics`` (or those numbered ``only``, when given), sorted.
+
+        Never creates a topic.
 
         Raises :class:`~consumer.errors.MissingTopicsError` naming the missing topics and
         :class:`~consumer.errors.ConfigurationError` when a partition of ``only`` exists in none.
@@ -99,7 +101,7 @@ class Clients:
         tps = [
             tp
             for tp in await describe_partitions(self.admin, topics)
-            if only is None or tp.partition in only
+            if not only or tp.partition in only
         ]
         absent = sorted(set(only or ()) - {tp.partition for tp in tps})
         if absent:

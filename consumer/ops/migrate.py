@@ -5,7 +5,8 @@ Each revision runs in its own transaction under ``SET LOCAL lock_timeout``
 rolls back (SQLSTATE 55P03) and is retried with backoff (:func:`consumer.retry.retrying`) up
 to ``settings.migrate_max_attempts`` attempts, so live traffic never queues behind it for longer
 than the lock timeout. Raises :class:`~consumer.errors.TransientError` when the lock never came
-(the CLI exits 1), SQLAlchemy's errors for anything else.
+(the CLI exits 1), SQLAlchemy's errors for anything else. :func:`migrate` is the command:
+exit 0 done (or nothing to do), 1 the locks never came or the database refused, 2 bad usage.
 
 Alembic runs its own event loop: call from a thread without one (the CLI, ``asyncio.to_thread``).
 Concurrent runs take turns (a lock in the process, an advisory lock across processes).
@@ -24,11 +25,19 @@ from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy.engine import Connection
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.pool import NullPool
 
 from consumer.db import create_engine
-from consumer.errors import DatabaseUnavailable, TransientError, describe_error, sqlstate_of
+from consumer.errors import (
+    DatabaseUnavailable,
+    RoutingPersistenceError,
+    TransientError,
+    describe_error,
+    sqlstate_of,
+)
 from consumer.logs import get_logger
+from consumer.ops._render import stderr_console
 from consumer.retry import retrying
 from consumer.settings import Settings
 from consumer.tables import VERSION_TABLE
@@ -40,6 +49,7 @@ __all__ = [
     "alembic_config",
     "current_revision",
     "downgrade",
+    "migrate",
     "upgrade",
 ]
 
@@ -188,3 +198,33 @@ def current_revision(settings: Settings) -> str | None:
             await engine.dispose()
 
     return asyncio.run(connect_and_read())
+
+
+async def migrate(
+    settings: Settings,
+    *,
+    sql: bool = False,
+    from_revision: str | None = None,
+    lock_timeout_ms: int | None = None,
+) -> int:
+    """``routing-persistence migrate``: :func:`upgrade` in a thread; returns the exit code.
+
+    ``lock_timeout_ms`` overrides ``settings.migrate_lock_timeout_ms``. Failures are reported on
+    stderr in one line naming the database (without its password) and the SQLSTATE, never the
+    statement or its parameters.
+    """
+    errors = stderr_console()
+    if from_revision is not None and not sql:
+        errors.print("migrate: --from-revision only applies with --sql")
+        return 2
+    if lock_timeout_ms is not None:
+        settings = settings.model_copy(update={"migrate_lock_timeout_ms": lock_timeout_ms})
+    try:
+        await asyncio.to_thread(upgrade, settings, sql=sql, from_revision=from_revision)
+    except RoutingPersistenceError as exc:
+        errors.print(f"migrate: {exc}")
+        return 1
+    except (SQLAlchemyError, OSError) as exc:
+        errors.print(f"migrate failed on {settings.redacted_database_url}: {describe_error(exc)}")
+        return 1
+    return 0

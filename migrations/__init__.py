@@ -1,17 +1,11 @@
 """Alembic migrations of routing-persistence (run them with ``routing-persistence migrate``).
 
-The revisions are written for a live production database that other projects own:
-
-* ``0001_baseline`` creates ``"ExecutionRecord"`` and ``"Tenant"`` only when they are missing
-  (an empty development database); on Projects A's and C's databases it changes nothing.
-* ``0002`` / ``0003`` add this service's nullable, default-less columns, one table per revision,
-  so a revision never holds one table's ``ACCESS EXCLUSIVE`` lock while it waits for another's.
-
-Every revision runs in its own transaction and starts with :func:`set_lock_timeout`, so each DDL
-statement waits at most ``lock_timeout`` for its lock instead of queueing traffic behind it;
-:func:`consumer.ops.migrate.upgrade` retries a revision that timed out, with backoff. Alembic
-finds this package as the resource ``migrations:``; it depends on ``consumer``, never the
-reverse.
+Revisions are written for a live database that other projects own: ``0001_baseline`` creates
+``"ExecutionRecord"`` and ``"Tenant"`` only when missing; ``0002``/``0003`` add this service's
+nullable, default-less columns, one table per revision. Each revision runs in its own transaction
+and starts with :func:`set_lock_timeout`, so no DDL statement queues traffic behind it for longer
+than ``lock_timeout`` (:func:`consumer.ops.migrate.upgrade` retries). Alembic finds this package
+as the resource ``migrations:``; it depends on ``consumer``, never the reverse.
 """
 
 from __future__ import annotations

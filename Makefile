@@ -74,7 +74,7 @@ test-only: $(STAMP)
 
 run: $(STAMP)
 	@$(STACK) up >/dev/null
-	@eval "$$($(STACK) env)" && $(PY) -m consumer.demo.run
+	@eval "$$($(STACK) env)" && $(VENV)/bin/routing-persistence demo $(DEMO_ARGS)
 
 stack-up:
 	@$(STACK) up

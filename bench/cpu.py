@@ -1,47 +1,11 @@
-"""Where the machine's CPU goes while a system works: its own process(es), PostgreSQL, the broker.
+"""Where the machine's CPU goes over a measured window: the system, PostgreSQL, the broker.
 
-The benchmark machine runs everything on the same cores: Kafka, PostgreSQL, the system under test
-and the benchmark itself. A system's own CPU per event says little about what the machine can
-give when the database and the broker also need CPU for every event, so each measured window
-also records, from ``/proc`` (Linux only):
-
-- **PostgreSQL**: the whole server of the local stack (``deploy/local/stack``): the postmaster
-  and all its children (backends, WAL writer, checkpointer, autovacuum...). Backends come and go
-  (one per connection), so a sample holds the postmaster's own ``utime + stime``, its
-  ``cutime + cstime`` (the CPU of children that have exited *and been reaped*: the kernel adds a
-  child's whole lifetime to its parent's ``cutime``/``cstime`` when the parent waits for it, which
-  the postmaster does as soon as it gets ``SIGCHLD``) and ``utime + stime`` of every live child,
-  keyed by (pid, start time) so that a reused pid is not mistaken for the old process. Over a
-  window: the change of the postmaster's own and reaped-children figures, plus each child's
-  figure at the end, minus each child's figure at the start. A child alive at the start and gone
-  at the end is therefore counted as (lifetime via ``cutime``) - (start figure) = its CPU inside
-  the window; one born and gone inside the window entirely via ``cutime``; one born inside and
-  alive at the end via its end figure. (A child that exits in the microseconds between the two
-  reads of one sample may be off by its CPU; a zombie not yet reaped still shows its times.)
-  The server is shared (other databases' clients count too), so a second figure counts only the
-  backends serving the system's own database, recognised by their process title (``postgres:
-  <user> <database> <client> <state>``; autovacuum workers name their database too): the CPU
-  of those alive at the end of the window, since the start (or since they were born). Backends
-  of the database that exit inside the window are missed, so it is a lower bound; it leaves out
-  the server-wide work (WAL writer, checkpointer, background writer) that the system's writes
-  also cause.
-- **the Kafka broker**: ``utime + stime`` of the broker JVM (all its threads), pid from the
-  stack's ``kafka/pid`` file.
-- **the benchmark** (``harness``): its own process (it polls offsets every 0.2 s; in the latency
-  runs it is the load generator and the poller), when it is not the measured system itself.
-- **the machine**: busy time of all CPUs from ``/proc/stat`` (``user + nice + system + irq +
-  softirq``; ``steal``, the time the hypervisor gave to other guests, is kept apart). Of it,
-  ``irq + softirq`` is kept too: the kernel's interrupt work (e.g. the loopback network's packet
-  processing) is not charged to any process.
-
-The rest (machine busy - own - PostgreSQL - broker - benchmark) is the kernel's work not charged
-to a process (interrupts, kernel threads) and whatever else runs on the shared machine at the
-time. The stack's PostgreSQL and broker are shared too: other work on them
-inside the window is counted as this system's. Both are why these figures are compared back to
-back in one run, never across runs.
-
-When the benchmark does not run against the local stack (no pid files, or they name a server on
-another port), the PostgreSQL and broker figures are ``None``; the machine figure is always there.
+:meth:`StackCpu.sample` reads ``/proc`` (Linux only) for the local stack's PostgreSQL server
+(postmaster, live and reaped children; and the backends of one database alone), the broker JVM,
+the benchmark's own process and the machine's busy time; :meth:`StackCpu.between` turns two
+samples into a :class:`CpuDelta` and :func:`breakdown` into per-event figures. Figures of a
+server that is not the local stack's are ``None``. How each figure is counted, and what it
+misses: ``bench/RESULTS.md``, "Method".
 """
 
 from __future__ import annotations

@@ -1,32 +1,11 @@
 """End-to-end latency of the service at a fixed produce rate, observed from PostgreSQL.
 
-Definition: from an event's ``occurredAt`` (set to the wall clock at the moment the benchmark
-hands the record to its producer) to the moment a reader of PostgreSQL can see the row carrying
-that version (i.e. the transaction that wrote it has committed). Producer batching (linger 5 ms),
-the broker, the consumer's fetch, decoding, the database write and its commit are all inside.
-
-How it is observed: a poller queries the rows of the events still pending every 10 ms by their
-unique keys (``"requestId"`` / ``"Tenant".id``, both indexed) and takes an event as arrived when
-the stored ``...OccurredAt`` of its field is at or after its own. The latency recorded is
-``time of the query's return - occurredAt``: an upper bound, late by at most one poll interval
-plus one query (about 10-15 ms) while fewer than 64 tracked events are pending (each poll looks
-up the 64 oldest, so the query stays cheap when the service falls behind). About 500 events a
-second are tracked (every n-th event: a systematic sample, so the poller's load on PostgreSQL
-stays small and constant); events sent in the first second (warm-up) are not counted.
-
-The load generator must cost the 2 shared cores little next to the system under test
-(:func:`produce_at_rate`): every event's value is rendered before the clock starts, split around
-its occurredAt, so producing one is a bytes format of head + timestamp + tail; its partition
-(aiokafka's default murmur2 partitioner, as a keyed ``send()`` would pick) is computed once per
-key; every 5 ms (the linger) the events due are appended to per-partition batches
-(``create_batch()`` / ``send_batch()``: no per-record future). The poller runs in a thread of its
-own with one query per poll. Both report their CPU (``producer`` / ``poller`` in the results),
-and so does the machine over the sending window: the service's, PostgreSQL's, the broker's and
-the machine's CPU per event (:mod:`bench.cpu`).
-
-The service's own ``routing_consumer_end_to_end_latency_seconds`` histogram is read at the end
-too and kept in the results for comparison; the DB-side figure is the headline because the
-benchmark can explain every millisecond of it without trusting the system under test.
+:func:`measure_latency` runs the real service live, produces at ``rate`` events/s with
+``occurredAt`` set to the moment each record is handed to the producer (:func:`produce_at_rate`,
+a cheap generator of pre-rendered values), and records for a systematic sample of events the
+time until a reader of PostgreSQL sees the row carrying that version. It returns a
+:class:`LatencyResult` with percentiles and the CPU of everyone involved. Method and bounds:
+``bench/RESULTS.md``, "Method".
 """
 
 from __future__ import annotations
@@ -56,7 +35,16 @@ from bench.systems import service_env, start_service, stop_service
 from bench.workload import Event, make_event
 from schemas import EventType, format_rfc3339
 
-__all__ = ["LatencyResult", "ProduceStats", "measure_latency", "percentile", "produce_at_rate"]
+__all__ = [
+    "LatencyResult",
+    "ProduceStats",
+    "SendPlan",
+    "measure_latency",
+    "percentile",
+    "plan_sends",
+    "produce_at_rate",
+    "template_events",
+]
 
 _SENTINEL_AT = datetime(1999, 12, 31, 23, 59, 59, 999_999, tzinfo=UTC)
 _SENTINEL = format_rfc3339(_SENTINEL_AT).encode()
@@ -150,7 +138,7 @@ class LatencyResult:
         }
 
 
-def _template_events(count: int, tenants: list[str], seed: int, prefix: str) -> list[Event]:
+def template_events(count: int, tenants: list[str], seed: int, prefix: str) -> list[Event]:
     """The latency stream: snapshot then cost per request, ~10 % policies; occurredAt blank."""
     rng = random.Random(seed)
     events: list[Event] = []
@@ -239,7 +227,7 @@ async def measure_latency(
     try:
         await _wait_ready(port, lambda: proc.poll() is None)
         count = int(rate * seconds)
-        events = _template_events(count, tenants, seed, prefix=f"lat{int(rate)}")
+        events = template_events(count, tenants, seed, prefix=f"lat{int(rate)}")
         if profile_path is not None:
             profiler = Profiler(proc.pid, profile_path)
         stats, poller, cpu = await _drive(stack, topics, database_url, events, rate, proc.pid)
@@ -290,7 +278,7 @@ class ProduceStats:
 
 
 @dataclass(frozen=True)
-class _Plan:
+class SendPlan:
     """The events pre-rendered for producing: everything but occurredAt done before the clock."""
 
     heads: list[bytes]  # the value up to occurredAt's digits
@@ -301,7 +289,7 @@ class _Plan:
     tracked: list[tuple[str, str] | None]  # (field, row key) of the events the poller tracks
 
 
-def _plan(topics: TopicSet, events: list[Event], sample_every: int) -> _Plan:
+def plan_sends(topics: TopicSet, events: list[Event], sample_every: int) -> SendPlan:
     """Split each value around the sentinel occurredAt; place each key once (murmur2).
 
     The partition is the one aiokafka's ``DefaultPartitioner`` (Kafka's murmur2 of the key) gives
@@ -312,7 +300,7 @@ def _plan(topics: TopicSet, events: list[Event], sample_every: int) -> _Plan:
     by_key: dict[bytes, int] = {}
     destinations: list[tuple[str, int]] = []
     slot_of: dict[tuple[str, int], int] = {}
-    plan = _Plan([], [], [], [], destinations, [])
+    plan = SendPlan([], [], [], [], destinations, [])
     for n, event in enumerate(events):
         head, sentinel, rest = event.value.partition(_SENTINEL)
         if not sentinel:
@@ -336,7 +324,7 @@ def _plan(topics: TopicSet, events: list[Event], sample_every: int) -> _Plan:
 
 async def produce_at_rate(
     producer: AIOKafkaProducer,
-    plan: _Plan,
+    plan: SendPlan,
     rate: float,
     track: queue.SimpleQueue[tuple[str, str, int, bool]] | None = None,
 ) -> ProduceStats:
@@ -547,7 +535,7 @@ async def _drive(
     Also returns where the machine's CPU went while producing (:func:`bench.cpu.breakdown`, the
     service as "own"): the service, PostgreSQL, the broker, the machine, per event produced.
     """
-    plan = _plan(topics, events, max(1, round(rate / _TRACKED_PER_S)))
+    plan = plan_sends(topics, events, max(1, round(rate / _TRACKED_PER_S)))
     poller = _Poller(database_url)
     # linger 0: produce_at_rate is the linger (it hands over a tick's batches at once).
     producer = AIOKafkaProducer(bootstrap_servers=stack.bootstrap, linger_ms=0, acks=1)

@@ -1,14 +1,8 @@
 """The expected final rows of a workload, and the check of a database against them.
 
-The contract's rule is simple for this workload (one tenant per request, policies only for tenants
-that exist, see :mod:`bench.workload`): for every row and field the stored payload is the one of
-the event with the greatest (``occurredAt``, ``eventId``), whatever the delivery order. The oracle
-keeps exactly that while the events stream past, so it needs memory for one event per row and
-field, not for the whole stream.
-
-The check runs inside PostgreSQL: the expected rows are ``COPY``-ed into a temporary table and
-compared with ``IS DISTINCT FROM`` on ``jsonb`` (numbers compare as numerics, so ``0.10`` equals
-``0.1`` but never ``0.1000000000000000055``), which stays fast for a million rows.
+:class:`Oracle` keeps, while the events stream past, the payload of the greatest (``occurredAt``,
+``eventId``) per row and field; :func:`check_rows` compares a database with it inside PostgreSQL
+(``COPY`` into a temporary table, ``jsonb`` ``IS DISTINCT FROM``), fast for a million rows.
 """
 
 from __future__ import annotations

@@ -1,31 +1,10 @@
-"""The peer: the Debezium JDBC sink connector on Kafka Connect standalone, same rows, same database.
+"""The peer: the Debezium JDBC sink on Kafka Connect standalone, writing the same rows.
 
-What a team would run instead of this service: ``io.debezium:debezium-connector-jdbc`` (3.3.1.Final)
-on ``org.apache.kafka:connect-runtime`` 4.1.1 (the broker's version), jars resolved from Maven
-Central by ``deploy/local/connect/pom.xml`` into ``.local/connect/libs``, on the machine's Java 17
-(``-Xmx1g``).
-
-Its input: the JDBC sink needs records with a schema, so the benchmark produces a *flattened copy*
-of the same workload (same events, same count, duplicates and late versions included) as
-schema'd JSON (``JsonConverter``, ``schemas.enable=true``): ``{id, requestId, tenantId,
-routingSnapshot}`` for snapshots, ``{id, requestId, tenantId, actualCost}`` for costs (both upserted
-into ``"ExecutionRecord"`` by ``id``, each writing only its own JSON column), ``{id,
-routingPolicy}`` for policies (into ``"Tenant"``). The JSON columns are strings named
-``io.debezium.data.Json``, which the connector binds as ``cast(? as jsonb)``.
-
-Fairness: the connector has no version guard (it is last-write-wins per key), so fed the workload
-in its delivery order it would let late, older versions overwrite newer ones and its rows would be
-wrong. It is therefore fed the events **sorted by version** (occurredAt, eventId): per key the last
-record it sees is the newest, so last-write-wins produces the right rows. That ordering is a gift
-a real producer cannot give; it only makes the peer's job easier. Its configuration is the
-fastest reasonable one: ``insert.mode=upsert``, ``batch.size=2000`` (as the service's batch),
-``use.reduction.buffer=true`` (keeps only the last record per key of a batch, like the service's
-coalescing), one task per connector (two tasks: one per table), offsets flushed every second.
-
-Timing is the same as the service's: the two connectors' consumer groups' committed offsets
-(``connect-<name>``) polled through the admin API, from the first commit seen to the end of the
-backlog; CPU and peak RSS of the JVM from ``/proc``. Connect commits offsets only after the
-connector has flushed the records before them to PostgreSQL.
+:func:`run_debezium` resolves the Connect and Debezium jars (:func:`ensure_jars`, Maven), produces
+a flattened, schema'd copy of the workload (:func:`flatten`) sorted by version (the connector has
+no version guard), runs two connectors (one per table), times them by their groups' committed
+offsets and checks their rows. Versions, configuration and fairness: ``bench/RESULTS.md``,
+"Method".
 """
 
 from __future__ import annotations
@@ -36,16 +15,13 @@ import json
 import shutil
 import subprocess
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from bench.infra import ROOT, free_port
+from bench.infra import ROOT, Stack, TopicSet, free_port, produce
 from bench.oracle import Oracle, check_rows, payload_text
 from bench.systems import Measured, stop_service, watch_group
 from bench.workload import Event
 from schemas import EventType
-
-if TYPE_CHECKING:
-    from bench.run import Run
 
 __all__ = ["CONNECT_LIBS", "ensure_jars", "flatten", "run_debezium"]
 
@@ -141,17 +117,23 @@ def _properties(values: dict[str, Any]) -> str:
 
 
 async def run_debezium(
-    run: Run, events: list[Event], oracle: Oracle, database_url: str
+    stack: Stack,
+    topics: TopicSet,
+    events: list[Event],
+    oracle: Oracle,
+    database_url: str,
+    *,
+    tenants: list[str],
+    log_dir: Path,
+    name_prefix: str,
 ) -> Measured:
-    """Produce the flattened copy, run Connect standalone with two JDBC sinks, time and check."""
+    """Produce the flattened copy to ``topics``, run Connect standalone with two JDBC sinks
+    (``<name_prefix>-er``, ``<name_prefix>-tenant``), time them and check their rows."""
     libs = await ensure_jars()
-    topics = await run.topics("peer")
     ordered = sorted(events, key=lambda e: e.version)
     flat = {id(e): flatten(e) for e in ordered}
-    from bench.infra import produce
-
     sent, seconds = await produce(
-        run.stack.bootstrap,
+        stack.bootstrap,
         ordered,
         lambda e: topics.for_type(e.type),
         value_of=lambda e: flat[id(e)],
@@ -159,15 +141,15 @@ async def run_debezium(
     flat.clear()
     print(f"bench: produced {sent:,} flattened events for the peer in {seconds:.1f} s", flush=True)
 
-    work = run.log_dir / "connect"
+    work = log_dir / "connect"
     work.mkdir(parents=True, exist_ok=True)
-    host, port = run.stack.pg_host_port
+    host, port = stack.pg_host_port
     db = database_url.rsplit("/", 1)[1]
-    names = {"er": f"bench-{run.id}-er", "tenant": f"bench-{run.id}-tenant"}
+    names = {"er": f"{name_prefix}-er", "tenant": f"{name_prefix}-tenant"}
     (work / "worker.properties").write_text(
         _properties(
             {
-                "bootstrap.servers": run.stack.bootstrap,
+                "bootstrap.servers": stack.bootstrap,
                 "key.converter": "org.apache.kafka.connect.storage.StringConverter",
                 "value.converter": "org.apache.kafka.connect.json.JsonConverter",
                 "value.converter.schemas.enable": "true",
@@ -183,7 +165,7 @@ async def run_debezium(
         "connector.class": "io.debezium.connector.jdbc.JdbcSinkConnector",
         "tasks.max": 1,
         "connection.url": f"jdbc:postgresql://{host}:{port}/{db}",
-        "connection.username": run.stack.pg_user,
+        "connection.username": stack.pg_user,
         "connection.password": "",
         "insert.mode": "upsert",
         "primary.key.mode": "record_value",
@@ -219,7 +201,7 @@ async def run_debezium(
         "appender.out.layout.pattern = [%d] %p %m (%c)%n\n"
         "rootLogger.level = WARN\nrootLogger.appenderRef.out.ref = OUT\n"
     )
-    log_path = run.log_dir / "debezium.log"
+    log_path = log_dir / "debezium.log"
     with log_path.open("wb") as log:
         proc = subprocess.Popen(  # noqa: ASYNC220 - one JVM per run
             [
@@ -240,7 +222,7 @@ async def run_debezium(
         )
     try:
         window = await watch_group(
-            run.stack,
+            stack,
             [proc],
             [f"connect-{n}" for n in names.values()],
             list(topics.sources),
@@ -265,5 +247,5 @@ async def run_debezium(
         ],
         extra={"exit_code": code, "backlog": sent, "cpu": window.cpu_breakdown()},
     )
-    measured.check = await check_rows(database_url, oracle, run.tenants, versions=False)
+    measured.check = await check_rows(database_url, oracle, tenants, versions=False)
     return measured

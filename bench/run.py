@@ -1,20 +1,10 @@
-"""The benchmark's entry point: ``python -m bench.run [--events N] [--quick] [--seed S] ...``.
+"""The benchmark's entry point: ``python -m bench.run [--events N] [--quick] [--only ...]``.
 
-One run, on the local stack (``ROUTING_KAFKA_BOOTSTRAP_SERVERS`` / ``ROUTING_DATABASE_URL``):
-
-1. a seeded workload (:mod:`bench.workload`) is produced once to 6-partition topics of the run's
-   own, while the oracle (:mod:`bench.oracle`) computes the expected final rows;
-2. each system reads that backlog with a fresh database and group: this service, the Kafka
-   ceiling, the PostgreSQL ceiling, the naive port and (full runs) the Debezium JDBC sink; each
-   system's rows are checked against the oracle; a system with wrong rows does not count;
-3. the service's end-to-end latency at 50 % and 90 % of its measured maximum;
-4. (full runs) the service on a 100,000 and a 1,000,000 event backlog: cost per event, peak RSS;
-5. the results: ``bench/results/<timestamp>.json``, ``bench/RESULTS.md`` and ``bench/charts/``.
-
-``--quick`` (what ``make test`` runs): a few thousand events, no peer, no scale runs, a short
-latency run; results go to ``.local/bench/quick.json`` unless ``--out`` says otherwise. It never
-fails because of speed; it exits 1 when a measured system wrote wrong rows or the service failed.
-Every topic and database the run creates is removed at the end (``--keep`` keeps them).
+One run on the local stack: a seeded workload produced once, each system on it with its rows
+checked against the oracle, the service's latency, the scale runs, then the results
+(``bench/results/<timestamp>.json``, ``bench/RESULTS.md``, ``bench/charts/``). ``--quick`` (what
+``make test`` runs) is a few thousand events without peer or scale runs. Exit 1 when a system
+wrote wrong rows or the run broke, never because of speed. The run removes what it created.
 """
 
 from __future__ import annotations
@@ -364,7 +354,16 @@ class Run:
 
         url = await self.database("debezium")
         try:
-            measured = await run_debezium(self, events, oracle, url)
+            measured = await run_debezium(
+                self.stack,
+                await self.topics("peer"),
+                events,
+                oracle,
+                url,
+                tenants=self.tenants,
+                log_dir=self.log_dir,
+                name_prefix=f"bench-{self.id}",
+            )
         except Exception as exc:
             self.results["errors"].append(f"debezium peer failed: {exc}")
             print(f"bench: debezium peer failed: {exc}", flush=True)

@@ -1,14 +1,9 @@
 """Running each measured system on a backlog: this service, the naive port, the two ceilings.
 
-Each system gets a fresh database (a copy of the run's migrated template with the tenants in
-it) and a fresh consumer group, and reads a backlog produced before it starts.
-
-How the service is timed: it runs as the real ``routing-persistence run`` subprocess; the
-benchmark polls its group's committed offsets (every 0.2 s, through the admin API) and times the
-window from the first commit it sees to the moment the committed offsets reach the end of the
-backlog. Offsets are committed only after the rows are committed (``CONTRACT.md`` §3), so the
-window counts durable events, and startup (imports, group join) is outside it. CPU is the
-process's utime + stime over the same window (``/proc/<pid>/stat``), peak RSS is its ``VmHWM``.
+Each system gets a fresh database (a copy of the run's migrated template) and a fresh group and
+reads a backlog produced before it starts. The service runs as the real ``routing-persistence
+run`` subprocess, timed by its group's committed offsets (committed only after the rows are,
+``docs/contract.md`` §3); how every figure is taken: ``bench/RESULTS.md``, "Method".
 """
 
 from __future__ import annotations

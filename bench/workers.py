@@ -1,17 +1,9 @@
 """Baseline consumers run as subprocesses by the benchmark (``python -m bench.workers ...``).
 
-Each prints one JSON line on stdout: ``events``, ``seconds`` (first record to last), ``cpu_seconds``
-(this process, same window), ``peak_rss_bytes`` (``VmHWM``) and ``stack_cpu``: PostgreSQL's, the
-broker's and the machine's CPU over the same window (:mod:`bench.cpu`, sampled by the worker
-itself, since only it knows when its window opens and closes).
-
-- ``kafka-ceiling``: aiokafka reading the topics to their end offsets, doing nothing else: the
-  most a Python consumer on this machine can take from this broker.
-- ``naive``: what a direct translation of the B6 TypeScript functions does: for every record,
-  one SQLAlchemy session, one statement, one ``COMMIT``, then the record's offset committed.
-  Two additions make its rows comparable: the statement is an upsert (B6's ``update`` fails on a
-  missing row) and it carries the contract's version guard (B6 has none, and without it late
-  events leave wrong rows). It uses the same asyncpg driver as the service.
+``kafka-ceiling`` reads the topics to their end and does nothing else; ``naive`` is a direct
+translation of the B6 functions (one session, statement and ``COMMIT`` per record, plus an
+upsert and the version guard so its rows compare). Each prints one JSON line: ``events``,
+``seconds``, ``cpu_seconds``, ``peak_rss_bytes`` and ``stack_cpu`` (:mod:`bench.cpu`).
 """
 
 from __future__ import annotations

@@ -1,4 +1,11 @@
-"""Kafka client construction from :class:`~consumer.settings.Settings` (one place for security)."""
+"""Kafka clients from :class:`~consumer.settings.Settings`: one place for security and reading.
+
+:func:`client_options` holds what every client shares (bootstrap servers, TLS, SASL);
+:data:`ISOLATION_LEVEL` is how every consumer of this service reads; :func:`describe_partitions`
+lists partitions without ever creating a topic (raises
+:class:`~consumer.errors.MissingTopicsError`); :func:`find_permanent_connect_error` tells a
+refused login or certificate from a broker that is merely down.
+"""
 
 from __future__ import annotations
 
@@ -29,6 +36,7 @@ from consumer.settings import Settings
 
 __all__ = [
     "FATAL_KAFKA_ERRORS",
+    "ISOLATION_LEVEL",
     "client_options",
     "describe_partitions",
     "find_permanent_connect_error",
@@ -36,6 +44,10 @@ __all__ = [
     "is_transient_kafka_error",
     "partition_names",
 ]
+
+#: Every consumer of this service (``run``, ``replay``, ``dlq redrive``, ``lag``) reads only
+#: records of committed transactions, and sees end offsets at the last stable offset.
+ISOLATION_LEVEL: Final = "read_committed"
 
 
 async def describe_partitions(

@@ -1,30 +1,18 @@
 """Alembic migrations of routing-persistence (run them with ``routing-persistence migrate``).
 
-The revisions are written for a live production database that other projects own:
-
-* ``0001_baseline`` creates ``"ExecutionRecord"`` and ``"Tenant"`` only when they are missing
-  (an empty development database); on Projects A's and C's databases it changes nothing.
-* ``0002`` / ``0003`` add this service's nullable, default-less columns, one table per revision,
-  so a revision never holds one table's ``ACCESS EXCLUSIVE`` lock while it waits for another's.
-
-Every revision runs in its own transaction and starts with :func:`set_lock_timeout`, so each DDL
-statement waits at most ``lock_timeout`` for its lock instead of queueing traffic behind it;
-:func:`consumer.ops.migrate.upgrade` retries a revision that timed out, with backoff.
-
-The script location is this package's folder (:data:`SCRIPT_LOCATION`), so the migrations work
-from any working directory and from a non-editable install.
+Revisions are written for a live database that other projects own: ``0001_baseline`` creates
+``"ExecutionRecord"`` and ``"Tenant"`` only when missing; ``0002``/``0003`` add this service's
+nullable, default-less columns, one table per revision. Each revision runs in its own transaction
+and starts with :func:`set_lock_timeout`, so no DDL statement queues traffic behind it for longer
+than ``lock_timeout`` (:func:`consumer.ops.migrate.upgrade` retries). Alembic finds this package
+as the resource ``migrations:``; it depends on ``consumer``, never the reverse.
 """
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from alembic import context, op
 
-__all__ = ["DEFAULT_LOCK_TIMEOUT_MS", "SCRIPT_LOCATION", "lock_timeout_ms", "set_lock_timeout"]
-
-#: Where Alembic finds ``env.py`` and ``versions/``.
-SCRIPT_LOCATION = Path(__file__).resolve().parent
+__all__ = ["DEFAULT_LOCK_TIMEOUT_MS", "lock_timeout_ms", "set_lock_timeout"]
 
 #: Used when the Alembic config carries no ``lock_timeout_ms`` attribute (plain ``alembic`` CLI).
 DEFAULT_LOCK_TIMEOUT_MS = 2000

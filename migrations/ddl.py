@@ -1,6 +1,8 @@
 """SQL builders shared by the additive revisions (frozen: revisions depend on their output).
 
-Change nothing here that alters the SQL of a shipped revision; add a new builder instead.
+Change nothing here that alters the SQL of a shipped revision; add a new builder instead. The
+ownership marker is :data:`consumer.tables.ADDED_COLUMN_COMMENT_PREFIX`, whose value shipped
+revisions wrote into the database: it never changes (``tests/test_migrations.py`` pins it).
 """
 
 from __future__ import annotations
@@ -8,11 +10,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import NamedTuple
 
-__all__ = ["ADDED_COLUMN_COMMENT_PREFIX", "NewColumn", "add_columns_sql", "drop_added_columns_sql"]
+from consumer.tables import ADDED_COLUMN_COMMENT_PREFIX
 
-#: Every column an additive revision adds carries a comment starting with this (the ownership
-#: marker its downgrade looks for). Same value as consumer.tables.ADDED_COLUMN_COMMENT_PREFIX.
-ADDED_COLUMN_COMMENT_PREFIX = "Added by routing-persistence"
+__all__ = ["NewColumn", "add_columns_sql", "drop_added_columns_sql"]
 
 
 class NewColumn(NamedTuple):

@@ -11,6 +11,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import uuid
 from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
@@ -108,6 +109,55 @@ async def produce_raw(
     finally:
         await producer.stop()
     return [(TopicPartition(m.topic, m.partition), m.offset, m.timestamp) for m in metas]
+
+
+@contextlib.asynccontextmanager
+async def open_transaction(
+    bootstrap: str,
+    records: Iterable[tuple[str, bytes | None, bytes | None]],
+    *,
+    partition: int | None = None,
+    headers: Sequence[tuple[str, bytes]] | None = None,
+) -> AsyncIterator[list[tuple[TopicPartition, int]]]:
+    """A real producer transaction holding ``records``, open for the block, aborted after it.
+
+    Yields the (partition, offset) of each record: written to the log, acknowledged, yet never
+    committed. A ``read_committed`` reader stops at the last stable offset before them and, once
+    the transaction is aborted, skips them.
+    """
+    producer = AIOKafkaProducer(
+        bootstrap_servers=bootstrap, transactional_id=f"ops-test-{uuid.uuid4().hex}"
+    )
+    await producer.start()
+    try:
+        await producer.begin_transaction()
+        futures = [
+            await producer.send(
+                topic, value=value, key=key, partition=partition, headers=list(headers or [])
+            )
+            for topic, key, value in records
+        ]
+        metas = [await f for f in futures]
+        yield [(TopicPartition(m.topic, m.partition), m.offset) for m in metas]
+        await producer.abort_transaction()
+    finally:
+        await producer.stop()
+
+
+async def produce_aborted(
+    bootstrap: str,
+    records: Iterable[tuple[str, bytes | None, bytes | None]],
+    *,
+    partition: int | None = None,
+    headers: Sequence[tuple[str, bytes]] | None = None,
+) -> list[tuple[TopicPartition, int]]:
+    """Write ``records`` in a real producer transaction and abort it; returns their positions.
+
+    The records stay in the log (a ``read_uncommitted`` reader sees them) but belong to no
+    committed transaction: no command may ever apply or republish them.
+    """
+    async with open_transaction(bootstrap, records, partition=partition, headers=headers) as at:
+        return at
 
 
 async def end_offsets(bootstrap: str, topics: Sequence[str]) -> dict[TopicPartition, int]:

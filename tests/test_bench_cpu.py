@@ -21,7 +21,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord
 
 from bench.cpu import StackCpu, breakdown
 from bench.infra import TopicSet
-from bench.latency import _plan, _template_events, produce_at_rate
+from bench.latency import plan_sends, produce_at_rate, template_events
 from bench.workload import tenant_ids
 from schemas import Rejection, decode_event
 from tests.conftest import Database, Services, Topics
@@ -99,8 +99,8 @@ async def test_the_load_generator_writes_what_a_keyed_producer_would(
     services: Services, topics: Topics
 ) -> None:
     six = TopicSet(topics.snapshots, topics.costs, topics.policies, topics.dlq)
-    events = _template_events(1_500, tenant_ids(50), seed=3, prefix="gen")
-    plan = _plan(six, events, sample_every=10)
+    events = template_events(1_500, tenant_ids(50), seed=3, prefix="gen")
+    plan = plan_sends(six, events, sample_every=10)
     tracked: queue.SimpleQueue[tuple[str, str, int, bool]] = queue.SimpleQueue()
     producer = AIOKafkaProducer(bootstrap_servers=services.kafka_bootstrap, linger_ms=0, acks=1)
     await producer.start()

@@ -29,6 +29,7 @@ from tests.ops_helpers import (
     committed_offsets,
     cost_payload,
     end_offsets,
+    open_transaction,
     produce_raw,
     run_cli,
     run_consumer_until_caught_up,
@@ -159,6 +160,28 @@ async def test_lag_of_the_real_consumer_before_and_after_it_catches_up(
         assert row["committed"] == committed.get(tp)
         assert row["lag"] == 0
         assert row["lag_seconds"] == 0.0
+
+
+async def test_lag_counts_to_the_last_stable_offset_while_a_transaction_is_open(
+    lag_settings: Settings, topics: Topics
+) -> None:
+    bootstrap = lag_settings.kafka_bootstrap_servers
+    tp = TopicPartition(topics.costs, 0)
+    await produce_raw(
+        bootstrap, [(topics.costs, f"k{n}".encode(), b"v") for n in range(3)], partition=0
+    )
+    async with open_transaction(
+        bootstrap, [(topics.costs, f"t{n}".encode(), b"v") for n in range(4)], partition=0
+    ) as pending:
+        # The records are in the log: a read_uncommitted reader's end offset is past them.
+        assert [offset for _, offset in pending] == [3, 4, 5, 6]
+        assert (await end_offsets(bootstrap, [topics.costs]))[tp] == 7
+        result = await run_cli(lag_settings, "lag", "--json")
+        assert result.code == 0, result.stderr
+        row = _rows(result.json())[tp]
+        # run reads read_committed: it can consume nothing past the last stable offset.
+        assert (row["log_end"], row["lag"]) == (3, 3)
+        assert result.json()["total_lag"] == 3
 
 
 async def test_lag_watch_refreshes_until_interrupted(

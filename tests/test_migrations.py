@@ -63,6 +63,12 @@ async def _relfilenodes(url: str) -> dict[str, int]:
     return {r["relname"]: r["relfilenode"] for r in rows}
 
 
+def test_the_ownership_marker_is_the_one_shipped_revisions_wrote() -> None:
+    # 0002 and 0003 commented every column they added with this prefix, and their downgrades
+    # find what is theirs by it: a new value would orphan the columns already added.
+    assert ADDED_COLUMN_COMMENT_PREFIX == "Added by routing-persistence"
+
+
 async def test_upgrade_downgrade_upgrade_on_an_empty_database(empty_database: Database) -> None:
     url = empty_database.url
     settings = Settings(database_url=url)

@@ -14,6 +14,7 @@ from tests.ops_helpers import (
     end_offsets,
     headers_of,
     policy_payload,
+    produce_aborted,
     produce_raw,
     read_topic,
     run_cli,
@@ -192,3 +193,54 @@ async def test_redrive_exit_2_when_the_dead_letter_topic_is_missing(settings: Se
     result = await run_cli(settings, "dlq", "redrive", ROUTING_TOPIC_DLQ=missing)
     assert result.code == 2
     assert f"topic(s) not found on the broker: {missing}" in result.stderr
+
+
+async def test_redrive_never_republishes_dead_letters_of_aborted_transactions(
+    settings: Settings,
+) -> None:
+    bootstrap = settings.kafka_bootstrap_servers
+    dlq = settings.topic_dlq
+    headers = _letter_headers("unknown_tenant", settings.topic_policies)
+    await produce_raw(bootstrap, [(dlq, b"kept", b'{"n": "kept"}')], partition=0, headers=headers)
+    await produce_aborted(
+        bootstrap,
+        [(dlq, f"aborted-{n}".encode(), f'{{"n": {n}}}'.encode()) for n in range(3)],
+        partition=0,
+        headers=headers,
+    )
+    await produce_raw(bootstrap, [(dlq, b"later", b'{"n": "later"}')], partition=0, headers=headers)
+
+    dry = await run_cli(settings, "dlq", "redrive", "--dry-run")
+    assert dry.code == 0, dry.stderr
+    assert "would redrive: 2, refused: 0, superseded: 0" in dry.stdout
+    assert "aborted-" not in dry.stdout
+    result = await run_cli(settings, "dlq", "redrive")
+    assert result.code == 0, result.stderr
+    assert "redriven: 2, refused: 0, superseded: 0" in result.stdout
+    republished = await read_topic(bootstrap, settings.topic_policies)
+    assert sorted(r.key for r in republished) == [b"kept", b"later"]
+
+
+async def test_redrive_republishes_the_original_records_headers(settings: Settings) -> None:
+    bootstrap = settings.kafka_bootstrap_servers
+    dlq = settings.topic_dlq
+    original = [
+        ("traceparent", b"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"),
+        ("baggage", b"tenant=a"),
+        ("baggage", b"region=eu"),  # a repeated name keeps both values, in order
+        ("x-binary", b"\xff\x00\xfe"),  # not UTF-8: sent back byte for byte
+    ]
+    # As the dead-letter writer lays them out: the original's headers next to the dlq.* ones.
+    headers = [*original, *_letter_headers("unknown_tenant", settings.topic_policies)]
+    await produce_raw(bootstrap, [(dlq, b"tenant-a", b'{"n": 1}')], partition=0, headers=headers)
+
+    result = await run_cli(settings, "dlq", "redrive")
+    assert result.code == 0, result.stderr
+    assert "redriven: 1, refused: 0, superseded: 0" in result.stdout
+    [record] = await read_topic(bootstrap, settings.topic_policies)
+    assert (record.key, record.value) == (b"tenant-a", b'{"n": 1}')
+    assert list(record.headers) == [
+        *original,
+        ("dlq.redrive-count", b"1"),
+        ("dlq.redrive-of", f"{dlq}/0/0".encode()),
+    ]

@@ -15,7 +15,7 @@ import pytest
 from pydantic import SecretStr
 
 from consumer.ops.migrate import upgrade
-from consumer.ops.replay import STALL_TIMEOUT_S
+from consumer.ops.replay import STALL_TIMEOUT_S, replay_topics
 from consumer.settings import Settings
 from schemas import EventType, build_event, loads
 from tests.conftest import Database, PrivateStack, Topics, unique
@@ -26,6 +26,7 @@ from tests.ops_helpers import (
     headers_of,
     live_consumer,
     policy_payload,
+    produce_aborted,
     produce_raw,
     read_topic,
     run_cli,
@@ -210,6 +211,67 @@ async def test_replay_from_beginning_rebuilds_the_rows_and_leaves_the_group_alon
     assert len(letters) == 4
     assert {h["dlq.group"] for h in new} == {f"{settings.group_id}.replay"}
     assert sorted(h["dlq.reason"] for h in new) == ["invalid_json", "unknown_tenant"]
+
+
+async def test_replay_never_applies_records_of_aborted_transactions(
+    settings: Settings, database: Database
+) -> None:
+    def snapshot(n: int, alias: str, minutes: int) -> Any:
+        return build_event(
+            EventType.SNAPSHOT,
+            snapshot_payload("tenant-t", alias),
+            tenant_id="tenant-t",
+            request_id=f"req-{n}",
+            occurred_at=T0 + timedelta(minutes=minutes),
+        )
+
+    async def publish(events: list[Any]) -> None:
+        await produce_raw(
+            settings.kafka_bootstrap_servers,
+            [(settings.topic_snapshots, e.key, e.value) for e in events],
+        )
+
+    committed = [snapshot(n, "committed-1", 1) for n in range(6)]
+    await publish(committed)
+    # What the rows are without the aborted records: the replay of the committed ones alone.
+    first = await run_cli(settings, "replay", "--from-beginning")
+    assert first.code == 0, first.stderr
+    without = await _rows(database)
+    assert {loads(r["routingSnapshot"])["resolvedAlias"] for r in without[0]} == {"committed-1"}
+    await _empty(database)
+
+    # Newest-looking versions of every row (and a row of their own), in a transaction that a
+    # real transactional producer aborts; then more committed records after them, so the
+    # replay has to read past the aborted ones to reach its end offsets.
+    aborted = [snapshot(n, "aborted", 60) for n in range(7)]
+    positions = await produce_aborted(
+        settings.kafka_bootstrap_servers,
+        [(settings.topic_snapshots, e.key, e.value) for e in aborted],
+    )
+    assert len(positions) == 7
+    await publish(committed)  # the same events again: stale
+
+    # In process, through the public coroutine, then as an operator runs it.
+    assert await replay_topics(settings, since=None) == 0
+    assert await _rows(database) == without
+    await _empty(database)
+    replayed = await run_cli(settings, "replay", "--from-beginning")
+    assert replayed.code == 0, replayed.stderr
+    assert await _rows(database) == without
+    totals = _summary(replayed.stdout)["TOTAL"]
+    assert (totals["APPLIED"], totals["STALE"], totals["TOTAL"]) == (6, 6, 12)
+    dlq_ends = await end_offsets(settings.kafka_bootstrap_servers, [settings.topic_dlq])
+    assert sum(dlq_ends.values()) == 0, "no dead letter either"
+
+    # A dry run counts only the committed records too.
+    dry = await run_cli(settings, "replay", "--from-beginning", "--dry-run")
+    assert dry.code == 0, dry.stderr
+    assert _summary(dry.stdout)["TOTAL"] == {
+        "VALID": 12,
+        "DEAD_LETTERED": 0,
+        "IGNORED": 0,
+        "TOTAL": 12,
+    }
 
 
 async def test_replay_since_until_topic_window(

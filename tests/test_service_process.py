@@ -181,13 +181,13 @@ async def test_two_consumers_share_the_group_and_survive_losing_one(
     await _assert_outcome(settings, database, sample, published, exact_once=False)
 
 
-async def test_demo_command_publishes_a_sample_the_consumer_handles(
+async def test_demo_publish_only_publishes_a_sample_the_consumer_handles(
     process_settings: Settings, database: Database
 ) -> None:
     settings = process_settings
     done = await asyncio.to_thread(
         subprocess.run,
-        [str(CLI), "demo", "--events", "300", "--seed", "5"],
+        [str(CLI), "demo", "--publish-only", "--events", "300", "--seed", "5"],
         env=settings_env(settings),
         capture_output=True,
         text=True,
@@ -204,6 +204,33 @@ async def test_demo_command_publishes_a_sample_the_consumer_handles(
     )
     rows = await database.fetch('SELECT count(*) AS n FROM "ExecutionRecord"')
     assert rows[0]["n"] > 0
+
+
+async def test_demo_runs_the_whole_flow_and_exits_zero_when_everything_matched(
+    process_settings: Settings, database: Database
+) -> None:
+    """What ``make run`` runs: topics, migrate, seed, an in-process consumer, publish, check."""
+    settings = process_settings
+    done = await asyncio.to_thread(
+        subprocess.run,
+        [str(CLI), "demo", "--events", "400", "--rate", "0", "--seed", "8"],
+        env=settings_env(settings),
+        capture_output=True,
+        text=True,
+        timeout=150,
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert "all accounted for" in done.stdout
+    assert "lag after the run: 0 records" in done.stdout
+    assert "consumer stopped with exit code 0" in done.stdout
+    sample = make_sample(400, seed=8, max_payload_bytes=_MAX_PAYLOAD)
+    # What a user checks on their own: the group is caught up and every bad record is a letter.
+    ends = await end_offsets(settings, settings.source_topics)
+    assert await committed_offsets(settings) == {tp: n for tp, n in ends.items() if n > 0}
+    letters = await dead_letters(settings)
+    assert sorted(letter.reason for letter in letters) == sorted(
+        str(r.reason) for r in sample.records if r.reason is not None
+    )
 
 
 async def test_a_fatal_error_exits_one_loudly_and_commits_nothing(

@@ -1,1 +1,1 @@
-"""``make run``: sample traffic, and a demonstration of the service end to end."""
+"""The demo: realistic sample traffic (:mod:`.sample`) and ``routing-persistence demo``."""

@@ -1,17 +1,11 @@
-"""Realistic sample traffic: what ``routing-persistence demo`` and ``make run`` publish.
+"""Realistic sample traffic: what ``routing-persistence demo`` (``make run``) publishes.
 
-:func:`make_sample` builds, from a seed, the records a routing engine would send — snapshots with
-fallbacks, actual costs, tenant policies — with what production traffic really contains:
-several versions per row (newest wins), duplicates (the same bytes again), older versions sent
-after newer ones, tombstones, and at least one bad record of every dead-letter reason code. Each
-record says which reason code the consumer must give it, so tests and the demo's summary can
-check the outcome. Valid events are built with :func:`schemas.build_event` (the producer helper
-of the contract); the bad ones are written by hand, since no producer helper would make them.
-
-Some reason codes depend on the database: ``unknown_tenant`` is a policy for a tenant that is not
-in :attr:`Sample.tenants`, and ``tenant_mismatch`` targets one of
-:attr:`Sample.execution_records`, rows that "Project A" created before (the caller inserts both
-sets first, see :func:`seed_database`).
+:func:`make_sample` builds from a seed what a routing engine sends (snapshots, costs, policies,
+with several versions per row, duplicates, late versions and tombstones) plus at least one bad
+record of every dead-letter reason code, each record labelled with the outcome the consumer must
+give it. :func:`seed_database` creates the rows the sample refers to (Projects A and C), and
+:func:`publish_sample` publishes it (``acks=all``), leaving out a record the topic refuses as
+too large.
 """
 
 from __future__ import annotations
@@ -40,7 +34,6 @@ __all__ = [
     "SampleRecord",
     "make_sample",
     "publish_sample",
-    "run_demo",
     "seed_database",
     "topic_of",
 ]
@@ -392,21 +385,3 @@ async def publish_sample(
         else:
             published.append(record)
     return published
-
-
-async def run_demo(settings: Settings, *, events: int, rate: float, seed: int) -> int:
-    """``routing-persistence demo``: publish a sample of about ``events`` records; exit code.
-
-    The tenants and pre-existing execution records the sample refers to are created first, so
-    only the records meant to be bad are dead-lettered.
-    """
-    sample = make_sample(events, seed=seed, max_payload_bytes=settings.max_payload_bytes)
-    await seed_database(settings, sample)
-    published = await publish_sample(settings, sample.records, rate=rate)
-    bad = sum(1 for r in published if r.reason is not None)
-    _log.info("demo.published", records=len(published), bad=bad, seed=seed)
-    print(
-        f"published {len(published)} records ({bad} meant for the dead-letter topic) "
-        f"to {settings.topic_snapshots}, {settings.topic_costs}, {settings.topic_policies}"
-    )
-    return 0

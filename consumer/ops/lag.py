@@ -1,21 +1,12 @@
 """``routing-persistence lag``: how far the consumer group is behind, per topic and partition.
 
 What ``kafka-consumer-groups --describe`` shows, plus the age of the oldest record not yet
-committed (LAG-SECONDS), an exit code an alert can use, ``--json`` and a live ``--watch`` view.
+committed (LAG-SECONDS), as a table, ``--json`` or a live ``--watch`` view. End offsets are the
+last stable offsets: what ``run`` (``read_committed``) can consume. A partition where the group
+has committed nothing (or below the log start) counts from the log start, where ``run`` starts.
 
-Everything is fetched in a handful of batched calls, whatever the partition count:
-
-* one ``Metadata`` request for the partitions of the configured topics;
-* one ``OffsetFetch`` for every committed offset of the group (``list_consumer_group_offsets``);
-* one ``DescribeGroups`` for the members and their assignments (CONSUMER-ID, HOST);
-* one ``ListOffsets`` per leader broker for the log-end offsets, one more for the log-start ones;
-* one fetch round (per leader) for the record at each lagging partition's committed offset,
-  whose own timestamp gives LAG-SECONDS.
-
-A partition where the group has committed nothing shows CURRENT-OFFSET ``-``; its lag counts from
-the log-start offset, because the consumer starts there (``auto_offset_reset="earliest"``).
-A committed offset below the log-start offset (records removed by retention) counts from the
-log start too: records that no longer exist cannot be consumed.
+Exit codes (:func:`show_lag`): 0 within thresholds, 1 over ``--max-lag`` or
+``--max-lag-seconds``, 2 bad usage, Kafka unreachable or a topic missing.
 """
 
 from __future__ import annotations
@@ -25,38 +16,37 @@ import contextlib
 import json
 import sys
 import time
-from collections.abc import AsyncIterator, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Final
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.coordinator.protocol import ConsumerProtocolMemberAssignment
-from aiokafka.errors import KafkaError
 from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
-from consumer.errors import MissingTopicsError
-from consumer.kafka import client_options, describe_partitions
+from consumer.errors import BrokerUnavailable, ConfigurationError
+from consumer.ops._kafka import Clients, bounded, open_clients
+from consumer.ops._render import render_plain_table, rich_table, stderr_console
 from consumer.settings import Settings
 
 __all__ = [
-    "LagError",
+    "WATCH_INTERVAL_S",
     "LagReport",
     "PartitionLag",
     "measure_lag",
-    "render_plain_table",
     "show_lag",
 ]
 
-#: Bound of every admin or fetch call: an unreachable broker gives exit 2, never a hang.
-CALL_TIMEOUT_S = 15.0
 #: How long the LAG-SECONDS fetch may take in all before the missing ages are reported unknown.
-_AGE_FETCH_TIMEOUT_S = 10.0
+_AGE_FETCH_TIMEOUT_S: Final = 10.0
 #: Refresh period of ``lag --watch``.
-WATCH_INTERVAL_S = 2.0
+WATCH_INTERVAL_S: Final = 2.0
+#: Only the first record of each lagging partition is needed (the broker still returns a whole
+#: first batch when it is larger).
+_AGE_FETCH_BYTES: Final = 64 * 1024
 
 _COLUMNS = (
     "GROUP",
@@ -69,10 +59,7 @@ _COLUMNS = (
     "CONSUMER-ID",
     "HOST",
 )
-
-
-class LagError(Exception):
-    """The lag could not be measured (broker unreachable, topic missing, timeout): exit 2."""
+_NUMERIC = frozenset({"PARTITION", "CURRENT-OFFSET", "LOG-END-OFFSET", "LAG", "LAG-SECONDS"})
 
 
 @dataclass(frozen=True)
@@ -132,55 +119,6 @@ class LagReport:
 # --- measuring ------------------------------------------------------------------------------
 
 
-def _describe(exc: BaseException) -> str:
-    """One line naming the error (aiokafka's messages may already start with the class name)."""
-    text = " ".join(str(exc).split())
-    name = type(exc).__name__
-    if isinstance(exc, TimeoutError):
-        return f"no answer within {CALL_TIMEOUT_S:g} s"
-    return text if text.startswith(name) else f"{name}: {text}" if text else name
-
-
-@contextlib.asynccontextmanager
-async def _clients(
-    settings: Settings,
-) -> AsyncIterator[tuple[AIOKafkaAdminClient, AIOKafkaConsumer]]:
-    """An admin client and a group-less consumer (it never joins or commits for any group)."""
-    options = client_options(settings)
-    timeout_ms = int(CALL_TIMEOUT_S * 1000)
-    admin = AIOKafkaAdminClient(**options, request_timeout_ms=timeout_ms)
-    consumer = AIOKafkaConsumer(
-        **options,
-        group_id=None,
-        enable_auto_commit=False,
-        auto_offset_reset="earliest",
-        request_timeout_ms=timeout_ms,
-        # Only the first record of each lagging partition is needed; the broker still returns
-        # a whole first batch when it is larger than this.
-        max_partition_fetch_bytes=64 * 1024,
-        fetch_max_wait_ms=100,
-    )
-    try:
-        async with asyncio.timeout(CALL_TIMEOUT_S):
-            await admin.start()
-            await consumer.start()
-        yield admin, consumer
-    except (KafkaError, OSError, TimeoutError) as exc:
-        raise LagError(
-            f"cannot reach Kafka at {settings.kafka_bootstrap_servers}: {_describe(exc)}"
-        ) from exc
-    finally:
-        await consumer.stop()
-        await admin.close()
-
-
-async def _partitions(admin: AIOKafkaAdminClient, topics: Sequence[str]) -> list[TopicPartition]:
-    try:
-        return await describe_partitions(admin, topics)
-    except MissingTopicsError as exc:
-        raise LagError(str(exc)) from exc
-
-
 async def _owners(
     admin: AIOKafkaAdminClient, group: str
 ) -> tuple[str, dict[TopicPartition, tuple[str, str, str]]]:
@@ -208,7 +146,7 @@ async def _owners(
 async def _record_ages(
     consumer: AIOKafkaConsumer, positions: dict[TopicPartition, int], now_ms: int
 ) -> dict[TopicPartition, float]:
-    """Seconds since the timestamp of the first record at or after each position.
+    """Seconds since the timestamp of the first committed record at or after each position.
 
     One fetch round per leader for all partitions at once; a partition whose record does not
     arrive within ``_AGE_FETCH_TIMEOUT_S`` is absent from the result.
@@ -230,41 +168,41 @@ async def _record_ages(
     return ages
 
 
-async def measure_lag(
-    settings: Settings,
-    *,
-    clients: tuple[AIOKafkaAdminClient, AIOKafkaConsumer] | None = None,
-) -> LagReport:
+def _open(settings: Settings) -> contextlib.AbstractAsyncContextManager[Clients]:
+    return open_clients(
+        settings, operation="lag", max_partition_fetch_bytes=_AGE_FETCH_BYTES, fetch_max_wait_ms=100
+    )
+
+
+async def measure_lag(settings: Settings, *, clients: Clients | None = None) -> LagReport:
     """Measure ``settings.group_id``'s lag on the three source topics.
 
     ``clients`` lets ``--watch`` reuse its connections; without it, clients are opened and closed
-    here. Raises :class:`LagError` when Kafka cannot be reached, a topic is missing or a call
-    exceeds ``CALL_TIMEOUT_S``.
+    here. Raises :class:`~consumer.errors.BrokerUnavailable` when Kafka cannot be reached or a
+    call exceeds its bound, :class:`~consumer.errors.MissingTopicsError` when a topic is missing.
     """
     if clients is None:
-        async with _clients(settings) as opened:
+        async with _open(settings) as opened:
             return await measure_lag(settings, clients=opened)
-    admin, consumer = clients
+    admin, consumer = clients.admin, clients.consumer
     group = settings.group_id
-    try:
-        async with asyncio.timeout(CALL_TIMEOUT_S):
-            tps = await _partitions(admin, settings.source_topics)
-            committed_raw, (state, owners), ends, starts = await asyncio.gather(
-                admin.list_consumer_group_offsets(group),
-                _owners(admin, group),
-                consumer.end_offsets(tps),
-                consumer.beginning_offsets(tps),
-            )
-        now_ms = int(time.time() * 1000)
-        committed = {tp: meta.offset for tp, meta in committed_raw.items() if meta.offset >= 0}
-        positions = {
-            tp: max(committed.get(tp, starts[tp]), starts[tp])
-            for tp in tps
-            if ends[tp] > max(committed.get(tp, starts[tp]), starts[tp])
-        }
+    async with bounded(f"measuring the lag of group {group!r} failed", operation="lag"):
+        tps = await clients.partitions(settings.source_topics)
+        committed_raw, (state, owners), ends, starts = await asyncio.gather(
+            admin.list_consumer_group_offsets(group),
+            _owners(admin, group),
+            consumer.end_offsets(tps),
+            consumer.beginning_offsets(tps),
+        )
+    now_ms = int(time.time() * 1000)
+    committed = {tp: meta.offset for tp, meta in committed_raw.items() if meta.offset >= 0}
+    positions = {
+        tp: max(committed.get(tp, starts[tp]), starts[tp])
+        for tp in tps
+        if ends[tp] > max(committed.get(tp, starts[tp]), starts[tp])
+    }
+    async with bounded(f"measuring the lag of group {group!r} failed", operation="lag"):
         ages = await _record_ages(consumer, positions, now_ms)
-    except (KafkaError, OSError, TimeoutError) as exc:
-        raise LagError(f"measuring the lag of group {group!r} failed: {_describe(exc)}") from exc
     rows = []
     for tp in tps:
         lag = ends[tp] - positions[tp] if tp in positions else 0
@@ -318,36 +256,20 @@ def _total_cells(report: LagReport) -> list[str]:
     ]
 
 
-def render_plain_table(header: Sequence[str], rows: Iterable[Sequence[str]]) -> str:
-    """Columns aligned with spaces, numbers right-aligned (for pipes, logs and ``watch``)."""
-    materialised = [list(header), *(list(r) for r in rows)]
-    widths = [max(len(r[i]) for r in materialised) for i in range(len(header))]
-
-    def line(cells: Sequence[str]) -> str:
-        out = []
-        for i, cell in enumerate(cells):
-            numeric = cell.replace(".", "", 1).lstrip("-").isdigit()
-            out.append(cell.rjust(widths[i]) if numeric else cell.ljust(widths[i]))
-        return "  ".join(out).rstrip()
-
-    return "\n".join(line(r) for r in materialised)
-
-
-def _rich_table(
+def _table(
     report: LagReport, max_lag: int | None, max_lag_seconds: float | None, title: str | None
 ) -> Table:
-    table = Table(title=title, title_justify="left", show_footer=True)
-    footer = _total_cells(report)
-    for i, name in enumerate(_COLUMNS):
-        numeric = name in {"PARTITION", "CURRENT-OFFSET", "LOG-END-OFFSET", "LAG", "LAG-SECONDS"}
-        table.add_column(name, footer=footer[i], justify="right" if numeric else "left")
+    """The report as a rich table: lagging rows yellow, rows over a threshold red."""
+    styles: list[str | None] = []
     for row in report.partitions:
         too_old = max_lag_seconds is not None and (row.lag_seconds or 0.0) > max_lag_seconds
-        style = "red" if too_old else ("yellow" if row.lag else None)
-        table.add_row(*_cells(row), style=style)
-    if max_lag is not None and report.total_lag > max_lag:
-        table.footer_style = "bold red"
-    return table
+        styles.append("red" if too_old else ("yellow" if row.lag else None))
+    styles.append("bold red" if max_lag is not None and report.total_lag > max_lag else "bold")
+    return rich_table(_COLUMNS, _rows(report), title=title, numeric=_NUMERIC, styles=styles)
+
+
+def _rows(report: LagReport) -> list[list[str]]:
+    return [_cells(p) for p in report.partitions] + [_total_cells(report)]
 
 
 def _verdict(report: LagReport, max_lag: int | None, max_lag_seconds: float | None) -> list[str]:
@@ -377,7 +299,7 @@ async def _watch(
     A live rich table on a terminal; otherwise one JSON document (``as_json``) or one plain
     table per refresh, so ``lag --watch | tee`` and log collectors get whole snapshots.
     """
-    async with _clients(settings) as clients:
+    async with _open(settings) as clients:
         previous: LagReport | None = None
         is_live = console.is_terminal and not as_json
         live = Live(console=console, auto_refresh=False) if is_live else None
@@ -385,24 +307,20 @@ async def _watch(
             while True:
                 try:
                     report = await measure_lag(settings, clients=clients)
-                except LagError as exc:
+                except (BrokerUnavailable, ConfigurationError) as exc:
                     # An incident view must outlive a broker blip: say so and try again.
-                    Console(stderr=True, soft_wrap=True).print(
-                        f"lag: {exc}; retrying in {WATCH_INTERVAL_S:g} s",
-                        markup=False,
-                        highlight=False,
-                    )
+                    stderr_console().print(f"lag: {exc}; retrying in {WATCH_INTERVAL_S:g} s")
                     await asyncio.sleep(WATCH_INTERVAL_S)
                     continue
                 title = _watch_title(report, previous, max_lag, max_lag_seconds)
                 if live is not None:
-                    live.update(_rich_table(report, max_lag, max_lag_seconds, title), refresh=True)
+                    live.update(_table(report, max_lag, max_lag_seconds, title), refresh=True)
                 elif as_json:
                     sys.stdout.write(json.dumps(report.to_json()) + "\n")
                 else:
-                    rows = [_cells(p) for p in report.partitions] + [_total_cells(report)]
                     plain_title = title.replace("[bold red]", "").replace("[/]", "")
-                    sys.stdout.write(f"{plain_title}\n{render_plain_table(_COLUMNS, rows)}\n\n")
+                    table = render_plain_table(_COLUMNS, _rows(report))
+                    sys.stdout.write(f"{plain_title}\n{table}\n\n")
                 sys.stdout.flush()
                 previous = report
                 await asyncio.sleep(WATCH_INTERVAL_S)
@@ -453,7 +371,7 @@ async def show_lag(
     2: bad usage, Kafka unreachable, topic missing (a message on stderr). ``watch`` refreshes a
     live table (or, with ``as_json``, prints one JSON document per line) until Ctrl-C, then 0.
     """
-    errors = Console(stderr=True, soft_wrap=True)
+    errors = stderr_console()
     if (max_lag is not None and max_lag < 0) or (
         max_lag_seconds is not None and max_lag_seconds < 0
     ):
@@ -467,8 +385,8 @@ async def show_lag(
             except asyncio.CancelledError:  # Ctrl-C: asyncio.run cancels the main task
                 return 0
         report = await measure_lag(settings)
-    except LagError as exc:
-        errors.print(f"lag: {exc}", markup=False, highlight=False)
+    except (BrokerUnavailable, ConfigurationError) as exc:
+        errors.print(f"lag: {exc}")
         return 2
     problems = _verdict(report, max_lag, max_lag_seconds)
     if as_json:
@@ -476,10 +394,9 @@ async def show_lag(
         document["exceeded"] = problems
         sys.stdout.write(json.dumps(document, indent=2) + "\n")
     elif console.is_terminal:
-        console.print(_rich_table(report, max_lag, max_lag_seconds, None))
+        console.print(_table(report, max_lag, max_lag_seconds, None))
     else:
-        rows = [_cells(p) for p in report.partitions] + [_total_cells(report)]
-        sys.stdout.write(render_plain_table(_COLUMNS, rows) + "\n")
+        sys.stdout.write(render_plain_table(_COLUMNS, _rows(report)) + "\n")
     for problem in problems:
-        errors.print(f"lag: {problem}", markup=False, highlight=False)
+        errors.print(f"lag: {problem}")
     return 1 if problems else 0

@@ -1,77 +1,92 @@
 """``routing-persistence migrate``: Alembic ``upgrade head``, safe to run against live traffic.
 
-Each revision runs in its own transaction under ``SET LOCAL lock_timeout =
-settings.migrate_lock_timeout_ms``. When a revision cannot get its table lock in that time
-(another session holds a conflicting lock), PostgreSQL aborts it (SQLSTATE 55P03), its
-transaction rolls back, and :func:`upgrade` backs off (capped exponential, jittered) and tries
-again from the first revision not yet applied, up to ``settings.migrate_max_attempts`` attempts.
-Readers queue behind a waiting ``ALTER TABLE`` for at most ``lock_timeout``, never longer.
+Each revision runs in its own transaction under ``SET LOCAL lock_timeout``
+(``settings.migrate_lock_timeout_ms``): a revision that cannot get its table lock in that time
+rolls back (SQLSTATE 55P03) and is retried with backoff (:func:`consumer.retry.retrying`) up
+to ``settings.migrate_max_attempts`` attempts, so live traffic never queues behind it for longer
+than the lock timeout. Raises :class:`~consumer.errors.TransientError` when the lock never came
+(the CLI exits 1), SQLAlchemy's errors for anything else. :func:`migrate` is the command:
+exit 0 done (or nothing to do), 1 the locks never came or the database refused, 2 bad usage.
 
-Alembic's environment runs its own event loop: call these functions from a thread without a
-running loop (the CLI, or ``await asyncio.to_thread(upgrade, settings)``). Concurrent calls are
-safe: within a process they take turns (Alembic's state is global), across processes and pods
-a PostgreSQL advisory lock makes them take turns, and the later ones find nothing to do.
+Alembic runs its own event loop: call from a thread without one (the CLI, ``asyncio.to_thread``).
+Concurrent runs take turns (a lock in the process, an advisory lock across processes).
 """
 
 from __future__ import annotations
 
 import asyncio
-import random
 import sys
 import threading
 import time
 from collections.abc import Callable
-from typing import TextIO
+from typing import Final, TextIO
 
 from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy.engine import Connection
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.pool import NullPool
 
 from consumer.db import create_engine
-from consumer.errors import TransientError, sqlstate_of
+from consumer.errors import (
+    DatabaseUnavailable,
+    RoutingPersistenceError,
+    TransientError,
+    describe_error,
+    sqlstate_of,
+)
 from consumer.logs import get_logger
+from consumer.ops._render import stderr_console
+from consumer.retry import retrying
 from consumer.settings import Settings
 from consumer.tables import VERSION_TABLE
-from migrations import SCRIPT_LOCATION
 
 __all__ = [
     "APPLICATION_NAME",
     "LOCK_NOT_AVAILABLE",
+    "SCRIPT_LOCATION",
     "alembic_config",
     "current_revision",
     "downgrade",
+    "migrate",
     "upgrade",
 ]
 
 _log = get_logger(__name__)
 
 #: SQLSTATE of ``lock_timeout`` expiring (lock_not_available).
-LOCK_NOT_AVAILABLE = "55P03"
+LOCK_NOT_AVAILABLE: Final = "55P03"
 
-#: What ``pg_stat_activity`` shows for the migration's sessions (as in ``migrations/env.py``).
-APPLICATION_NAME = "routing-persistence-migrate"
+#: What ``pg_stat_activity`` shows for the migration's sessions (``migrations/env.py`` uses it).
+APPLICATION_NAME: Final = "routing-persistence-migrate"
+
+#: Where Alembic finds ``env.py`` and ``versions/``: the installed ``migrations`` package, as a
+#: package resource (found on ``sys.path`` whatever the working directory; never imported here).
+SCRIPT_LOCATION: Final = "migrations:"
 
 # Alembic keeps the running environment in module globals (alembic.context): two commands in
 # one process at once would trample each other. Other processes are serialised by env.py's
 # advisory lock.
 _ALEMBIC = threading.Lock()
 
-_BACKOFF_INITIAL_S = 0.25
-_BACKOFF_MAX_S = 10.0
+_BACKOFF_INITIAL_S: Final = 0.25
+_BACKOFF_MAX_S: Final = 10.0
+
+
+class _LockUnavailable(DatabaseUnavailable):
+    """A revision's ``lock_timeout`` expired: another session holds a conflicting lock."""
 
 
 def alembic_config(settings: Settings, *, output: TextIO | None = None) -> Config:
     """An Alembic :class:`~alembic.config.Config` for ``settings``, built in code (no ini file).
 
-    ``script_location`` is the installed ``migrations`` package, whatever the working directory;
-    the database URL travels as the ``settings`` attribute and is never written into the config
+    ``script_location`` is the installed ``migrations`` package (:data:`SCRIPT_LOCATION`); the
+    database URL travels as the ``settings`` attribute and is never written into the config
     (whose options can end up in logs). ``output`` receives the ``--sql`` script.
     """
     config = Config(output_buffer=output if output is not None else sys.stdout)
-    # configparser interpolates '%': escape it in the path.
-    config.set_main_option("script_location", str(SCRIPT_LOCATION).replace("%", "%%"))
+    config.set_main_option("script_location", SCRIPT_LOCATION)
     config.set_main_option("path_separator", "os")
     config.attributes["settings"] = settings
     config.attributes["lock_timeout_ms"] = settings.migrate_lock_timeout_ms
@@ -80,44 +95,47 @@ def alembic_config(settings: Settings, *, output: TextIO | None = None) -> Confi
 
 def _run_with_lock_retries(settings: Settings, action: str, run: Callable[[], None]) -> None:
     attempts = settings.migrate_max_attempts
-    for attempt in range(1, attempts + 1):
-        started = time.monotonic()
-        try:
-            with _ALEMBIC:
-                run()
-        except Exception as exc:
-            if sqlstate_of(exc) != LOCK_NOT_AVAILABLE:
-                raise
-            waited_ms = round((time.monotonic() - started) * 1000)
-            if attempt == attempts:
-                _log.error(
-                    "migrate.lock_unavailable",
-                    action=action,
-                    attempts=attempts,
-                    lock_timeout_ms=settings.migrate_lock_timeout_ms,
-                    database=settings.redacted_database_url,
-                )
-                raise TransientError(
-                    f"migrate {action}: could not get a table lock within "
-                    f"{settings.migrate_lock_timeout_ms} ms in {attempts} attempts on "
-                    f"{settings.redacted_database_url}; another session holds a conflicting lock "
-                    "(see pg_locks); nothing of the pending revision was applied, run it again",
-                    operation="migrate",
-                ) from exc
-            delay = min(_BACKOFF_MAX_S, _BACKOFF_INITIAL_S * 2 ** (attempt - 1))
-            delay *= random.uniform(0.5, 1.0)  # noqa: S311 -- jitter, not cryptography
-            _log.warning(
-                "migrate.lock_timeout",
-                action=action,
-                attempt=attempt,
-                max_attempts=attempts,
-                lock_timeout_ms=settings.migrate_lock_timeout_ms,
-                waited_ms=waited_ms,
-                retry_in_s=round(delay, 3),
-            )
-            time.sleep(delay)
-        else:
-            return
+    try:
+        for attempt in retrying(
+            settings,
+            attempts=attempts,
+            wait_initial=_BACKOFF_INITIAL_S,
+            wait_max=_BACKOFF_MAX_S,
+            wait_jitter=_BACKOFF_INITIAL_S,
+        ):
+            with attempt:
+                started = time.monotonic()
+                try:
+                    with _ALEMBIC:
+                        run()
+                except Exception as exc:
+                    if sqlstate_of(exc) != LOCK_NOT_AVAILABLE:
+                        raise
+                    if attempt.num < attempts:
+                        _log.warning(
+                            "migrate.lock_timeout",
+                            action=action,
+                            attempt=attempt.num,
+                            max_attempts=attempts,
+                            lock_timeout_ms=settings.migrate_lock_timeout_ms,
+                            waited_ms=round((time.monotonic() - started) * 1000),
+                        )
+                    raise _LockUnavailable(describe_error(exc), operation="migrate") from exc
+    except _LockUnavailable as exc:
+        _log.error(
+            "migrate.lock_unavailable",
+            action=action,
+            attempts=attempts,
+            lock_timeout_ms=settings.migrate_lock_timeout_ms,
+            database=settings.redacted_database_url,
+        )
+        raise TransientError(
+            f"migrate {action}: could not get a table lock within "
+            f"{settings.migrate_lock_timeout_ms} ms in {attempts} attempts on "
+            f"{settings.redacted_database_url}; another session holds a conflicting lock "
+            "(see pg_locks); nothing of the pending revision was applied, run it again",
+            operation="migrate",
+        ) from exc
 
 
 def upgrade(settings: Settings, *, sql: bool = False, from_revision: str | None = None) -> None:
@@ -180,3 +198,33 @@ def current_revision(settings: Settings) -> str | None:
             await engine.dispose()
 
     return asyncio.run(connect_and_read())
+
+
+async def migrate(
+    settings: Settings,
+    *,
+    sql: bool = False,
+    from_revision: str | None = None,
+    lock_timeout_ms: int | None = None,
+) -> int:
+    """``routing-persistence migrate``: :func:`upgrade` in a thread; returns the exit code.
+
+    ``lock_timeout_ms`` overrides ``settings.migrate_lock_timeout_ms``. Failures are reported on
+    stderr in one line naming the database (without its password) and the SQLSTATE, never the
+    statement or its parameters.
+    """
+    errors = stderr_console()
+    if from_revision is not None and not sql:
+        errors.print("migrate: --from-revision only applies with --sql")
+        return 2
+    if lock_timeout_ms is not None:
+        settings = settings.model_copy(update={"migrate_lock_timeout_ms": lock_timeout_ms})
+    try:
+        await asyncio.to_thread(upgrade, settings, sql=sql, from_revision=from_revision)
+    except RoutingPersistenceError as exc:
+        errors.print(f"migrate: {exc}")
+        return 1
+    except (SQLAlchemyError, OSError) as exc:
+        errors.print(f"migrate failed on {settings.redacted_database_url}: {describe_error(exc)}")
+        return 1
+    return 0

@@ -1,59 +1,43 @@
 """``routing-persistence dlq redrive``: publish dead letters back to the topics they came from.
 
-A dead letter keeps the original key and value bytes and names its origin in the ``dlq.topic``
-header (``CONTRACT.md`` §3). Once the cause is fixed (the missing tenant created, a bug in the
-consumer corrected), redrive publishes each selected dead letter to that topic again, with the same
-key and bytes, so the consumer applies it through its normal path.
+Each selected dead letter is published to its ``dlq.topic`` with its original key, value bytes and
+headers (those not starting with ``dlq.``: tracing headers, for example), plus
+``dlq.redrive-count`` (how many times this event has been redriven) and ``dlq.redrive-of``
+(``<dlq topic>/<partition>/<offset>`` of the letter it was made from). The dead-letter topic is
+read as ``run`` reads it (``read_committed``, no consumer group, nothing committed) from the
+beginning or ``--since`` up to the end offsets taken at the start, twice, streaming: once for
+the ``dlq.redrive-of`` marks, once to decide and publish. A letter redriven
+:data:`MAX_REDRIVES` times is refused; one that a later letter names in ``dlq.redrive-of`` is
+``superseded``. Delivery is at least once (harmless: the consumer is idempotent).
 
-Selection: the dead-letter topic is read with a manual assignment (no consumer group, nothing
-committed), from the beginning or from ``--since`` (the dead letter's own timestamp), up to the
-end offsets taken at the start, so records that this run sends back to the dead-letter topic are
-never read again by it. ``--reason`` (repeatable) and ``--limit`` narrow the selection. The
-range is read twice, streaming (memory stays bounded whatever its size): once for the
-``dlq.redrive-of`` marks below, once to decide and publish.
-
-No infinite loops. Each republished record carries two headers:
-
-* ``dlq.redrive-count``: how many times this event has been redriven (1 for the first time);
-* ``dlq.redrive-of``: ``<dlq topic>/<partition>/<offset>`` of the dead letter it was made from.
-
-The consumer copies every ``dlq.redrive-*`` header of a record it dead-letters into the new dead
-letter, so a record that fails again comes back with its count. Redrive then
-
-* refuses a dead letter whose count has reached :data:`MAX_REDRIVES` (listed as ``refused``);
-* skips a dead letter that a later dead letter names in ``dlq.redrive-of``: it was redriven
-  already and failed again, and only its newest copy is worth sending (``superseded``).
-
-Delivery is **at least once**: each record is produced with ``acks=all`` and awaited, but if the
-command dies half-way, running it again republishes what was already sent. That is harmless, since
-the consumer applies events idempotently (a duplicate is counted ``stale``). To avoid sending the
-same dead letters twice on purpose, give ``--since`` the time of the previous redrive.
+Exit codes (:func:`redrive`): 0 done (refused letters are listed), 1 publishing failed part-way
+(rerunning is safe), 2 bad usage, Kafka unreachable or the topic missing, 130 interrupted.
 """
 
 from __future__ import annotations
 
 import asyncio
-import sys
 from collections import Counter
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Final
 
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import AIOKafkaConsumer
 from aiokafka.errors import KafkaError
 from rich.console import Console
-from rich.table import Table
 
-from consumer.kafka import client_options
-from consumer.ops.lag import CALL_TIMEOUT_S, render_plain_table
-from consumer.ops.replay import (
-    ReplayError,
-    partitions_of,
-    read_ranges,
-    start_offsets,
+from consumer.errors import BrokerUnavailable, ConfigurationError, describe_error
+from consumer.ops._kafka import (
+    CALL_TIMEOUT_S,
+    OffsetRange,
+    bounded,
+    offset_range,
+    open_clients,
+    read_range,
     timestamp_ms,
 )
+from consumer.ops._render import print_table, stderr_console
 from consumer.pipeline.deadletter import VALUE_OMITTED_HEADER, new_dead_letter_producer
 from consumer.settings import Settings
 
@@ -69,12 +53,12 @@ __all__ = [
 
 #: A dead letter redriven this many times is refused: it keeps failing for a reason that needs
 #: a person, not another attempt.
-MAX_REDRIVES = 3
-REDRIVE_COUNT_HEADER = "dlq.redrive-count"
-REDRIVE_OF_HEADER = "dlq.redrive-of"
+MAX_REDRIVES: Final = 3
+REDRIVE_COUNT_HEADER: Final = "dlq.redrive-count"
+REDRIVE_OF_HEADER: Final = "dlq.redrive-of"
 #: Headers the dead-letter writer adds; they describe the failure, not the event, so they are not
-#: sent back with it.
-_DLQ_HEADER_PREFIX = "dlq."
+#: sent back with it. Every other header is the original record's, and goes back with it.
+_DLQ_HEADER_PREFIX: Final = "dlq."
 
 
 @dataclass(frozen=True)
@@ -142,51 +126,15 @@ def _parse(
     )
 
 
-@dataclass(frozen=True)
-class _Range:
-    """The dead-letter offsets one run reads: fixed at the start, the same for both passes."""
-
-    starts: dict[TopicPartition, int]
-    ends: dict[TopicPartition, int]
-    since_ms: int | None
-
-
-def _consumer(settings: Settings) -> AIOKafkaConsumer:
-    return AIOKafkaConsumer(
-        **client_options(settings),
-        group_id=None,
-        enable_auto_commit=False,
-        auto_offset_reset="earliest",
-        request_timeout_ms=int(CALL_TIMEOUT_S * 1000),
-    )
-
-
-async def _open_range(
-    settings: Settings, consumer: AIOKafkaConsumer, since: datetime | None
-) -> _Range:
-    """From the start (or ``since``) up to the end offsets taken now."""
-    async with asyncio.timeout(CALL_TIMEOUT_S):
-        tps = await partitions_of(settings, [settings.topic_dlq])
-        ends = dict(await consumer.end_offsets(tps))
-        starts = await start_offsets(consumer, tps, ends, since)
-    return _Range(starts, ends, timestamp_ms(since) if since is not None else None)
-
-
-async def _iter_letters(consumer: AIOKafkaConsumer, span: _Range) -> AsyncIterator[DeadLetter]:
+async def _iter_letters(
+    consumer: AIOKafkaConsumer, span: OffsetRange, since_ms: int | None
+) -> AsyncIterator[DeadLetter]:
     """The dead letters of ``span``, partition by partition in offset order, streamed."""
-    async for batch in read_ranges(consumer, span.starts, span.ends):
+    async for batch in read_range(consumer, span):
         for tp, records in batch.items():
             for r in records:
-                if span.since_ms is None or r.timestamp >= span.since_ms:
+                if since_ms is None or r.timestamp >= since_ms:
                     yield _parse(tp.partition, r.offset, r.timestamp, r.key, r.value, r.headers)
-
-
-def _describe(exc: BaseException) -> str:
-    if isinstance(exc, TimeoutError):
-        return f"no progress within {CALL_TIMEOUT_S:g} s"
-    text = " ".join(str(exc).split())
-    name = type(exc).__name__
-    return text if text.startswith(name) else f"{name}: {text}" if text else name
 
 
 class RedrivePlanner:
@@ -265,7 +213,9 @@ class _Publisher:
         self._pending: list[asyncio.Future[Any]] = []
 
     async def start(self) -> None:
-        async with asyncio.timeout(CALL_TIMEOUT_S):
+        async with bounded(
+            f"cannot reach Kafka at {self._settings.kafka_bootstrap_servers}", operation="redrive"
+        ):
             await self._producer.start()
 
     async def send(self, letter: DeadLetter) -> None:
@@ -329,19 +279,9 @@ def _plan_rows(decisions: Sequence[Decision]) -> list[list[str]]:
 
 
 def _print_plan(console: Console, decisions: Sequence[Decision]) -> None:
+    numeric = ("DLQ-PARTITION", "DLQ-OFFSET", "REDRIVES")
     rows = _plan_rows(decisions)
-    if console.is_terminal:
-        table = Table(title="dead letters selected", title_justify="left")
-        for name in _PLAN_COLUMNS:
-            table.add_column(
-                name,
-                justify="right" if name in {"DLQ-PARTITION", "DLQ-OFFSET", "REDRIVES"} else "left",
-            )
-        for row in rows:
-            table.add_row(*row)
-        console.print(table)
-    else:
-        sys.stdout.write(render_plain_table(_PLAN_COLUMNS, rows) + "\n")
+    print_table(console, _PLAN_COLUMNS, rows, title="dead letters selected", numeric=numeric)
 
 
 def _summary(decisions: Sequence[Decision], *, dry_run: bool) -> str:
@@ -382,60 +322,56 @@ async def redrive(
     unreachable, topic missing. ``dry_run`` prints every decision and publishes nothing;
     otherwise only the refused and superseded ones are listed.
     """
-    errors = Console(stderr=True, soft_wrap=True)
+    errors = stderr_console()
     if limit is not None and limit < 0:
         errors.print("dlq redrive: --limit must not be negative")
         return 2
     console = Console(soft_wrap=True)
-    consumer = _consumer(settings)
     publisher = None if dry_run else _Publisher(settings)
     decisions: list[Decision] = []  # value-free copies: only what the table and summary need
     try:
-        try:
-            await consumer.start()
-            span = await _open_range(settings, consumer, since)
-            superseded = {
-                letter.redrive_of
-                async for letter in _iter_letters(consumer, span)
-                if letter.redrive_of is not None
-            }
+        async with open_clients(settings, operation="redrive") as clients:
+            async with bounded(
+                f"cannot read {settings.topic_dlq!r} at {settings.kafka_bootstrap_servers}",
+                operation="redrive",
+            ):
+                tps = await clients.partitions([settings.topic_dlq])
+                span = await offset_range(clients.consumer, tps, since=since)
             if publisher is not None:
                 await publisher.start()
-        except ReplayError as exc:
-            errors.print(f"dlq redrive: {exc}", markup=False, highlight=False)
-            return 2
-        except (KafkaError, OSError, TimeoutError) as exc:
-            errors.print(
-                f"dlq redrive: cannot read {settings.topic_dlq!r} at "
-                f"{settings.kafka_bootstrap_servers}: {_describe(exc)}",
-                markup=False,
-                highlight=False,
-            )
-            return 2
-        planner = RedrivePlanner(settings, superseded=superseded, reasons=reasons, limit=limit)
-        try:
-            async for letter in _iter_letters(consumer, span):
-                decision = planner.decide(letter)
-                if decision is None:
-                    if planner.is_exhausted:
-                        break
-                    continue
-                if decision.action == "redrive" and publisher is not None:
-                    await publisher.send(letter)
-                decisions.append(_without_value(decision))
-            if publisher is not None:
-                await publisher.flush()
-        except (KafkaError, OSError, TimeoutError) as exc:
-            errors.print(f"dlq redrive: failed: {_describe(exc)}", markup=False, highlight=False)
-            errors.print("dlq redrive: nothing is lost; running it again is safe (at least once)")
-            return 1
-        except asyncio.CancelledError:  # Ctrl-C
-            errors.print("dlq redrive: interrupted; running it again is safe (at least once)")
-            return 130
+            since_ms = timestamp_ms(since) if since is not None else None
+            try:
+                letters = _iter_letters(clients.consumer, span, since_ms)
+                superseded = {x.redrive_of async for x in letters if x.redrive_of is not None}
+                planner = RedrivePlanner(
+                    settings, superseded=superseded, reasons=reasons, limit=limit
+                )
+                async for letter in _iter_letters(clients.consumer, span, since_ms):
+                    decision = planner.decide(letter)
+                    if decision is None:
+                        if planner.is_exhausted:
+                            break
+                        continue
+                    if decision.action == "redrive" and publisher is not None:
+                        await publisher.send(letter)
+                    decisions.append(_without_value(decision))
+                if publisher is not None:
+                    await publisher.flush()
+            except (KafkaError, OSError, TimeoutError) as exc:
+                errors.print(f"dlq redrive: failed: {describe_error(exc)}")
+                errors.print(
+                    "dlq redrive: nothing is lost; running it again is safe (at least once)"
+                )
+                return 1
+            except asyncio.CancelledError:  # Ctrl-C
+                errors.print("dlq redrive: interrupted; running it again is safe (at least once)")
+                return 130
+    except (BrokerUnavailable, ConfigurationError) as exc:
+        errors.print(f"dlq redrive: {exc}")
+        return 2
     finally:
         if publisher is not None:
             await publisher.stop()
-        await consumer.stop()
     shown = decisions if dry_run else [d for d in decisions if d.action != "redrive"]
     if shown:
         _print_plan(console, shown)

@@ -36,7 +36,12 @@ from consumer.errors import (
     TransientError,
     describe_error,
 )
-from consumer.kafka import FATAL_KAFKA_ERRORS, client_options, find_permanent_connect_error
+from consumer.kafka import (
+    FATAL_KAFKA_ERRORS,
+    ISOLATION_LEVEL,
+    client_options,
+    find_permanent_connect_error,
+)
 from consumer.logs import get_logger
 from consumer.pipeline.batch import Batch, BatchProcessor
 from consumer.pipeline.deadletter import new_dead_letter_producer
@@ -329,7 +334,7 @@ class Service:
             group_id=settings.group_id,
             enable_auto_commit=False,
             auto_offset_reset="earliest",
-            isolation_level="read_committed",
+            isolation_level=ISOLATION_LEVEL,
             max_poll_records=settings.batch_max_records,
             session_timeout_ms=settings.kafka_session_timeout_ms,
             heartbeat_interval_ms=min(3000, settings.kafka_session_timeout_ms // 3),

@@ -38,7 +38,13 @@ from consumer.ops._kafka import (
     timestamp_ms,
 )
 from consumer.ops._render import print_table, stderr_console
-from consumer.pipeline.deadletter import VALUE_OMITTED_HEADER, new_dead_letter_producer
+from consumer.pipeline.deadletter import (
+    DLQ_HEADER_PREFIX,
+    REDRIVE_COUNT_HEADER,
+    REDRIVE_OF_HEADER,
+    VALUE_OMITTED_HEADER,
+    new_dead_letter_producer,
+)
 from consumer.settings import Settings
 
 __all__ = [
@@ -54,11 +60,8 @@ __all__ = [
 #: A dead letter redriven this many times is refused: it keeps failing for a reason that needs
 #: a person, not another attempt.
 MAX_REDRIVES: Final = 3
-REDRIVE_COUNT_HEADER: Final = "dlq.redrive-count"
-REDRIVE_OF_HEADER: Final = "dlq.redrive-of"
-#: Headers the dead-letter writer adds; they describe the failure, not the event, so they are not
-#: sent back with it. Every other header is the original record's, and goes back with it.
-_DLQ_HEADER_PREFIX: Final = "dlq."
+# The dead-letter writer's dlq.* headers describe the failure, not the event: they are not sent
+# back with it. Every other header is the original record's, and goes back with it.
 
 
 @dataclass(frozen=True)
@@ -188,7 +191,7 @@ class RedrivePlanner:
 
 
 def _republished_headers(letter: DeadLetter, dlq: str) -> list[tuple[str, bytes]]:
-    kept = [(k, v) for k, v in letter.headers if not k.startswith(_DLQ_HEADER_PREFIX)]
+    kept = [(k, v) for k, v in letter.headers if not k.startswith(DLQ_HEADER_PREFIX)]
     return [
         *kept,
         (REDRIVE_COUNT_HEADER, str(letter.redrive_count + 1).encode()),

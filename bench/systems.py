@@ -100,10 +100,19 @@ class Measured:
 
 
 def service_command() -> list[str]:
-    """The console script of this checkout's venv (``routing-persistence``)."""
-    script = Path(sys.executable).parent / "routing-persistence"
+    """The console script of the service under test (``routing-persistence``).
+
+    This checkout's venv, or the one of ``$BENCH_SERVICE_CHECKOUT`` (another checkout with its
+    own ``.venv``): the same harness then measures another version of the service, for A/B
+    comparisons in one run of interleaved invocations.
+    """
+    other = os.environ.get("BENCH_SERVICE_CHECKOUT")
+    bin_dir = Path(other) / ".venv" / "bin" if other else Path(sys.executable).parent
+    script = bin_dir / "routing-persistence"
     if script.exists():
         return [str(script)]
+    if other:
+        raise FileNotFoundError(f"no routing-persistence in {bin_dir} (BENCH_SERVICE_CHECKOUT)")
     return [sys.executable, "-c", "from consumer.cli import main; main()"]
 
 

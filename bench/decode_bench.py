@@ -34,9 +34,9 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
-from bench.fuzz import result_differences
 from consumer.pipeline.decode import decode_event as fast_decode_event
 from schemas import Envelope, EventType, Rejection, build_event, decode_event, dumps, loads
+from tests.checks import result_differences
 
 
 def _snapshot(n: int, tenant: str) -> dict[str, Any]:

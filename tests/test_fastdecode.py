@@ -4,21 +4,20 @@ payload's text, a text that is in the record as written and loads to the referen
 for valid records (which must take the fast path) and for every kind of invalid one (which the
 reference then decides, with its own rejection).
 
-"Exactly" is :func:`bench.fuzz.result_differences`: the same rejection reason and message, or
+"Exactly" is :func:`tests.checks.result_differences`: the same rejection reason and message, or
 the same envelope field by field and the payload's values type for type (int is not Decimal,
 bool is not int), Decimals digit for digit (``0.10`` is not ``0.1``) and keys in the same order.
-Sources: the hypothesis generators of valid events and the single-rule mutations of
-tests/test_schemas_properties.py, every sample record of tests/test_schemas.py, hand-written
-edges where msgspec's grammar and the stdlib's could part (duplicate keys, UUID and RFC 3339
-forms, numbers, UTF-8, nesting), and 20,000 inputs of the fuzz generator (bench/fuzz.py; the
-1,000,000-input run checks the same on every input).
+Sources: the hypothesis generators of valid events (tests/strategies.py) and the single-rule
+mutations (tests/mutations.py), every sample record of the schema tests (tests/samples.py),
+hand-written edges where msgspec's grammar and the stdlib's could part (duplicate keys, UUID and
+RFC 3339 forms, numbers, UTF-8, nesting), and 20,000 inputs of the fuzz generator
+(tests/generators.py; the 1,000,000-input run checks the same on every input).
 """
 
 from __future__ import annotations
 
 import json
 import random
-from collections.abc import Callable
 from decimal import Decimal
 from typing import Any
 
@@ -27,8 +26,6 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import consumer.pipeline.batch
-from bench.fuzz import hostile_inputs, mutated_inputs, result_differences, run_fuzz
-from bench.fuzz import valid_envelopes as fuzz_envelopes
 from consumer.pipeline import decode as fastdecode
 from consumer.pipeline.decode import (
     DEPTH_UNCHECKED_BYTES,
@@ -38,9 +35,21 @@ from consumer.pipeline.decode import (
     fast_path,
 )
 from schemas import DecodedEvent, EventType, Rejection, decode_event, dumps
-from tests import test_schemas
+from tests.checks import result_differences
+from tests.fuzzing import run_fuzz
+from tests.generators import hostile_inputs, mutated_inputs
+from tests.generators import valid_envelopes as fuzz_envelopes
+from tests.mutations import MUTATIONS
+from tests.samples import (
+    NOT_AN_EVENT,
+    NOT_STRICT_JSON,
+    REJECTIONS,
+    VALID_COST_VARIANTS,
+    VALID_POLICY_VARIANTS,
+    VALID_SNAPSHOT_VARIANTS,
+)
 from tests.schemas_helpers import envelope, mutated, record
-from tests.test_schemas_properties import MUTATIONS, events
+from tests.strategies import events
 
 MAX_BYTES = 1_048_576
 DIFFERENTIAL = settings(
@@ -101,38 +110,32 @@ def test_random_bytes_get_the_reference_result(value: bytes) -> None:
     assert_identical(value)
 
 
-# --- every sample record of tests/test_schemas.py ---------------------------------------------
-
-
-def _parametrized(test: Callable[..., object]) -> list[Any]:
-    """The argument tuples of ``test``'s ``@pytest.mark.parametrize``."""
-    (mark,) = [m for m in getattr(test, "pytestmark", []) if m.name == "parametrize"]
-    return [p.values if hasattr(p, "values") else p for p in mark.args[1]]
+# --- every sample record of the schema tests (tests/samples.py) -----------------------------
 
 
 def _schema_test_samples() -> list[tuple[str, bytes]]:
     samples: list[tuple[str, bytes]] = []
     for event_type in EventType:
         samples.append((f"valid-{event_type}", record(envelope(event_type))))
-    for change, why in _parametrized(test_schemas.test_valid_variants_of_a_snapshot):
+    for change, why in VALID_SNAPSHOT_VARIANTS:
         doc = envelope(EventType.SNAPSHOT)
         doc["payload"]["tenantId"] = doc["tenantId"] = "t"
         doc = mutated(doc, change)
         doc["payload"]["tenantId"] = doc["tenantId"]
         samples.append((f"snapshot-{why}", record(doc)))
-    for event_type, test in (
-        (EventType.COST, test_schemas.test_valid_variants_of_a_cost),
-        (EventType.POLICY, test_schemas.test_valid_variants_of_a_policy),
+    for event_type, variants in (
+        (EventType.COST, VALID_COST_VARIANTS),
+        (EventType.POLICY, VALID_POLICY_VARIANTS),
     ):
-        for change, why in _parametrized(test):
+        for change, why in variants:
             doc = envelope(event_type)
             change(doc["payload"])
             samples.append((f"{event_type}-{why}", record(doc)))
-    for name, event_type, change, _, _ in test_schemas.REJECTIONS:
+    for name, event_type, change, _, _ in REJECTIONS:
         samples.append((f"rejection-{name}", record(mutated(envelope(event_type), change))))
-    for value, _, _ in _parametrized(test_schemas.test_bytes_that_are_not_an_event_object):
+    for value, _, _ in NOT_AN_EVENT:
         samples.append(("not-an-event", value))
-    for value in _parametrized(test_schemas.test_loads_refuses_what_is_not_strict_utf8_json):
+    for _, value in NOT_STRICT_JSON:
         samples.append(("not-strict-json", value))
     return samples
 
@@ -141,7 +144,7 @@ SCHEMA_SAMPLES = _schema_test_samples()
 
 
 def test_the_schema_tests_samples_are_all_here() -> None:
-    assert len(SCHEMA_SAMPLES) >= len(test_schemas.REJECTIONS) + 30
+    assert len(SCHEMA_SAMPLES) >= len(REJECTIONS) + 30
 
 
 @pytest.mark.parametrize(("name", "value"), SCHEMA_SAMPLES, ids=[n for n, _ in SCHEMA_SAMPLES])

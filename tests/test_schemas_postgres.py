@@ -21,7 +21,7 @@ from hypothesis import strategies as st
 
 from schemas import DecodedEvent, decode_event, dumps, loads
 from tests.conftest import Services
-from tests.test_schemas_properties import events
+from tests.strategies import events
 
 pytestmark = pytest.mark.integration
 

@@ -43,6 +43,7 @@ VALID_COST_VARIANTS: list[tuple[Change, str]] = [
         ),
         "huge: exact beyond 28 digits",
     ),
+    (lambda p: p.__setitem__("tenantId", False), "an unknown field that a policy knows"),
 ]
 
 #: (change of a policy payload, why it stays valid).

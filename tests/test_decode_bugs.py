@@ -15,9 +15,9 @@ def test_bad_input_is_a_rejection_not_an_exception() -> None:
 
 
 def test_a_bug_in_the_decoder_propagates(monkeypatch: pytest.MonkeyPatch) -> None:
-    def broken(value: bytes, max_bytes: int) -> object:
-        raise NameError("PAYLOAD_CHECKS")  # what a half-edited module looks like
+    def broken(data: bytes) -> object:
+        raise NameError("_DECODER")  # what a half-edited module looks like
 
-    monkeypatch.setattr(schemas.decode, "_decode", broken)
+    monkeypatch.setattr(schemas.decode, "loads", broken)
     with pytest.raises(NameError):
         decode_event(b'{"type": "routing.cost"}')

@@ -301,6 +301,20 @@ def test_the_envelope_model_accepts_valid_events(event_type: EventType) -> None:
     )
 
 
+@pytest.mark.parametrize(
+    ("event_type", "change"),
+    [(EventType.COST, c) for c, _ in VALID_COST_VARIANTS]
+    + [(EventType.POLICY, c) for c, _ in VALID_POLICY_VARIANTS],
+)
+def test_the_envelope_model_accepts_the_valid_variants(
+    event_type: EventType, change: Change
+) -> None:
+    # A cost payload's unknown "tenantId" field is not the tenant rule's (it was mistaken for it).
+    doc = envelope(event_type)
+    change(doc["payload"])
+    assert Envelope.model_validate(doc).payload == doc["payload"]
+
+
 # --- producer side -----------------------------------------------------------------------------
 
 

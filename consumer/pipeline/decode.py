@@ -61,13 +61,8 @@ import msgspec
 
 from schemas import DEFAULT_MAX_BYTES, EventType, Rejection
 from schemas import decode_event as reference_decode_event
-from schemas.models import (
-    _EXACT_CONTEXT,
-    COST_TOLERANCE,
-    ID_MAX_LENGTH,
-    ID_MIN_LENGTH,
-    _cost_total_matches,
-)
+from schemas.fields import ID_MAX_LENGTH, ID_MIN_LENGTH
+from schemas.rules import check_cost
 
 __all__ = [
     "DEPTH_UNCHECKED_BYTES",
@@ -219,9 +214,6 @@ _SNAPSHOT: Final = EventType.SNAPSHOT
 #: (``type(True) is bool``, not int.)
 _NUMBER: Final = frozenset({int, Decimal})
 _COST: Final = EventType.COST
-# The reference's first, exact step of its cost rule (schemas.models._cost_total_matches).
-_EXACT_ADD: Final = _EXACT_CONTEXT.add
-_EXACT_SUBTRACT: Final = _EXACT_CONTEXT.subtract
 
 
 def decode_event(value: bytes, *, max_bytes: int = DEFAULT_MAX_BYTES) -> ConsumerEvent | Rejection:
@@ -351,7 +343,7 @@ def _same_time(text: str) -> bool:
 def _cost_ok(payload: _Cost) -> bool:
     """The amounts of a cost (the rest is in _Cost): money, and the total their sum.
 
-    As ``schemas.models.is_valid_cost``: each an int or a Decimal (never a bool), >= 0, and
+    As the reference's model: each an int or a Decimal (never a bool), >= 0, and
     ``_cost_total_matches`` (whose exact first step is inlined here; every Decimal in a payload
     this module decodes comes from a JSON number, so it is finite).
     """
@@ -367,15 +359,11 @@ def _cost_ok(payload: _Cost) -> bool:
         and total >= 0
     ):
         return False
-    try:
-        difference = _EXACT_SUBTRACT(total, _EXACT_ADD(cost_in, cost_out))
-    except ArithmeticError:  # not exact in 50 digits: the reference's slow way, as it does
-        return _cost_total_matches(Decimal(total), (Decimal(cost_in), Decimal(cost_out)))
-    return bool(difference.copy_abs() <= COST_TOLERANCE)
+    return check_cost(payload) is None
 
 
 def _policy_ok(policy: _Policy, tenant_id: str) -> bool:
-    """The rules of a policy beyond the one-field types of _Policy (``is_valid_policy``)."""
+    """The rules of a policy beyond the one-field types of _Policy (as the reference's model)."""
     allowed, denied = policy.allowedProviders, policy.deniedProviders
     allowed_set, denied_set = set(allowed), set(denied)
     if (

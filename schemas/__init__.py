@@ -3,7 +3,8 @@
 Depends on pydantic and the standard library only, so any Python producer can vendor it:
 
 * :mod:`schemas.codes`: :class:`EventType`, :class:`ReasonCode`;
-* :mod:`schemas.jsoncodec`: :func:`loads` / :func:`dumps`, JSON with exact decimals;
+* :mod:`schemas.jsoncodec`: :func:`loads` / :func:`dumps`, JSON with exact decimals, and the
+  contract's limits :data:`MAX_DEPTH` and :data:`MAX_INT_DIGITS`;
 * :mod:`schemas.fields`: the one-field types (ids, RFC 3339 times, money, bounded strings);
 * :mod:`schemas.rules`: the rules relating fields, each one function returning a
   :class:`~schemas.rules.Problem` or ``None``;
@@ -19,7 +20,7 @@ from schemas.codes import DECODE_REASONS, EventType, ReasonCode
 from schemas.decode import DEFAULT_MAX_BYTES, DecodedEvent, Rejection, decode_event
 from schemas.export import export_json_schemas
 from schemas.fields import SCHEMA_VERSION, format_rfc3339, parse_rfc3339
-from schemas.jsoncodec import dumps, loads
+from schemas.jsoncodec import MAX_DEPTH, MAX_INT_DIGITS, dumps, loads
 from schemas.models import (
     PAYLOAD_MODELS,
     TENANT_PAYLOADS,
@@ -36,6 +37,8 @@ __all__ = [
     "COST_TOLERANCE",
     "DECODE_REASONS",
     "DEFAULT_MAX_BYTES",
+    "MAX_DEPTH",
+    "MAX_INT_DIGITS",
     "PAYLOAD_MODELS",
     "PAYLOAD_RULES",
     "SCHEMA_VERSION",

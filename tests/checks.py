@@ -44,21 +44,28 @@ def _refuse(name: str) -> Any:
     raise ValueError(f"{name} is not JSON")
 
 
+def _integer(literal: str) -> int:
+    if len(literal.removeprefix("-")) > 4300:  # the contract's longest integer literal
+        raise ValueError("integer literal over 4300 digits")
+    return int(literal)
+
+
 def _parse_strict(value: bytes) -> Any:
-    """RFC 8259 JSON from UTF-8 bytes; non-integers as Decimal; NaN/Infinity and lone surrogates
-    refused. Raises ValueError (or RecursionError) otherwise."""
+    """RFC 8259 JSON from UTF-8 bytes; non-integers as Decimal; NaN/Infinity, lone surrogates,
+    integers over 4300 digits and nesting deeper than 64 levels refused. Raises ValueError (or
+    RecursionError) otherwise."""
     text = value.decode("utf-8")  # strict: invalid UTF-8 raises
-    document = json.loads(text, parse_float=Decimal, parse_constant=_refuse)
-    stack = [document]
+    document = json.loads(text, parse_float=Decimal, parse_int=_integer, parse_constant=_refuse)
+    stack = [(document, 1)]
     while stack:
-        item = stack.pop()
+        item, level = stack.pop()
         if isinstance(item, str):
             item.encode("utf-8")  # a lone surrogate raises UnicodeEncodeError (a ValueError)
-        elif isinstance(item, dict):
-            stack.extend(item)
-            stack.extend(item.values())
-        elif isinstance(item, list):
-            stack.extend(item)
+        elif isinstance(item, dict | list):
+            if level > 64:  # the top-level object or array is level 1
+                raise ValueError("nested deeper than 64 levels")
+            children = [*item, *item.values()] if isinstance(item, dict) else item
+            stack.extend((child, level + 1) for child in children)
     return document
 
 

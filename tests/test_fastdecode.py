@@ -27,14 +27,8 @@ from hypothesis import strategies as st
 
 import consumer.pipeline.batch
 from consumer.pipeline import decode as fastdecode
-from consumer.pipeline.decode import (
-    DEPTH_UNCHECKED_BYTES,
-    FAST_MAX_BYTES,
-    MAX_BRACKETS,
-    ConsumerEvent,
-    fast_path,
-)
-from schemas import DecodedEvent, EventType, Rejection, decode_event, dumps
+from consumer.pipeline.decode import FAST_MAX_BYTES, ConsumerEvent, fast_path
+from schemas import MAX_DEPTH, DecodedEvent, EventType, Rejection, decode_event, dumps
 from tests.checks import result_differences
 from tests.fuzzing import run_fuzz
 from tests.generators import hostile_inputs, mutated_inputs
@@ -405,6 +399,27 @@ EDGES: list[tuple[str, bytes]] = [
     ("deep-300-skipped", _suffix('"x":' + "[" * 300 + "]" * 300)),
     ("deep-400-payload", _json_literal("payload.x", "[" * 400 + "]" * 400)),
     ("deep-objects-payload", _json_literal("payload.x", '{"a":' * 150 + "1" + "}" * 150)),
+    # the limit, 64 levels (envelope 1, payload 2); with the sample snapshot's own 8 brackets, a
+    # record of at most 64 brackets surely nests within it, and may take the fast path
+    ("deep-56-objects-payload", _json_literal("payload.x", '{"a":' * 56 + "1" + "}" * 56)),
+    ("depth-64-payload", _json_literal("payload.x", '{"a":' * 61 + "[]" + "}" * 61)),
+    ("depth-65-payload", _json_literal("payload.x", '{"a":' * 62 + "[]" + "}" * 62)),
+    (
+        "depth-64-fallback",
+        _json_literal(
+            "payload.fallbacks", '[{"provider":"p","model":"m","x":' + "[" * 60 + "]" * 60 + "}]"
+        ),
+    ),
+    (
+        "depth-65-fallback",
+        _json_literal(
+            "payload.fallbacks", '[{"provider":"p","model":"m","x":' + "[" * 61 + "]" * 61 + "}]"
+        ),
+    ),
+    ("depth-65-skipped", _suffix('"x":' + "[" * 64 + "]" * 64)),
+    ("brackets-in-strings", _json_literal("payload.x", '"' + "[{" * 100 + '"')),
+    ("int-4300-digits", _json_literal("payload.x", "7" * 4300)),
+    ("int-4301-digits", _json_literal("payload.x", "7" * 4301)),
     ("deep-5000-skipped", _suffix('"x":' + "[" * 5000 + "]" * 5000)),
     ("many-brackets-wide", _json_literal("payload.x", "[" + ",".join(["[]"] * 400) + "]")),
     # sizes
@@ -413,7 +428,7 @@ EDGES: list[tuple[str, bytes]] = [
         _json_literal("payload.x", '"' + "x" * (FAST_MAX_BYTES - len(_VALID_SNAPSHOT) - 8) + '"'),
     ),
     ("over-fast-limit", _json_literal("payload.x", '"' + "x" * FAST_MAX_BYTES + '"')),
-    ("over-depth-unchecked", _json_literal("payload.x", '"' + "x" * DEPTH_UNCHECKED_BYTES + '"')),
+    ("long-string-1k", _json_literal("payload.x", '"' + "x" * 1024 + '"')),
 ]
 
 
@@ -450,9 +465,9 @@ def test_edge_records_get_the_reference_result(name: str, value: bytes) -> None:
         "tenant-escaped-pair",
         "nul-escaped",
         "whitespace-json",
-        "deep-objects-payload",
+        "deep-56-objects-payload",
         "at-fast-limit",
-        "over-depth-unchecked",
+        "long-string-1k",
     ],
 )
 def test_valid_edges_take_the_fast_path(name: str) -> None:
@@ -469,10 +484,29 @@ def test_the_size_limits_are_the_callers_and_the_fast_paths() -> None:
     assert rejected.reason == "payload_too_large"
     assert fast_path(dict(EDGES)["over-fast-limit"], MAX_BYTES) is None
     wide = dict(EDGES)["many-brackets-wide"]
-    assert len(wide) > DEPTH_UNCHECKED_BYTES
-    assert wide.count(b"[") > MAX_BRACKETS
+    assert wide.count(b"[") > MAX_DEPTH
     assert fast_path(wide, MAX_BYTES) is None
     assert isinstance(assert_identical(wide), DecodedEvent)
+
+
+@pytest.mark.parametrize(
+    ("name", "valid"),
+    [
+        ("depth-64-payload", True),
+        ("depth-65-payload", False),
+        ("depth-64-fallback", True),
+        ("depth-65-fallback", False),
+        ("depth-65-skipped", False),
+        ("int-4300-digits", True),
+        ("int-4301-digits", False),
+    ],
+)
+def test_the_depth_and_digit_limits_are_the_references(name: str, valid: bool) -> None:
+    result = assert_identical(dict(EDGES)[name])
+    assert isinstance(result, DecodedEvent) is valid, result
+    if not valid:
+        assert isinstance(result, Rejection)
+        assert result.reason == "invalid_json"
 
 
 def test_inputs_that_are_not_bytes_get_the_reference_result() -> None:

@@ -182,6 +182,8 @@ def test_the_checker_flags_every_kind_of_breach() -> None:
         b'{"a": NaN}',
         b"\xff",
         b"[]",
+        valid[:-1] + b',"x":' + b"[" * 64 + b"]" * 64 + b"}",  # 65 levels
+        valid[:-1] + b',"x":' + b"1" * 4301 + b"}",
     ]
     for case in cases:
         assert contract_problems(case, decoded), case

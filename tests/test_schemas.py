@@ -25,6 +25,7 @@ from schemas import (
     dumps,
     loads,
 )
+from schemas.jsoncodec import nesting_depth
 from schemas.models import RULE_ERROR_TYPE, format_error
 from tests.samples import (
     NOT_AN_EVENT,
@@ -75,6 +76,30 @@ def test_dumps_then_loads_is_exact() -> None:
 def test_loads_refuses_what_is_not_strict_utf8_json(data: bytes) -> None:
     with pytest.raises(ValueError):
         loads(data)
+
+
+def test_loads_reads_up_to_the_contracts_limits() -> None:
+    assert loads(b"[" * 64 + b"]" * 64) is not None
+    assert loads(b'{"a":' * 64 + b"1" + b"}" * 64) is not None
+    assert loads(b"9" * 4300) == int("9" * 4300)
+    assert loads(b"-" + b"9" * 4300) == -int("9" * 4300)
+    assert loads(b'["' + b"[" * 100 + b'"]') == ["[" * 100]  # brackets in strings do not nest
+
+
+@pytest.mark.parametrize(
+    ("text", "depth"),
+    [
+        ("1", 0),
+        ("{}", 1),
+        ('{"a": []}', 2),
+        ('{"a": "[[["}', 1),
+        ('{"a\\"[": [[]]}', 3),
+        ("[[]][[[]]]", 3),
+        ('["unterminated [[', 1),
+    ],
+)
+def test_nesting_depth_counts_brackets_outside_strings(text: str, depth: int) -> None:
+    assert nesting_depth(text) == depth
 
 
 def test_dumps_refuses_non_finite_numbers_and_unknown_types() -> None:
@@ -228,6 +253,59 @@ def test_decode_never_raises_on_odd_inputs() -> None:
     assert result.reason is ReasonCode.RULE_VIOLATION
     for value in (bytearray(record(envelope(EventType.COST))), memoryview(b"{}")):
         assert isinstance(decode_event(value), DecodedEvent | Rejection)  # type: ignore[arg-type]
+
+
+DEEPER = "not valid JSON: nests deeper than 64 levels of arrays and objects"
+
+
+def _nested(levels: int, kind: str) -> Any:
+    value: Any = "leaf"
+    for level in range(levels):
+        as_list = kind == "array" or (kind == "mixed" and level % 2)
+        value = [value, 1] if as_list else {"k": value, "n": 1}
+    return value
+
+
+@pytest.mark.parametrize("kind", ["object", "array", "mixed"])
+@pytest.mark.parametrize("where", ["payload", "fallback"])
+def test_a_record_nests_at_most_64_levels(kind: str, where: str) -> None:
+    """Unknown fields are kept at any depth up to the limit: the envelope is level 1."""
+
+    def at_depth(depth: int) -> bytes:
+        doc = envelope(EventType.SNAPSHOT)
+        if where == "payload":
+            doc["payload"]["x"] = _nested(depth - 2, kind)  # envelope, payload
+        else:
+            doc["payload"]["fallbacks"][0]["x"] = _nested(depth - 4, kind)  # ..., list, item
+        return record(doc)
+
+    assert nesting_depth(at_depth(64).decode()) == 64
+    assert isinstance(decode_event(at_depth(64)), DecodedEvent)
+    assert decode_event(at_depth(65)) == Rejection(ReasonCode.INVALID_JSON, DEEPER)
+    assert decode_event(at_depth(900)) == Rejection(ReasonCode.INVALID_JSON, DEEPER)
+
+
+def test_the_depth_limit_comes_before_the_json_grammar() -> None:
+    # Deterministic whatever else is wrong with the text, and whatever the stack depth.
+    assert decode_event(b"[" * 65) == Rejection(ReasonCode.INVALID_JSON, DEEPER)
+    assert decode_event(b'{"a": ' + b"[" * 70 + b"x") == Rejection(ReasonCode.INVALID_JSON, DEEPER)
+    shallow = decode_event(b'{"a": "' + b"[" * 70 + b'"}')
+    assert isinstance(shallow, Rejection)
+    assert shallow.reason is ReasonCode.SCHEMA_VIOLATION  # a string of brackets is flat
+
+
+def test_an_integer_literal_has_at_most_4300_digits() -> None:
+    doc = envelope(EventType.COST)
+    doc["payload"]["x"] = int("7" * 4300)
+    assert isinstance(decode_event(record(doc)), DecodedEvent)
+    doc["payload"]["x"] = "@"
+    too_long = record(doc).replace(b'"@"', b"-" + b"7" * 4301)
+    assert decode_event(too_long) == Rejection(
+        ReasonCode.INVALID_JSON,
+        "not valid JSON: an integer literal has 4301 digits, over the limit of 4300",
+    )
+    doc["payload"]["x"] = Decimal("7" * 5000 + ".5")  # not an integer literal: no limit
+    assert isinstance(decode_event(record(doc)), DecodedEvent)
 
 
 # --- models ----------------------------------------------------------------------------------

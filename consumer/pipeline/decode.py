@@ -36,14 +36,12 @@ out of ``numeric``'s range; outside the payload there are then no escapes and no
 
 Inputs sent straight to the reference (besides every failed check):
 
-* not ``bytes``, over ``max_bytes``, or over :data:`FAST_MAX_BYTES`: that bounds every integer
-  literal below Python's int digit limit (read at import), which the stdlib enforces and msgspec
-  does not in the fields it skips;
+* not ``bytes``, over ``max_bytes``, or over :data:`FAST_MAX_BYTES` (the contract's
+  ``MAX_INT_DIGITS``): no integer literal in a shorter record can exceed the limit, which msgspec
+  does not check in the fields it skips;
 * not ASCII and not valid UTF-8 (msgspec does not check UTF-8 inside the fields it skips);
-* over :data:`DEPTH_UNCHECKED_BYTES` bytes with more than :data:`MAX_BRACKETS` ``[`` and ``{``.
-  Both parsers stop at the interpreter's recursion limit, the reference a few frames deeper in
-  the stack than msgspec here; a record of at most 1,024 bytes nests at most 512 deep, which the
-  reference decodes unless it is called with nearly 500 frames already on the stack.
+* with more than ``MAX_DEPTH`` (64) ``[`` and ``{`` bytes in all: at most that many, and the
+  record nests at most that deep, the contract's limit.
 
 Lone UTF-16 surrogates (escaped), NaN/Infinity, duplicate keys (msgspec, like a dict, keeps the
 last; a second ``type`` key with another value it refuses) need no guard: see the tests' edges.
@@ -51,7 +49,6 @@ last; a second ``type`` key with another value it refuses) need no guard: see th
 
 from __future__ import annotations
 
-import sys
 import uuid
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -62,24 +59,19 @@ import msgspec
 from schemas import DEFAULT_MAX_BYTES, EventType, Rejection
 from schemas import decode_event as reference_decode_event
 from schemas.fields import ID_MAX_LENGTH, ID_MIN_LENGTH
+from schemas.jsoncodec import MAX_DEPTH, MAX_INT_DIGITS
 from schemas.rules import check_cost
 
 __all__ = [
-    "DEPTH_UNCHECKED_BYTES",
     "FAST_MAX_BYTES",
-    "MAX_BRACKETS",
     "ConsumerEvent",
     "decode_event",
     "fast_path",
 ]
 
-#: Longest record the fast path takes (longer ones go to the reference). Below Python's int
-#: digit limit (4,300 by default), so no integer literal in a fast record can exceed it.
-FAST_MAX_BYTES: Final = min(4096, sys.get_int_max_str_digits() or 4096)
-#: Records up to this size nest at most half as deep: far from any recursion limit.
-DEPTH_UNCHECKED_BYTES: Final = 1024
-#: Above :data:`DEPTH_UNCHECKED_BYTES`, at most this many ``[`` plus ``{`` (a bound on depth).
-MAX_BRACKETS: Final = 256
+#: Longest record the fast path takes (longer ones go to the reference): no integer literal in
+#: a record this short can have more digits than the contract allows.
+FAST_MAX_BYTES: Final = MAX_INT_DIGITS
 
 _Identifier = Annotated[str, msgspec.Meta(min_length=ID_MIN_LENGTH, max_length=ID_MAX_LENGTH)]
 _NonEmpty = Annotated[str, msgspec.Meta(min_length=1)]
@@ -260,7 +252,7 @@ def fast_path(value: bytes, max_bytes: int) -> ConsumerEvent | None:
             value.decode("utf-8")
         except UnicodeDecodeError:
             return None
-    if size > DEPTH_UNCHECKED_BYTES and value.count(b"[") + value.count(b"{") > MAX_BRACKETS:
+    if value.count(b"[") + value.count(b"{") > MAX_DEPTH:
         return None
     try:
         checked = _CHECKED.decode(value)  # first: most invalid records fail here, cheaply

@@ -3,8 +3,9 @@
 Every check returns the broken rule as a :class:`Problem` (the field path inside the payload and
 a readable message), or ``None`` when the rule holds. The pydantic models call them in their
 validators; the consumer's fast decoder calls the same functions on its own structs, which have
-the same field names. Money may be an ``int`` or a :class:`~decimal.Decimal` (as
-:func:`schemas.loads` reads JSON numbers); the arithmetic is exact.
+the same field names. Money is an ``int`` or a :class:`~decimal.Decimal` (as :func:`schemas.loads`
+reads JSON numbers) and the arithmetic is exact; the fast decoder's binary floats are checked
+soundly (:func:`check_cost`).
 """
 
 from __future__ import annotations
@@ -36,6 +37,11 @@ _EXACT_ADD: Final = _EXACT.add
 _EXACT_SUBTRACT: Final = _EXACT.subtract
 # Beyond this many digits the comparison is rounded: a hostile 1E+999999999 costs microseconds.
 _MAX_PRECISION: Final = 10_000
+# Binary floats: amounts within +-1e6 are each within 2**-33 of the decimal written (the nearest
+# binary64), the sum and difference round by at most 2**-32 more: under 1e-9 in all, so a float
+# difference within COST_TOLERANCE - 1e-9 proves the decimal one within COST_TOLERANCE.
+_FLOAT_RANGE: Final = 1e6
+_FLOAT_TOLERANCE: Final = 0.000000999
 
 
 class Problem(NamedTuple):
@@ -54,11 +60,11 @@ class _Snapshot(Protocol):
 
 class _Cost(Protocol):
     @property
-    def inputCostUsd(self) -> Decimal | int: ...
+    def inputCostUsd(self) -> Decimal | int | float: ...
     @property
-    def outputCostUsd(self) -> Decimal | int: ...
+    def outputCostUsd(self) -> Decimal | int | float: ...
     @property
-    def totalCostUsd(self) -> Decimal | int: ...
+    def totalCostUsd(self) -> Decimal | int | float: ...
 
 
 class _Policy(Protocol):
@@ -82,8 +88,24 @@ def check_snapshot(snapshot: _Snapshot) -> Problem | None:
 
 
 def check_cost(cost: _Cost) -> Problem | None:
-    """``totalCostUsd == inputCostUsd + outputCostUsd`` within :data:`COST_TOLERANCE`."""
+    """``totalCostUsd == inputCostUsd + outputCostUsd`` within :data:`COST_TOLERANCE`.
+
+    Exact for ints and Decimals. With a binary float among the amounts (each the nearest float
+    to the decimal written) it is sound, not complete: ``None`` proves the rule, and anything it
+    cannot prove in floats (amounts beyond +-1e6, a difference within 1e-9 of the tolerance) is
+    reported as a problem, for the exact decimals to decide.
+    """
     total, cost_in, cost_out = cost.totalCostUsd, cost.inputCostUsd, cost.outputCostUsd
+    if isinstance(total, float) or isinstance(cost_in, float) or isinstance(cost_out, float):
+        t, a, b, bound = float(total), float(cost_in), float(cost_out), _FLOAT_RANGE
+        if (
+            -bound <= t <= bound
+            and -bound <= a <= bound
+            and -bound <= b <= bound
+            and abs(t - (a + b)) <= _FLOAT_TOLERANCE
+        ):
+            return None
+        return Problem("totalCostUsd", f"not provably within {COST_TOLERANCE} in binary floats")
     if cost_total_matches(total, cost_in, cost_out):
         return None
     return Problem(

@@ -21,6 +21,7 @@ import random
 from decimal import Decimal
 from typing import Any
 
+import msgspec
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -29,6 +30,7 @@ import consumer.pipeline.batch
 from consumer.pipeline import decode as fastdecode
 from consumer.pipeline.decode import FAST_MAX_BYTES, ConsumerEvent, fast_path
 from schemas import MAX_DEPTH, DecodedEvent, EventType, Rejection, decode_event, dumps
+from tests.bounds import boundary_records
 from tests.checks import result_differences
 from tests.fuzzing import run_fuzz
 from tests.generators import hostile_inputs, mutated_inputs
@@ -79,8 +81,30 @@ def test_every_generated_valid_event_takes_the_fast_path_with_the_reference_resu
 ) -> None:
     value = dumps(doc)
     assert isinstance(assert_identical(value), DecodedEvent)
-    if len(value) <= FAST_MAX_BYTES:
+    if len(value) <= FAST_MAX_BYTES and floats_decide(doc["payload"]):
         assert fast_path(value, MAX_BYTES) is not None, value[:300]
+
+
+FLOAT_MARGIN = Decimal("0.000000001")
+
+
+def floats_decide(payload: dict[str, Any]) -> bool:
+    """Whether the fast path's binary floats can prove this valid payload's money rules.
+
+    Not when a money literal with a fraction or exponent equals its bound (``0.0`` is not read
+    as a float above 0, though valid), and not for a cost whose amounts exceed 1e6 or whose
+    total is within 1e-9 of the tolerance: those valid records are the reference's to decide.
+    """
+    names = ("inputCostUsd", "outputCostUsd", "totalCostUsd", "maxCostPerRequestUsd")
+    money = [payload.get(k) for k in names] + [payload.get("costEstimate", {}).get("totalCostUsd")]
+    if any(type(v) is Decimal and v == 0 and not str(v).lstrip("-").isdigit() for v in money):
+        return False  # a zero written with a fraction or an exponent: a float, not above 0
+    if "totalCostUsd" not in payload:
+        return True
+    cost_in, cost_out, total = (Decimal(payload[k]) for k in names[:3])
+    if max(abs(total), abs(cost_in), abs(cost_out)) > 10**6:
+        return False
+    return abs(total - cost_in - cost_out) <= Decimal("0.000001") - FLOAT_MARGIN
 
 
 @pytest.mark.parametrize("name", sorted(MUTATIONS))
@@ -102,6 +126,48 @@ def test_every_single_rule_mutation_gets_the_reference_rejection(
 @given(st.binary(max_size=512))
 def test_random_bytes_get_the_reference_result(value: bytes) -> None:
     assert_identical(value)
+
+
+@settings(DIFFERENTIAL, max_examples=500)
+@given(
+    mantissa=st.integers(0, 10**20),
+    exponent=st.integers(-30, 30),
+    form=st.sampled_from(["{}", "{:E}", "{:f}"]),
+)
+def test_msgspec_reads_a_json_number_as_the_nearest_float(
+    mantissa: int, exponent: int, form: str
+) -> None:
+    """The premise of the fast path's money checks (schemas.rules.check_cost on floats, bounds
+    as float comparisons): msgspec rounds a JSON number to the nearest binary64 value."""
+    literal = form.format(Decimal(mantissa).scaleb(exponent))
+    if not any(c in literal for c in ".Ee"):
+        literal += ".0"  # an integer literal is read as an int, exactly: not this premise's case
+    assert msgspec.json.decode(literal.encode(), type=float) == float(Decimal(literal)), literal
+
+
+# --- every bound of the JSON Schema (tests/bounds.py) ----------------------------------------
+
+BOUNDS = boundary_records()
+
+
+@pytest.mark.parametrize(("name", "kind", "value"), BOUNDS, ids=[n for n, _, _ in BOUNDS])
+def test_records_at_every_bound_of_the_contract_get_the_reference_result(
+    name: str, kind: str, value: bytes
+) -> None:
+    """The bounds are read from schemas/ at test time: whatever the fast path derives its types
+    from, it must agree with the reference at the contract's bounds of the day."""
+    result = assert_identical(value)
+    if kind in ("string", "integer", "array") and isinstance(result, DecodedEvent):
+        assert fast_path(value, MAX_BYTES) is not None, name  # msgspec checks these in C
+
+
+def test_the_bounds_cover_every_constrained_field() -> None:
+    kinds = {kind for _, kind, _ in BOUNDS}
+    assert kinds >= {"string", "integer", "number", "array", "date-time", "uuid"}
+    valid = [n for n, _, v in BOUNDS if isinstance(decode_event(v), DecodedEvent)]
+    invalid = len(BOUNDS) - len(valid)
+    assert len(valid) > 50, len(valid)  # both sides of the bounds, well covered
+    assert invalid > 50, invalid
 
 
 # --- every sample record of the schema tests (tests/samples.py) -----------------------------
@@ -153,8 +219,15 @@ def test_the_schema_tests_valid_variants_take_the_fast_path() -> None:
     assert len(valid) >= 20
     # Nanoseconds: msgspec rounds them, the reference truncates, so the reference decides. An
     # unknown envelope field: the typed view refuses it (the payload text might not stand alone).
+    # A total 1e-6 off, or amounts of 1e30: binary floats cannot prove the cost rule.
     slow = {n for n, v in valid.items() if fast_path(v, MAX_BYTES) is None}
-    assert slow == {"snapshot-ns", "snapshot-unknown envelope field"}
+    assert slow == {
+        "snapshot-ns",
+        "snapshot-unknown envelope field",
+        "routing.cost-off by exactly 1e-6",
+        "routing.cost-off by exactly -1e-6",
+        "routing.cost-huge: exact beyond 28 digits",
+    }
 
 
 # --- hand-written edges: where msgspec's grammar and the stdlib's could part ----------------
@@ -381,6 +454,16 @@ EDGES: list[tuple[str, bytes]] = [
     ("invalid-utf8-skipped", _suffix('"x":"@"').replace(b'"@"', b'"\xff"')),
     ("invalid-utf8-payload", _json_literal("payload.x", '"@"').replace(b'"@"', b'"\xc3\x28"')),
     ("encoded-surrogate-skipped", _suffix('"x":"@"').replace(b'"@"', b'"\xed\xa0\x80"')),
+    # msgspec checks UTF-8 only in the strings it decodes: not in a raw field, nor in a
+    # duplicate it replaces
+    ("invalid-utf8-dup-occurred", _prefix('"occurredAt":"@"').replace(b'"@"', b'"2\xec026"')),
+    ("invalid-utf8-dup-event-id", _prefix('"eventId":"@"').replace(b'"@"', b'"\xff"')),
+    (
+        "invalid-utf8-dup-payload",
+        _prefix('"payload":' + dumps({**_doc()["payload"], "x": "@"}).decode()).replace(
+            b'"@"', b'"\xc3\x28"'
+        ),
+    ),
     ("overlong-utf8", _suffix('"x":"@"').replace(b'"@"', b'"\xc0\xaf"')),
     ("bom", b"\xef\xbb\xbf" + _VALID_SNAPSHOT),
     ("whitespace-json", b" \t\r\n" + _VALID_SNAPSHOT.replace(b",", b" ,\n\t") + b"\r\n "),
@@ -417,6 +500,13 @@ EDGES: list[tuple[str, bytes]] = [
         ),
     ),
     ("depth-65-skipped", _suffix('"x":' + "[" * 64 + "]" * 64)),
+    ("depth-65-dup-event-id", _prefix('"eventId":' + "[" * 64 + "]" * 64)),
+    (
+        "depth-65-dup-payload",
+        _prefix('"payload":' + dumps({**_doc()["payload"], "x": "@"}).decode()).replace(
+            b'"@"', b"[" * 63 + b"]" * 63
+        ),
+    ),
     ("brackets-in-strings", _json_literal("payload.x", '"' + "[{" * 100 + '"')),
     ("int-4300-digits", _json_literal("payload.x", "7" * 4300)),
     ("int-4301-digits", _json_literal("payload.x", "7" * 4301)),
@@ -450,13 +540,11 @@ def test_edge_records_get_the_reference_result(name: str, value: bytes) -> None:
         "occurred-fraction-1",
         "timestamp-lower-t-z",
         "count-huge",
-        "money-minus-zero",
         "money-exponent",
         "extra-int64-edges",
         "extra-float-forms",
         "extra-long-int-2000",
         "cost-int-amounts",
-        "cost-total-off-1e-6",
         "policy-request-given",
         "policy-max-cost-int",
         "tenant-128-non-ascii",
@@ -474,6 +562,18 @@ def test_valid_edges_take_the_fast_path(name: str) -> None:
     value = dict(EDGES)[name]
     assert isinstance(decode_event(value), DecodedEvent)
     assert fast_path(value, MAX_BYTES) is not None
+
+
+@pytest.mark.parametrize(
+    "name", ["money-minus-zero", "cost-total-off-1e-6", "cost-int-amounts", "policy-max-cost-tiny"]
+)
+def test_valid_money_that_binary_floats_cannot_prove_is_the_references(name: str) -> None:
+    """Money is read as an int or a binary float, checked in C: ``-0.0``, a total off by exactly
+    the tolerance or a positive amount under the smallest float are valid, yet not provable
+    there (``cost-int-amounts`` is: ints are exact)."""
+    value = dict(EDGES)[name]
+    assert isinstance(assert_identical(value), DecodedEvent)
+    assert (fast_path(value, MAX_BYTES) is None) is (name != "cost-int-amounts")
 
 
 def test_the_size_limits_are_the_callers_and_the_fast_paths() -> None:
@@ -497,6 +597,8 @@ def test_the_size_limits_are_the_callers_and_the_fast_paths() -> None:
         ("depth-64-fallback", True),
         ("depth-65-fallback", False),
         ("depth-65-skipped", False),
+        ("depth-65-dup-event-id", False),
+        ("depth-65-dup-payload", False),
         ("int-4300-digits", True),
         ("int-4301-digits", False),
     ],

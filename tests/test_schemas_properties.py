@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import copy
 from datetime import UTC, datetime
+from decimal import Decimal
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -33,8 +35,9 @@ from schemas import (
 )
 from schemas.build import to_json_value
 from schemas.models import RULE_ERROR_TYPE
+from schemas.rules import check_cost
 from tests.mutations import MUTATIONS
-from tests.strategies import events, instants
+from tests.strategies import EXACT, events, instants
 
 FAST = settings(
     max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow], database=None
@@ -106,6 +109,33 @@ def test_rfc3339_reads_every_form_as_the_instant_and_offset_written(
     parsed = parse_rfc3339(text)
     assert parsed == expected, text
     assert parsed.utcoffset() == expected.utcoffset(), text
+
+
+# Amounts as producers write them, and totals within a few 1e-9 of the tolerance either side.
+amounts = st.builds(
+    lambda m, e: Decimal(m).scaleb(e, EXACT), st.integers(0, 10**17), st.integers(-18, 0)
+)
+near_tolerance = st.builds(
+    lambda sign, n: sign * (Decimal("0.000001") + Decimal(n).scaleb(-12)),
+    st.sampled_from([1, -1]),
+    st.integers(-3_000, 3_000),  # within 3e-9 of the tolerance, by steps of 1e-12
+)
+
+
+@settings(FAST, max_examples=400)
+@given(cost_in=amounts, cost_out=amounts, off=near_tolerance | amounts)
+def test_the_cost_rule_on_binary_floats_proves_only_what_holds_exactly(
+    cost_in: Decimal, cost_out: Decimal, off: Decimal
+) -> None:
+    """check_cost on the nearest floats (how the consumer's fast decoder reads JSON numbers)
+    is sound: when it finds no problem, the exact rule finds none either."""
+    total = EXACT.add(EXACT.add(cost_in, cost_out), off)
+    exact = SimpleNamespace(inputCostUsd=cost_in, outputCostUsd=cost_out, totalCostUsd=total)
+    floats = SimpleNamespace(**{k: float(v) for k, v in vars(exact).items()})
+    if check_cost(floats) is None:
+        assert check_cost(exact) is None, (cost_in, cost_out, total)
+    if abs(off) <= Decimal("0.000000998") and max(cost_in, cost_out, total) <= 10**5:
+        assert check_cost(floats) is None  # and it decides the everyday amounts
 
 
 def test_every_decode_reason_code_has_a_mutation() -> None:

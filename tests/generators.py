@@ -1,5 +1,9 @@
 """Inputs of the fuzz run and the differential tests: valid envelopes, fixed hostile shapes, and an
-endless seeded mix of random bytes, byte-level and structure-aware mutations."""
+endless seeded mix of random bytes, byte-level and structure-aware mutations.
+
+The valid envelopes carry the traits of real traffic: free text in many scripts, unknown nested
+fields (some nesting to the contract's 64 levels exactly), 0-4 fallbacks, ``occurredAt`` with
+offsets other than ``Z`` and, for some, milliseconds."""
 
 from __future__ import annotations
 
@@ -7,7 +11,7 @@ import json
 import random
 import uuid
 from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
 from decimal import Decimal
 from typing import Any
 
@@ -17,6 +21,16 @@ from tests.checks import MAX_BYTES
 __all__ = ["hostile_inputs", "mutated_inputs", "valid_envelopes"]
 
 _T0 = datetime(2026, 1, 1, tzinfo=UTC)
+_ZONES = [UTC, timezone(timedelta(hours=5, minutes=30)), timezone(-timedelta(hours=8))]
+_TEXTS = ["Résumé : réponse", "請總結合約", "要約 🙏", 'a "quoted"\nline', "Zoë\t😀", "plain"]
+
+
+def _nested(levels: int) -> Any:
+    """An unknown value nesting ``levels`` arrays and objects deep."""
+    value: Any = "leaf"
+    for level in range(levels):
+        value = [value] if level % 3 else {"k": value}
+    return value
 
 
 def _uuid(rng: random.Random) -> uuid.UUID:
@@ -28,10 +42,14 @@ def valid_envelopes(rng: random.Random, count: int) -> list[bytes]:
     out = []
     for i in range(count):
         tenant = f"tenant-{rng.randrange(50)}"
-        when = _T0 + timedelta(seconds=rng.randrange(10**6), microseconds=rng.randrange(10**6))
+        when = _T0 + timedelta(seconds=rng.randrange(10**6), milliseconds=rng.randrange(1000))
+        when = when.astimezone(rng.choice(_ZONES))
         which = i % 3
         if which == 0:
-            fallbacks = [{"provider": f"p{j}", "model": f"m{j}"} for j in range(rng.randrange(3))]
+            fallbacks = [
+                {"provider": f"p{j}", "model": f"m{j}", "why": rng.choice(_TEXTS)}
+                for j in range(rng.randrange(5))
+            ]
             payload: dict[str, Any] = {
                 "snapshotId": f"s-{i}",
                 "strategy": rng.choice(["cost", "latency", "quality"]),
@@ -42,7 +60,9 @@ def valid_envelopes(rng: random.Random, count: int) -> list[bytes]:
                 "tenantId": tenant,
                 "primary": {"provider": "openai", "model": "gpt-4o"},
                 "fallbacks": fallbacks,
-                "extraField": {"kept": [1, "two", None]},
+                "extraField": {"kept": [1, "two", None], "note": rng.choice(_TEXTS)},
+                # at the limit now and then: envelope 1, payload 2, then 62 levels
+                "trace": _nested(62 if rng.random() < 0.1 else rng.randrange(1, 8)),
             }
             event = build_event(
                 EventType.SNAPSHOT,
@@ -62,6 +82,7 @@ def valid_envelopes(rng: random.Random, count: int) -> list[bytes]:
                 "outputCostUsd": b,
                 "totalCostUsd": a + b,
                 "provider": "anthropic",
+                "usage": {"cached": rng.randrange(100), "note": rng.choice(_TEXTS)},
             }
             event = build_event(
                 EventType.COST,
@@ -79,11 +100,16 @@ def valid_envelopes(rng: random.Random, count: int) -> list[bytes]:
                 "preferredProvider": rng.choice(["openai", None]),
                 "maxCostPerRequestUsd": rng.choice([Decimal("0.5"), None]),
                 "defaultStrategy": "cost",
+                "notes": rng.choice(_TEXTS),
             }
             event = build_event(
                 EventType.POLICY, payload, tenant_id=tenant, event_id=_uuid(rng), occurred_at=when
             )
-        out.append(event.value)
+        value = event.value
+        if rng.random() < 0.5:  # milliseconds, as JavaScript writes them
+            written = when.isoformat(timespec="microseconds").encode()
+            value = value.replace(written, when.isoformat(timespec="milliseconds").encode(), 1)
+        out.append(value)
     return out
 
 
@@ -135,6 +161,14 @@ _NASTY: list[Any] = [
     "",
     " ",
     "x" * 129,
+    "é" * 129,
+    "請總結合約 🙏",
+    'a "quoted"\nline',
+    "2026-01-01T00:00:00.123+05:30",
+    "2026-01-01T00:00:00.123-08:00",
+    _nested(61),
+    _nested(62),
+    _nested(63),
     "\u0000",
     "\ud7ff",
     "é",

@@ -63,6 +63,16 @@ def _nan(draw: Draw, doc: dict[str, Any]) -> bytes:
     return dumps(doc).replace(b'"@@"', constant)
 
 
+@mutation("too-deep", ALL, R.INVALID_JSON)
+def _too_deep(draw: Draw, doc: dict[str, Any]) -> bytes:
+    # An unknown payload field nesting to level 65 (envelope 1, payload 2): one level too many.
+    value: Any = draw(short_text)
+    for _ in range(63):
+        value = [value] if draw(st.booleans()) else {"k": value}
+    doc["payload"]["xDeep"] = value
+    return dumps(doc)
+
+
 @mutation("not-an-object", ALL, R.NOT_AN_OBJECT)
 def _not_object(draw: Draw, doc: dict[str, Any]) -> bytes:
     return dumps(draw(st.sampled_from([[doc], doc["payload"].get("fallbacks", []), 1, "x", None])))

@@ -42,8 +42,31 @@ json_values = st.recursive(
     lambda inner: st.lists(inner, max_size=3) | st.dictionaries(short_text, inner, max_size=3),
     max_leaves=8,
 )
+# Free text as the routing engine's payloads carry it: any script, emoji, quotes, line breaks.
+free_text = st.text(max_size=40) | st.sampled_from(
+    ["Résumé : réponse avant vendredi", "請總結這份合約", "要約してください 🙏", "한국어로 답변",
+     'SQL for "monthly users"\nGROUP BY region', "Zoë\t😀🍂", "Сделай резюме"]
+)  # fmt: skip
+
+
+@st.composite
+def deep_values(draw: st.DrawFn) -> Any:
+    """Nested unknown values up to 58 levels: wherever they sit (the deepest spot is level 4, in a
+    fallback), a record stays within the contract's 64."""
+    levels = draw(st.integers(1, 58))
+    shape, key = draw(st.integers(0, 2**levels - 1)), draw(short_text)
+    value: Any = draw(free_text)
+    for level in range(levels):
+        value = [value] if shape >> level & 1 else {key: value}
+    return value
+
+
 # Unknown fields: an "x" prefix keeps them clear of every known field name.
-extras = st.dictionaries(st.text(max_size=8).map(lambda k: "x" + k), json_values, max_size=3)
+extras = st.dictionaries(
+    st.text(max_size=8).map(lambda k: "x" + k),
+    json_values | free_text | deep_values(),
+    max_size=3,
+)
 offsets = st.sampled_from(
     [UTC, timezone(timedelta(hours=5, minutes=30)), timezone(-timedelta(hours=8))]
 )
@@ -55,7 +78,8 @@ instants = st.datetimes(
 def _rfc3339_variants(moment: datetime) -> st.SearchStrategy[str]:
     canonical = format_rfc3339(moment)
     zulu = moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-    return st.sampled_from([canonical, zulu, zulu.lower(), canonical.replace(".", ".000", 0)])
+    millis = moment.isoformat(timespec="milliseconds")  # as JavaScript writes it, with an offset
+    return st.sampled_from([canonical, zulu, zulu.lower(), millis, millis.replace("+00:00", "Z")])
 
 
 timestamps = instants.flatmap(_rfc3339_variants)

@@ -12,7 +12,7 @@ For every input it checks:
 
 * **no crash**: ``decode_event`` returns (it must never raise: an exception is a bug, and it
   propagates so that the consumer stops loudly rather than dead-letter everything);
-* **no contract breach**: every accepted event satisfies every rule of ``CONTRACT.md`` §1, as
+* **no contract breach**: every accepted event satisfies every rule of ``docs/contract.md`` §1, as
   re-checked by :func:`tests.checks.contract_problems`, an independent checker written from the
   contract (it shares no code with ``schemas``), and the decoded fields are the document's; every
   rejection has a known reason code and a bounded message;

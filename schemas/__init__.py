@@ -1,4 +1,4 @@
-"""The event contract of routing-persistence (``CONTRACT.md`` §1-§3), usable on its own.
+"""The event contract of routing-persistence (``docs/contract.md`` §1-§3), usable on its own.
 
 Depends on pydantic and the standard library only, so any Python producer can vendor it:
 

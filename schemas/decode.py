@@ -1,4 +1,4 @@
-"""One Kafka record value -> a valid event or a rejection with its reason code (``CONTRACT.md`` §3).
+"""One record value -> a valid event or a rejection with its reason code (``docs/contract.md`` §3).
 
 :func:`decode_event` never raises for any input: the consumer calls it where the record's topic,
 partition and offset are known, and dead-letters every :class:`Rejection`. The envelope is checked
@@ -8,7 +8,8 @@ unknown fields). This is the reference: the consumer's own decoder gives the sam
 for the records it can prove valid and hands every other record to this function.
 
 Order of checks, so that each record gets the most useful code: size (before parsing) ->
-``payload_too_large``; UTF-8 and JSON -> ``invalid_json``; an object -> ``not_an_object``;
+``payload_too_large``; UTF-8, nesting (64 levels), JSON (integers of 4,300 digits at most) ->
+``invalid_json``; an object -> ``not_an_object``;
 ``schemaVersion`` an integer above 1 -> ``unsupported_schema_version``; ``type`` a string this
 version does not know -> ``unsupported_event_type``; then each field (``schema_violation``) and the
 rules relating fields (``rule_violation``).
@@ -32,7 +33,7 @@ from schemas.rules import check_tenant
 
 __all__ = ["DEFAULT_MAX_BYTES", "DecodedEvent", "Rejection", "decode_event"]
 
-#: Default limit of a record value (1 MiB, ``CONTRACT.md`` §3).
+#: Default limit of a record value (1 MiB, ``docs/contract.md`` §3).
 DEFAULT_MAX_BYTES: Final = 1_048_576
 #: Longest ``Rejection.message``; a message names a field, it never carries the record.
 MAX_MESSAGE_LENGTH: Final = 500
@@ -62,7 +63,7 @@ class DecodedEvent:
 
     @property
     def version(self) -> tuple[datetime, uuid.UUID]:
-        """``(occurredAt, eventId)``: the greater version wins a row (``CONTRACT.md`` §3)."""
+        """``(occurredAt, eventId)``: the greater version wins a row (``docs/contract.md`` §3)."""
         return (self.occurred_at, self.event_id)
 
     @property
@@ -91,7 +92,7 @@ class _Reject(Exception):  # internal control flow, never escapes this module
 def decode_event(value: bytes, *, max_bytes: int = DEFAULT_MAX_BYTES) -> DecodedEvent | Rejection:
     """Decode and validate one record value; never raises for any input bytes.
 
-    Returns a :class:`DecodedEvent` when every rule of ``CONTRACT.md`` §1 holds, else a
+    Returns a :class:`DecodedEvent` when every rule of ``docs/contract.md`` §1 holds, else a
     :class:`Rejection` whose ``reason`` is one of the decode codes of §3 and whose ``message``
     names the field path (``payload.fallbacks[1].model: ...``) in at most 500 characters.
 

@@ -1,4 +1,4 @@
-"""The one-field types of the contract (``CONTRACT.md`` §1): what a single field may hold.
+"""The one-field types of the contract (``docs/contract.md`` §1): what a single field may hold.
 
 Each type carries its own rule once, for both uses: validating (pydantic) and describing (the
 exported JSON Schema, which the consumer's fast decoder and the TypeScript validators read).

@@ -1,4 +1,4 @@
-"""The event contract as pydantic v2 models (``CONTRACT.md`` §1), field names as on the wire.
+"""The event contract as pydantic v2 models (``docs/contract.md`` §1), field names as on the wire.
 
 One-field rules are the field types of :mod:`schemas.fields`; the rules relating fields are the
 checks of :mod:`schemas.rules`, which the model validators call. Every payload model keeps unknown

@@ -1,6 +1,6 @@
 """Checks of decoder results, written apart from the decoders they check.
 
-* :func:`contract_problems`: every way an accepted record breaks ``CONTRACT.md`` §1, re-checked
+* :func:`contract_problems`: every way an accepted record breaks ``docs/contract.md`` §1, re-checked
   from the contract alone (no code shared with ``schemas``);
 * :func:`rejection_problems`: a rejection with an unknown reason or an unbounded message;
 * :func:`result_differences`: how the consumer's decoder's result differs from the reference's,
@@ -219,7 +219,7 @@ def _policy_problems(p: dict[str, Any], tenant: str) -> list[str]:
 
 
 def contract_problems(value: bytes, decoded: DecodedEvent, max_bytes: int = MAX_BYTES) -> list[str]:
-    """Every way an ACCEPTED record breaks ``CONTRACT.md`` §1 or differs from what was decoded.
+    """Every way an ACCEPTED record breaks ``docs/contract.md`` §1 or differs from what was decoded.
 
     Written from the contract alone (no code shared with ``schemas``); an empty list means the
     acceptance was right.

@@ -1,8 +1,9 @@
 """Hostile input, the short CI run (``python -m bench.fuzz --inputs 1000000`` is the long one).
 
-``decode_event`` must never raise, never accept a record that breaks a rule of ``CONTRACT.md`` §1
-(re-checked by :func:`tests.checks.contract_problems`, which shares no code with ``schemas``), and
-keep memory bounded on deeply nested JSON, huge numbers, huge strings and invalid UTF-8.
+``decode_event`` must never raise, never accept a record that breaks a rule of the contract
+(``docs/contract.md`` §1, re-checked by :func:`tests.checks.contract_problems`, which shares no
+code with ``schemas``), and keep memory bounded on deeply nested JSON, huge numbers, huge strings
+and invalid UTF-8.
 """
 
 from __future__ import annotations

@@ -1,4 +1,14 @@
-"""The seeded workload: the same events, byte for byte, on every run with the same seed.
+"""The seeded workloads: the same events, byte for byte, on every run with the same seed.
+
+Two workloads (:data:`WORKLOADS`) share the stream below and differ in the records:
+
+* ``benchmark``: compact ASCII payloads (snapshots ~480 bytes with 2-4 fallbacks), ``occurredAt``
+  in UTC with microseconds, as :func:`schemas.build_event` writes it;
+* ``realistic``: shaped like the routing engine's traffic: payloads of 300-1,500 bytes, 0-4
+  fallbacks, free text in many scripts (accents, CJK, Cyrillic, emoji; sometimes quotes and line
+  breaks, written as JSON escapes) in unknown nested fields the contract keeps, money as a
+  JavaScript producer writes it (``0.1 + 0.2`` is ``0.30000000000000004``), ``occurredAt`` and
+  ``timestamp`` with milliseconds and offsets (``Z``, ``+05:30``, ``-08:00``, ...).
 
 The mix follows the routing engine's traffic: for every request one ``routing.snapshot`` and one
 ``routing.cost`` event (about 45 % each of the stream), and ``tenant.policy`` updates (about 10 %)
@@ -9,8 +19,9 @@ which a correct consumer must not let overwrite the newer value.
 
 Every request keeps one tenant, and policies go only to tenants that exist, so no event of the
 workload is dead-lettered: the expected rows are simply the newest version per row and field
-(:mod:`bench.oracle`). Events are built with the schemas' producer helper
-(:func:`schemas.build_event`), i.e. exactly the envelope a real producer sends.
+(:mod:`bench.oracle`). ``benchmark`` events are built with the schemas' producer helper
+(:func:`schemas.build_event`); ``realistic`` ones with the same envelope, written with their own
+time format.
 """
 
 from __future__ import annotations
@@ -21,39 +32,28 @@ from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from decimal import Decimal
-from typing import Any
+from typing import Final, Literal
 
+from bench.payloads import benchmark_payload, random_uuid, realistic_record
 from schemas import EventType, build_event
 
 __all__ = [
     "BASE_TIME",
+    "WORKLOADS",
     "Event",
+    "Workload",
     "WorkloadMix",
     "generate",
     "make_event",
     "tenant_ids",
 ]
 
+#: The name of a workload: its records' shape (see the module docstring).
+Workload = Literal["benchmark", "realistic"]
+WORKLOADS: Final[tuple[Workload, ...]] = ("benchmark", "realistic")
+
 #: occurredAt of the first event: fixed, so that the same seed gives the same bytes.
 BASE_TIME = datetime(2026, 1, 1, tzinfo=UTC)
-
-_PROVIDERS: dict[str, tuple[str, ...]] = {
-    "openai": ("gpt-4o", "gpt-4o-mini", "o3-mini", "gpt-4.1"),
-    "anthropic": ("claude-sonnet-4", "claude-haiku-3.5", "claude-opus-4"),
-    "google": ("gemini-2.5-pro", "gemini-2.5-flash"),
-    "mistral": ("mistral-large", "mistral-small", "codestral"),
-    "cohere": ("command-r-plus", "command-r"),
-    "groq": ("llama-3.3-70b", "mixtral-8x7b"),
-    "together": ("llama-3.1-405b", "qwen-2.5-72b"),
-    "fireworks": ("deepseek-v3", "llama-3.1-70b"),
-    "bedrock": ("claude-sonnet-4", "titan-text", "llama-3.1-70b"),
-    "azure": ("gpt-4o", "gpt-4.1-mini"),
-}
-_PROVIDER_NAMES = tuple(_PROVIDERS)
-_STRATEGIES = ("cost", "latency", "quality", "balanced", "fallback-chain")
-_ALIASES = ("smart", "fast", "cheap", "code", "long-context", "vision", "default")
-_MICRO = Decimal("0.00000001")
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,63 +89,6 @@ def tenant_ids(count: int) -> list[str]:
     return [f"tenant-{i:05d}" for i in range(count)]
 
 
-def _uuid(rng: random.Random) -> uuid.UUID:
-    return uuid.UUID(int=rng.getrandbits(128), version=4)
-
-
-def _usd(value: float) -> Decimal:
-    return Decimal(repr(value)).quantize(_MICRO)
-
-
-def _snapshot_payload(rng: random.Random, tenant: str, at: datetime) -> dict[str, Any]:
-    chosen = rng.sample(_PROVIDER_NAMES, rng.randint(3, 5))
-    models = [{"provider": p, "model": rng.choice(_PROVIDERS[p])} for p in chosen]
-    fallbacks = models[1:]
-    return {
-        "snapshotId": str(_uuid(rng)),
-        "strategy": rng.choice(_STRATEGIES),
-        "resolvedAlias": rng.choice(_ALIASES),
-        "candidateCount": 1 + len(fallbacks) + rng.randint(0, 3),
-        "timestamp": at.isoformat().replace("+00:00", "Z"),
-        "costEstimate": {"totalCostUsd": _usd(rng.uniform(0.00005, 0.25))},
-        "tenantId": tenant,
-        "primary": models[0],
-        "fallbacks": fallbacks,
-    }
-
-
-def _cost_payload(rng: random.Random) -> dict[str, Any]:
-    input_tokens = rng.randint(20, 12_000)
-    output_tokens = rng.randint(1, 4_000)
-    input_cost = (Decimal(input_tokens) * Decimal("0.0000025")).quantize(_MICRO)
-    output_cost = (Decimal(output_tokens) * Decimal("0.00001")).quantize(_MICRO)
-    return {
-        "inputTokens": input_tokens,
-        "outputTokens": output_tokens,
-        "inputCostUsd": input_cost,
-        "outputCostUsd": output_cost,
-        "totalCostUsd": input_cost + output_cost,
-        "provider": rng.choice(_PROVIDER_NAMES),
-    }
-
-
-def _policy_payload(rng: random.Random, tenant: str) -> dict[str, Any]:
-    allowed = rng.sample(_PROVIDER_NAMES, rng.choice((0, 2, 3, 4, 5)))
-    rest = [p for p in _PROVIDER_NAMES if p not in allowed]
-    denied = rng.sample(rest, rng.randint(0, 2)) if allowed else rng.sample(rest, rng.randint(0, 3))
-    candidates = allowed or [p for p in _PROVIDER_NAMES if p not in denied]
-    preferred = rng.choice(candidates) if rng.random() < 0.7 else None
-    max_cost = _usd(rng.uniform(0.001, 2.0)) if rng.random() < 0.6 else None
-    return {
-        "tenantId": tenant,
-        "allowedProviders": allowed,
-        "deniedProviders": denied,
-        "preferredProvider": preferred,
-        "maxCostPerRequestUsd": max_cost,
-        "defaultStrategy": rng.choice(_STRATEGIES),
-    }
-
-
 def make_event(
     rng: random.Random,
     kind: EventType,
@@ -154,20 +97,21 @@ def make_event(
     request_id: str | None,
     at: datetime,
     validate: bool = False,
+    workload: Workload = "benchmark",
 ) -> Event:
     """Build one event of ``kind`` with a fresh random payload (seeded by ``rng``).
 
-    ``validate=False`` skips the producer helper's model validation for speed: the payloads above
+    ``validate=False`` skips the validation for speed: the payloads (:mod:`bench.payloads`)
     are valid by construction, and the consumer validates every one of them anyway (a workload
-    event that it dead-letters shows up as a wrong row in the check).
+    event that it dead-letters shows up as a wrong row in the check). A ``realistic`` event's
+    ``occurred_at`` is ``at`` to the millisecond, as written.
     """
-    if kind is EventType.SNAPSHOT:
-        payload = _snapshot_payload(rng, tenant, at)
-    elif kind is EventType.COST:
-        payload = _cost_payload(rng)
-    else:
-        payload = _policy_payload(rng, tenant)
-    event_id = _uuid(rng)
+    if workload == "realistic":
+        value, event_id, at = realistic_record(rng, kind, tenant, request_id, at, validate=validate)
+        key = request_id if request_id is not None else tenant
+        return Event(kind, key.encode(), value, event_id, at, tenant, key)
+    payload = benchmark_payload(rng, kind, tenant, at)
+    event_id = random_uuid(rng)
     out = build_event(
         kind,
         payload,
@@ -195,6 +139,7 @@ def generate(
     tenants: list[str],
     mix: WorkloadMix | None = None,
     request_prefix: str = "req",
+    workload: Workload = "benchmark",
 ) -> Iterator[Event]:
     """Yield ``count`` events of the workload, deterministically for ``seed``.
 
@@ -219,7 +164,14 @@ def generate(
             older = rng.choice(recent)
             at = older.occurred_at - timedelta(milliseconds=rng.randint(1, 5_000))
             request_id = None if older.type is EventType.POLICY else older.row_key
-            late = make_event(rng, older.type, tenant=older.tenant_id, request_id=request_id, at=at)
+            late = make_event(
+                rng,
+                older.type,
+                tenant=older.tenant_id,
+                request_id=request_id,
+                at=at,
+                workload=workload,
+            )
             recent.append(late)
             yield late
             continue
@@ -227,7 +179,9 @@ def generate(
         kind_roll = rng.random()
         if kind_roll < policy_share:
             tenant = rng.choice(tenants)
-            event = make_event(rng, EventType.POLICY, tenant=tenant, request_id=None, at=clock)
+            event = make_event(
+                rng, EventType.POLICY, tenant=tenant, request_id=None, at=clock, workload=workload
+            )
         else:
             is_snapshot = kind_roll < policy_share + (1 - policy_share) / 2
             own, other = (
@@ -245,6 +199,8 @@ def generate(
                 tenant = rng.choice(tenants)
                 other.append((request_id, tenant))
             kind = EventType.SNAPSHOT if is_snapshot else EventType.COST
-            event = make_event(rng, kind, tenant=tenant, request_id=request_id, at=clock)
+            event = make_event(
+                rng, kind, tenant=tenant, request_id=request_id, at=clock, workload=workload
+            )
         recent.append(event)
         yield event

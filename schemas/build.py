@@ -17,8 +17,8 @@ from pydantic import BaseModel
 
 from schemas.codes import EventType
 from schemas.decode import Rejection, decode_event
+from schemas.fields import SCHEMA_VERSION, format_rfc3339
 from schemas.jsoncodec import dumps
-from schemas.models import SCHEMA_VERSION, format_rfc3339
 
 __all__ = ["OutgoingEvent", "build_event", "to_json_value"]
 

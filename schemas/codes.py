@@ -12,7 +12,7 @@ __all__ = ["DECODE_REASONS", "EventType", "ReasonCode"]
 
 
 class EventType(StrEnum):
-    """The envelope's ``type`` (``CONTRACT.md`` §1); each names one payload model."""
+    """The envelope's ``type`` (``docs/contract.md`` §1); each names one payload model."""
 
     SNAPSHOT = "routing.snapshot"
     COST = "routing.cost"
@@ -20,9 +20,10 @@ class EventType(StrEnum):
 
 
 class ReasonCode(StrEnum):
-    """Dead-letter reason codes (``CONTRACT.md`` §3); the values are the ``dlq.reason`` strings."""
+    """Dead-letter reason codes (``docs/contract.md`` §3); values are the ``dlq.reason`` strings."""
 
-    #: Not UTF-8, not JSON (NaN/Infinity included), nested too deeply or a number beyond limits.
+    #: Not UTF-8, not JSON (NaN/Infinity included), nested deeper than 64 levels, or an integer
+    #: literal of more than 4,300 digits (``docs/decoding.md``).
     INVALID_JSON = "invalid_json"
     #: Valid JSON whose top level is not an object.
     NOT_AN_OBJECT = "not_an_object"

@@ -1,15 +1,15 @@
-"""One Kafka record value -> a valid event or a rejection with its reason code (``CONTRACT.md`` §3).
+"""One record value -> a valid event or a rejection with its reason code (``docs/contract.md`` §3).
 
 :func:`decode_event` never raises for any input: the consumer calls it where the record's topic,
-partition and offset are known, and dead-letters every :class:`Rejection`. It is on the hot path,
-so nothing is constructed that is not needed: the envelope is checked by hand (a handful of
-fields), the payload by the fast boolean checks of :mod:`schemas.models`
-(:data:`~schemas.models.PAYLOAD_CHECKS`); only a payload that fails them goes through its pydantic
-model, for the reason code and a message naming the field. The event keeps the payload dict
-exactly as decoded (Decimals, unknown fields); the consumer stores the original bytes anyway.
+partition and offset are known, and dead-letters every :class:`Rejection`. The envelope is checked
+field by field, the payload by its pydantic model (:mod:`schemas.models`), the tenant rule by
+:func:`schemas.rules.check_tenant`. The event keeps the payload dict exactly as decoded (Decimals,
+unknown fields). This is the reference: the consumer's own decoder gives the same verdict faster
+for the records it can prove valid and hands every other record to this function.
 
 Order of checks, so that each record gets the most useful code: size (before parsing) ->
-``payload_too_large``; UTF-8 and JSON -> ``invalid_json``; an object -> ``not_an_object``;
+``payload_too_large``; UTF-8, nesting (64 levels), JSON (integers of 4,300 digits at most) ->
+``invalid_json``; an object -> ``not_an_object``;
 ``schemaVersion`` an integer above 1 -> ``unsupported_schema_version``; ``type`` a string this
 version does not know -> ``unsupported_event_type``; then each field (``schema_violation``) and the
 rules relating fields (``rule_violation``).
@@ -26,21 +26,14 @@ from pydantic import ValidationError
 from pydantic_core import PydanticCustomError
 
 from schemas.codes import EventType, ReasonCode
+from schemas.fields import ID_MAX_LENGTH, SCHEMA_VERSION, json_kind, parse_event_id, parse_rfc3339
 from schemas.jsoncodec import loads
-from schemas.models import (
-    ID_MAX_LENGTH,
-    PAYLOAD_CHECKS,
-    PAYLOAD_MODELS,
-    SCHEMA_VERSION,
-    format_error,
-    json_kind,
-    parse_event_id,
-    parse_rfc3339,
-)
+from schemas.models import PAYLOAD_MODELS, TENANT_PAYLOADS, format_error
+from schemas.rules import check_tenant
 
 __all__ = ["DEFAULT_MAX_BYTES", "DecodedEvent", "Rejection", "decode_event"]
 
-#: Default limit of a record value (1 MiB, ``CONTRACT.md`` §3).
+#: Default limit of a record value (1 MiB, ``docs/contract.md`` §3).
 DEFAULT_MAX_BYTES: Final = 1_048_576
 #: Longest ``Rejection.message``; a message names a field, it never carries the record.
 MAX_MESSAGE_LENGTH: Final = 500
@@ -70,7 +63,7 @@ class DecodedEvent:
 
     @property
     def version(self) -> tuple[datetime, uuid.UUID]:
-        """``(occurredAt, eventId)``: the greater version wins a row (``CONTRACT.md`` §3)."""
+        """``(occurredAt, eventId)``: the greater version wins a row (``docs/contract.md`` §3)."""
         return (self.occurred_at, self.event_id)
 
     @property
@@ -99,7 +92,7 @@ class _Reject(Exception):  # internal control flow, never escapes this module
 def decode_event(value: bytes, *, max_bytes: int = DEFAULT_MAX_BYTES) -> DecodedEvent | Rejection:
     """Decode and validate one record value; never raises for any input bytes.
 
-    Returns a :class:`DecodedEvent` when every rule of ``CONTRACT.md`` §1 holds, else a
+    Returns a :class:`DecodedEvent` when every rule of ``docs/contract.md`` §1 holds, else a
     :class:`Rejection` whose ``reason`` is one of the decode codes of §3 and whose ``message``
     names the field path (``payload.fallbacks[1].model: ...``) in at most 500 characters.
 
@@ -184,23 +177,6 @@ def _decode(value: bytes, max_bytes: int) -> DecodedEvent:
     payload = document.get("payload", _MISSING)
     if type(payload) is not dict:
         raise _schema(_problem("payload", payload, "an object"))
-    if not PAYLOAD_CHECKS[event_type](payload):
-        _explain_payload(event_type, payload)
-    if event_type is not EventType.COST and payload["tenantId"] != tenant_id:
-        raise _Reject(
-            ReasonCode.RULE_VIOLATION,
-            f"payload.tenantId: {payload['tenantId'][:64]!r} differs from the envelope's "
-            f"tenantId {tenant_id[:64]!r}",
-        )
-    return DecodedEvent(event_id, event_type, occurred_at, tenant_id, request_id, payload)
-
-
-def _explain_payload(event_type: EventType, payload: dict[str, Any]) -> None:
-    """Raise the rejection the payload model gives (the fast check failed: the rare path).
-
-    Returns only if the model accepts the payload after all, in which case the model wins; the
-    property tests make sure the fast checks and the models agree.
-    """
     try:
         _VALIDATORS[event_type](payload)
     except ValidationError as exc:
@@ -212,6 +188,12 @@ def _explain_payload(event_type: EventType, payload: dict[str, Any]) -> None:
         raise _Reject(
             ReasonCode.RULE_VIOLATION if is_rule else ReasonCode.SCHEMA_VIOLATION, message
         ) from None
+    problem = (
+        check_tenant(payload["tenantId"], tenant_id) if event_type in TENANT_PAYLOADS else None
+    )
+    if problem is not None:
+        raise _Reject(ReasonCode.RULE_VIOLATION, f"payload.{problem.path}: {problem.message}")
+    return DecodedEvent(event_id, event_type, occurred_at, tenant_id, request_id, payload)
 
 
 def _problem(field: str, value: object, expected: str) -> str:

@@ -7,6 +7,10 @@ Integers stay :class:`int` so that ``1.0`` is never mistaken for the integer ``1
 What :func:`loads` accepts is also accepted by PostgreSQL's ``jsonb`` input (strict RFC 8259
 grammar, UTF-8), with one deliberate exception left to the database: ``\\u0000`` inside a
 string, which ``jsonb`` refuses and the consumer dead-letters as ``db_rejected``.
+
+Two limits of the contract, the same in every language (``docs/decoding.md``): a document nests
+at most :data:`MAX_DEPTH` levels of arrays and objects, and an integer literal has at most
+:data:`MAX_INT_DIGITS` digits. Beyond either, the text is not JSON the contract accepts.
 """
 
 from __future__ import annotations
@@ -14,40 +18,77 @@ from __future__ import annotations
 import json
 import math
 import re
+from array import array
 from collections.abc import Callable
 from decimal import Decimal
+from itertools import accumulate
 from json.encoder import encode_basestring
-from typing import Any
+from typing import Any, Final
 
-__all__ = ["dumps", "loads"]
+__all__ = ["MAX_DEPTH", "MAX_INT_DIGITS", "dumps", "loads", "nesting_depth"]
+
+#: Deepest nesting of arrays and objects: the top-level object is level 1, ``{"a": []}`` is 2.
+MAX_DEPTH: Final = 64
+#: Most digits in an integer literal (the sign aside); a longer one is refused, not truncated.
+MAX_INT_DIGITS: Final = 4300
 
 
 def _refuse_constant(name: str) -> Any:
     raise ValueError(f"{name} is not a JSON number")
 
 
+def _parse_int(literal: str) -> int:
+    digits = len(literal) - literal.startswith("-")
+    if digits > MAX_INT_DIGITS:
+        raise ValueError(
+            f"an integer literal has {digits} digits, over the limit of {MAX_INT_DIGITS}"
+        )
+    return int(literal)
+
+
 # One decoder for the process: json.loads(**kwargs) would build a new one per call.
-_DECODER = json.JSONDecoder(parse_float=Decimal, parse_constant=_refuse_constant)
+_DECODER = json.JSONDecoder(
+    parse_float=Decimal, parse_int=_parse_int, parse_constant=_refuse_constant
+)
 # An escape that may encode half of a surrogate pair; a lone half is not Unicode text.
 _SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
+# A string token, or what is left of an unterminated one (so every match attempt succeeds and
+# the scan stays linear on any text); and what is not a bracket once strings are gone.
+_STRING = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*(?:"|\\?\Z)', re.DOTALL)
+_NOT_BRACKET = re.compile(r"[^\[\]{}]+")
+_STEPS = bytes.maketrans(b"[{]}", b"\x01\x01\xff\xff")  # +1 for an opening, -1 for a closing
 
 
 def loads(data: bytes | bytearray | str) -> Any:
     """Parse one JSON document: objects -> dict, non-integer numbers -> Decimal, integers -> int.
 
     Raises ``ValueError`` (``json.JSONDecodeError`` and ``UnicodeDecodeError`` are subclasses)
-    when ``data`` is not UTF-8, not JSON, uses ``NaN``/``Infinity``, holds an integer longer than
-    Python's digit limit, escapes a lone UTF-16 surrogate, or nests too deeply. Duplicate keys keep
-    the last value, as PostgreSQL's ``jsonb`` does.
+    when ``data`` is not UTF-8, nests deeper than :data:`MAX_DEPTH` (checked first, on the text),
+    is not JSON, uses ``NaN``/``Infinity``, holds an integer literal of more than
+    :data:`MAX_INT_DIGITS` digits, or escapes a lone UTF-16 surrogate. Duplicate keys keep the
+    last value, as PostgreSQL's ``jsonb`` does.
     """
     text = data if isinstance(data, str) else bytes(data).decode("utf-8")
+    if text.count("[") + text.count("{") > MAX_DEPTH and nesting_depth(text) > MAX_DEPTH:
+        raise ValueError(f"nests deeper than {MAX_DEPTH} levels of arrays and objects")
     try:
         value = _DECODER.decode(text)
-    except RecursionError:
-        raise ValueError("JSON nested too deeply") from None
+    except RecursionError:  # unreachable below MAX_DEPTH; kept so no input can escape as one
+        raise ValueError(f"nests deeper than {MAX_DEPTH} levels of arrays and objects") from None
     if "\\u" in text and _SURROGATE_ESCAPE.search(text) is not None:
         _check_unicode(value)
     return value
+
+
+def nesting_depth(text: str) -> int:
+    """The deepest nesting of ``[``/``{`` in ``text`` outside strings (``{"a": []}`` is 2).
+
+    Defined on any text, JSON or not: brackets inside string tokens do not count, an unterminated
+    string runs to the end, and a closing bracket lowers the level by one.
+    """
+    brackets = _NOT_BRACKET.sub("", _STRING.sub("", text))
+    steps = array("b", brackets.encode("ascii").translate(_STEPS))
+    return max(0, max(accumulate(steps), default=0))
 
 
 def _check_unicode(value: Any) -> None:

@@ -10,10 +10,12 @@ from __future__ import annotations
 import random
 from collections import Counter
 
+import pytest
+
 from bench.oracle import Oracle
 from bench.report import ratios
-from bench.workload import generate, tenant_ids
-from schemas import EventType, Rejection, decode_event
+from bench.workload import WORKLOADS, Workload, generate, tenant_ids
+from schemas import EventType, Rejection, decode_event, loads, parse_rfc3339
 
 TENANTS = tenant_ids(50)
 
@@ -26,16 +28,41 @@ def test_same_seed_gives_the_same_bytes_and_another_seed_does_not() -> None:
     assert first != other
 
 
-def test_every_workload_event_is_valid_for_the_consumer() -> None:
-    for event in generate(2_000, seed=11, tenants=TENANTS):
+@pytest.mark.parametrize("workload", WORKLOADS)
+def test_every_workload_event_is_valid_for_the_consumer(workload: Workload) -> None:
+    for event in generate(2_000, seed=11, tenants=TENANTS, workload=workload):
         decoded = decode_event(event.value)
         assert not isinstance(decoded, Rejection), decoded
         assert decoded.version == event.version
         assert decoded.tenant_id == event.tenant_id
 
 
-def test_mix_duplicates_and_late_versions_match_the_description() -> None:
-    events = list(generate(20_000, seed=5, tenants=TENANTS))
+def test_the_realistic_workload_has_the_traits_it_claims() -> None:
+    events = list(generate(5_000, seed=5, tenants=TENANTS, workload="realistic"))
+    sizes, fallbacks, offsets = [], Counter[int](), Counter[str]()
+    for event in events:
+        doc = loads(event.value)
+        payload = event.value[event.value.index(b'"payload":') + 10 : -1]
+        sizes.append(len(payload))
+        if event.type is EventType.SNAPSHOT:
+            fallbacks[len(doc["payload"]["fallbacks"])] += 1
+        offsets[doc["occurredAt"][23:]] += 1
+        assert len(doc["occurredAt"]) in (24, 29), doc["occurredAt"]  # milliseconds
+        assert parse_rfc3339(doc["occurredAt"]) == event.occurred_at
+    assert min(sizes) >= 300
+    assert max(sizes) <= 1_500
+    assert set(fallbacks) == {0, 1, 2, 3, 4}
+    assert offsets["Z"] < 0.5 * len(events)
+    assert {"+05:30", "-08:00"} <= set(offsets)
+    non_ascii = sum(not e.value.isascii() for e in events)
+    escaped = sum(b"\\n" in e.value for e in events)
+    assert non_ascii > 0.5 * len(events)
+    assert escaped > 0.02 * len(events)
+
+
+@pytest.mark.parametrize("workload", WORKLOADS)
+def test_mix_duplicates_and_late_versions_match_the_description(workload: Workload) -> None:
+    events = list(generate(20_000, seed=5, tenants=TENANTS, workload=workload))
     kinds = Counter(e.type for e in events)
     assert 0.40 < kinds[EventType.SNAPSHOT] / len(events) < 0.50
     assert 0.40 < kinds[EventType.COST] / len(events) < 0.50

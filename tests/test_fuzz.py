@@ -1,8 +1,9 @@
 """Hostile input, the short CI run (``python -m bench.fuzz --inputs 1000000`` is the long one).
 
-``decode_event`` must never raise, never accept a record that breaks a rule of ``CONTRACT.md`` §1
-(re-checked by :func:`bench.fuzz.contract_problems`, which shares no code with ``schemas``), and
-keep memory bounded on deeply nested JSON, huge numbers, huge strings and invalid UTF-8.
+``decode_event`` must never raise, never accept a record that breaks a rule of the contract
+(``docs/contract.md`` §1, re-checked by :func:`tests.checks.contract_problems`, which shares no
+code with ``schemas``), and keep memory bounded on deeply nested JSON, huge numbers, huge strings
+and invalid UTF-8.
 """
 
 from __future__ import annotations
@@ -17,16 +18,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from bench.fuzz import (
-    MAX_BYTES,
-    FuzzReport,
-    contract_problems,
-    hostile_inputs,
-    mutated_inputs,
-    run_fuzz,
-    valid_envelopes,
-)
 from schemas import DecodedEvent, Rejection, decode_event
+from tests.checks import MAX_BYTES, contract_problems
+from tests.fuzzing import FuzzReport, run_fuzz
+from tests.generators import hostile_inputs, mutated_inputs, valid_envelopes
 
 CORPUS = valid_envelopes(random.Random(7), 60)
 
@@ -188,6 +183,8 @@ def test_the_checker_flags_every_kind_of_breach() -> None:
         b'{"a": NaN}',
         b"\xff",
         b"[]",
+        valid[:-1] + b',"x":' + b"[" * 64 + b"]" * 64 + b"}",  # 65 levels
+        valid[:-1] + b',"x":' + b"1" * 4301 + b"}",
     ]
     for case in cases:
         assert contract_problems(case, decoded), case

@@ -25,7 +25,17 @@ from schemas import (
     dumps,
     loads,
 )
+from schemas.jsoncodec import nesting_depth
 from schemas.models import RULE_ERROR_TYPE, format_error
+from tests.samples import (
+    NOT_AN_EVENT,
+    NOT_STRICT_JSON,
+    REJECTIONS,
+    VALID_COST_VARIANTS,
+    VALID_POLICY_VARIANTS,
+    VALID_SNAPSHOT_VARIANTS,
+    Change,
+)
 from tests.schemas_helpers import EVENT_ID, REQUEST, TENANT, envelope, mutated, record
 
 # --- jsoncodec ---------------------------------------------------------------------------------
@@ -61,39 +71,35 @@ def test_dumps_then_loads_is_exact() -> None:
 
 
 @pytest.mark.parametrize(
-    "data",
-    [
-        b"NaN",
-        b'{"a": Infinity}',
-        b"[-Infinity]",
-        b"\xff\xfe{}",
-        b'"\\ud800"',
-        b"[" * 100_000 + b"]" * 100_000,
-        b"1" * 5000,
-        b"01",
-        b'{"a": 1,}',
-        b"{'a': 1}",
-        b"",
-        '{"a": 1}'.encode("utf-16"),
-    ],
-    ids=[
-        "nan",
-        "infinity",
-        "minus-infinity",
-        "not-utf8",
-        "lone-surrogate",
-        "deep-nesting",
-        "int-beyond-digit-limit",
-        "leading-zero",
-        "trailing-comma",
-        "single-quotes",
-        "empty",
-        "utf16",
-    ],
+    "data", [v for _, v in NOT_STRICT_JSON], ids=[i for i, _ in NOT_STRICT_JSON]
 )
 def test_loads_refuses_what_is_not_strict_utf8_json(data: bytes) -> None:
     with pytest.raises(ValueError):
         loads(data)
+
+
+def test_loads_reads_up_to_the_contracts_limits() -> None:
+    assert loads(b"[" * 64 + b"]" * 64) is not None
+    assert loads(b'{"a":' * 64 + b"1" + b"}" * 64) is not None
+    assert loads(b"9" * 4300) == int("9" * 4300)
+    assert loads(b"-" + b"9" * 4300) == -int("9" * 4300)
+    assert loads(b'["' + b"[" * 100 + b'"]') == ["[" * 100]  # brackets in strings do not nest
+
+
+@pytest.mark.parametrize(
+    ("text", "depth"),
+    [
+        ("1", 0),
+        ("{}", 1),
+        ('{"a": []}', 2),
+        ('{"a": "[[["}', 1),
+        ('{"a\\"[": [[]]}', 3),
+        ("[[]][[[]]]", 3),
+        ('["unterminated [[', 1),
+    ],
+)
+def test_nesting_depth_counts_brackets_outside_strings(text: str, depth: int) -> None:
+    assert nesting_depth(text) == depth
 
 
 def test_dumps_refuses_non_finite_numbers_and_unknown_types() -> None:
@@ -133,24 +139,7 @@ def test_a_valid_event_decodes_with_payload_kept_as_received(event_type: EventTy
         assert decoded.row_key == REQUEST
 
 
-@pytest.mark.parametrize(
-    ("change", "why"),
-    [
-        (lambda d: d.__setitem__("occurredAt", "2026-01-31t12:00:00z"), "lower-case t and z"),
-        (lambda d: d.__setitem__("occurredAt", "2026-01-31T12:00:00.123456789-05:30"), "ns"),
-        (lambda d: d.__setitem__("eventId", EVENT_ID.upper()), "upper-case uuid"),
-        (lambda d: d.__setitem__("tenantId", "t" * 128), "128 chars"),
-        (lambda d: d["payload"].__setitem__("tenantId", "t" * 128), "128 chars"),
-        (lambda d: d.__setitem__("tenantId", "t"), "1 char"),
-        (lambda d: d["payload"].__setitem__("tenantId", "t"), "1 char"),
-        (lambda d: d.__setitem__("extraEnvelopeField", {"x": 1}), "unknown envelope field"),
-        (lambda d: d["payload"].__setitem__("fallbacks", []), "no fallbacks"),
-        (lambda d: d["payload"].__setitem__("candidateCount", 2), "1 + 1 == 2"),
-        (lambda d: d["payload"]["costEstimate"].__setitem__("totalCostUsd", 0), "int money"),
-        (lambda d: d["payload"].__setitem__("strategy", ""), "strategy has no bound"),
-        (lambda d: d["payload"].__setitem__("note", "\u0000"), "NUL: the database decides"),
-    ],
-)
+@pytest.mark.parametrize(("change", "why"), VALID_SNAPSHOT_VARIANTS)
 def test_valid_variants_of_a_snapshot(change: Callable[[dict[str, Any]], object], why: str) -> None:
     doc = envelope(EventType.SNAPSHOT)
     doc["payload"]["tenantId"] = doc["tenantId"] = "t"
@@ -159,36 +148,14 @@ def test_valid_variants_of_a_snapshot(change: Callable[[dict[str, Any]], object]
     assert isinstance(decode_event(record(doc)), DecodedEvent), why
 
 
-@pytest.mark.parametrize(
-    ("change", "why"),
-    [
-        (lambda p: p.__setitem__("totalCostUsd", Decimal("0.300001")), "off by exactly 1e-6"),
-        (lambda p: p.__setitem__("totalCostUsd", Decimal("0.299999")), "off by exactly -1e-6"),
-        (lambda p: p.update(inputCostUsd=0, outputCostUsd=0, totalCostUsd=0), "free"),
-        (lambda p: p.update(inputTokens=0, outputTokens=0), "no tokens"),
-        (
-            lambda p: p.update(
-                inputCostUsd=Decimal("1E+30"),
-                totalCostUsd=Decimal("1000000000000000000000000000000.2"),
-            ),
-            "huge: exact beyond 28 digits",
-        ),
-    ],
-)
+@pytest.mark.parametrize(("change", "why"), VALID_COST_VARIANTS)
 def test_valid_variants_of_a_cost(change: Callable[[dict[str, Any]], object], why: str) -> None:
     doc = envelope(EventType.COST)
     change(doc["payload"])
     assert isinstance(decode_event(record(doc)), DecodedEvent), why
 
 
-@pytest.mark.parametrize(
-    ("change", "why"),
-    [
-        (lambda p: p.update(allowedProviders=[], preferredProvider="anyone"), "empty = all"),
-        (lambda p: p.update(preferredProvider=None, maxCostPerRequestUsd=None), "nulls"),
-        (lambda p: p.update(allowedProviders=[], deniedProviders=[]), "no lists"),
-    ],
-)
+@pytest.mark.parametrize(("change", "why"), VALID_POLICY_VARIANTS)
 def test_valid_variants_of_a_policy(change: Callable[[dict[str, Any]], object], why: str) -> None:
     doc = envelope(EventType.POLICY)
     change(doc["payload"])
@@ -200,153 +167,13 @@ def test_valid_variants_of_a_policy(change: Callable[[dict[str, Any]], object], 
 S, C, P = EventType.SNAPSHOT, EventType.COST, EventType.POLICY
 SCHEMA, RULE = ReasonCode.SCHEMA_VIOLATION, ReasonCode.RULE_VIOLATION
 
-_Mut = Callable[[dict[str, Any]], object]
-
-
-def _set(path: str, value: object) -> _Mut:
-    *parents, last = path.split(".")
-
-    def change(doc: dict[str, Any]) -> None:
-        target: Any = doc
-        for part in parents:
-            target = target[int(part)] if part.isdigit() else target[part]
-        target[int(last) if last.isdigit() else last] = value
-
-    return change
-
-
-def _drop(path: str) -> _Mut:
-    *parents, last = path.split(".")
-
-    def change(doc: dict[str, Any]) -> None:
-        target: Any = doc
-        for part in parents:
-            target = target[part]
-        del target[last]
-
-    return change
-
-
-REJECTIONS: list[tuple[str, EventType, _Mut, ReasonCode, str]] = [
-    # envelope, one field
-    ("type-not-string", S, _set("type", 1), SCHEMA, "type: "),
-    ("type-missing", S, _drop("type"), SCHEMA, "type: Field required"),
-    ("type-unknown", S, _set("type", "routing.other"), ReasonCode.UNSUPPORTED_EVENT_TYPE, "type"),
-    ("version-2", S, _set("schemaVersion", 2), ReasonCode.UNSUPPORTED_SCHEMA_VERSION, "2"),
-    (
-        "version-2-unknown-type",
-        S,
-        lambda d: d.update(type="routing.future", schemaVersion=2),
-        ReasonCode.UNSUPPORTED_SCHEMA_VERSION,
-        "schemaVersion 2",
-    ),
-    ("version-string", S, _set("schemaVersion", "1"), SCHEMA, "schemaVersion"),
-    ("version-true", S, _set("schemaVersion", True), SCHEMA, "schemaVersion"),
-    ("version-float", S, _set("schemaVersion", Decimal("1.0")), SCHEMA, "schemaVersion"),
-    ("version-0", S, _set("schemaVersion", 0), SCHEMA, "schemaVersion"),
-    ("version-missing", S, _drop("schemaVersion"), SCHEMA, "schemaVersion: Field required"),
-    ("event-id-missing", S, _drop("eventId"), SCHEMA, "eventId: Field required"),
-    ("event-id-not-uuid", S, _set("eventId", "not-a-uuid"), SCHEMA, "eventId"),
-    (
-        "event-id-hex-only",
-        S,
-        _set("eventId", "0b8a3f9c52a44c1e9d0f2f1e4e6b7a10"),
-        SCHEMA,
-        "eventId",
-    ),
-    ("event-id-number", S, _set("eventId", 12), SCHEMA, "eventId"),
-    ("occurred-naive", S, _set("occurredAt", "2026-01-31T12:00:00"), SCHEMA, "occurredAt"),
-    ("occurred-date", S, _set("occurredAt", "2026-01-31"), SCHEMA, "occurredAt"),
-    ("occurred-space", S, _set("occurredAt", "2026-01-31 12:00:00Z"), SCHEMA, "occurredAt"),
-    ("occurred-number", S, _set("occurredAt", 1767225600), SCHEMA, "occurredAt"),
-    ("occurred-feb-30", S, _set("occurredAt", "2026-02-30T12:00:00Z"), SCHEMA, "occurredAt"),
-    ("occurred-offset-80-min", S, _set("occurredAt", "2026-01-31T12:00:00+00:80"), SCHEMA, "occ"),
-    ("occurred-offset-24", S, _set("occurredAt", "2026-01-31T12:00:00+24:00"), SCHEMA, "occ"),
-    ("occurred-overflow", S, _set("occurredAt", "9999-12-31T23:30:00-01:00"), SCHEMA, "occ"),
-    ("occurred-missing", S, _drop("occurredAt"), SCHEMA, "occurredAt: Field required"),
-    ("tenant-missing", S, _drop("tenantId"), SCHEMA, "tenantId: Field required"),
-    ("tenant-empty", P, _set("tenantId", ""), SCHEMA, "tenantId"),
-    ("tenant-129", P, _set("tenantId", "t" * 129), SCHEMA, "tenantId"),
-    ("tenant-number", P, _set("tenantId", 7), SCHEMA, "tenantId"),
-    ("request-missing-snapshot", S, _drop("requestId"), SCHEMA, "requestId: Field required"),
-    ("request-missing-cost", C, _drop("requestId"), SCHEMA, "requestId: Field required"),
-    ("request-null-cost", C, _set("requestId", None), SCHEMA, "requestId"),
-    ("request-empty", C, _set("requestId", ""), SCHEMA, "requestId"),
-    ("request-129", C, _set("requestId", "r" * 129), SCHEMA, "requestId"),
-    ("request-number", S, _set("requestId", 5), SCHEMA, "requestId"),
-    ("request-empty-policy", P, _set("requestId", ""), SCHEMA, "requestId"),
-    ("payload-missing", C, _drop("payload"), SCHEMA, "payload: Field required"),
-    ("payload-list", C, _set("payload", []), SCHEMA, "payload"),
-    ("payload-string", C, _set("payload", "{}"), SCHEMA, "payload"),
-    # snapshot payload, one field
-    ("snap-id-missing", S, _drop("payload.snapshotId"), SCHEMA, "payload.snapshotId: Field"),
-    ("snap-id-number", S, _set("payload.snapshotId", 1), SCHEMA, "payload.snapshotId"),
-    ("count-string", S, _set("payload.candidateCount", "3"), SCHEMA, "payload.candidateCount"),
-    ("count-bool", S, _set("payload.candidateCount", True), SCHEMA, "payload.candidateCount"),
-    ("count-float", S, _set("payload.candidateCount", Decimal("3.0")), SCHEMA, "candidateCount"),
-    ("count-zero", S, _set("payload.candidateCount", 0), SCHEMA, "payload.candidateCount"),
-    ("timestamp-naive", S, _set("payload.timestamp", "2026-01-31T12:00:00"), SCHEMA, "timestamp"),
-    ("estimate-missing", S, _drop("payload.costEstimate"), SCHEMA, "payload.costEstimate"),
-    ("estimate-total-str", S, _set("payload.costEstimate.totalCostUsd", "1"), SCHEMA, "totalCost"),
-    (
-        "estimate-negative",
-        S,
-        _set("payload.costEstimate.totalCostUsd", Decimal("-0.01")),
-        SCHEMA,
-        "payload.costEstimate.totalCostUsd",
-    ),
-    ("primary-string", S, _set("payload.primary", "openai/gpt"), SCHEMA, "payload.primary"),
-    ("primary-model-empty", S, _set("payload.primary.model", ""), SCHEMA, "payload.primary.model"),
-    ("fallbacks-object", S, _set("payload.fallbacks", {}), SCHEMA, "payload.fallbacks"),
-    (
-        "fallback-provider-missing",
-        S,
-        _drop("payload.fallbacks.0.provider")
-        if False
-        else _set("payload.fallbacks.0", {"model": "m"}),
-        SCHEMA,
-        "payload.fallbacks[0].provider",
-    ),
-    ("payload-tenant-missing", S, _drop("payload.tenantId"), SCHEMA, "payload.tenantId"),
-    # cost payload, one field
-    ("tokens-negative", C, _set("payload.inputTokens", -1), SCHEMA, "payload.inputTokens"),
-    ("tokens-float", C, _set("payload.outputTokens", Decimal("1.5")), SCHEMA, "outputTokens"),
-    ("money-string", C, _set("payload.inputCostUsd", "0.1"), SCHEMA, "payload.inputCostUsd"),
-    ("money-bool", C, _set("payload.inputCostUsd", False), SCHEMA, "payload.inputCostUsd"),
-    ("money-null", C, _set("payload.totalCostUsd", None), SCHEMA, "payload.totalCostUsd"),
-    ("provider-empty", C, _set("payload.provider", ""), SCHEMA, "payload.provider"),
-    ("provider-number", C, _set("payload.provider", 1), SCHEMA, "payload.provider"),
-    # policy payload, one field
-    ("allowed-duplicates", P, _set("payload.allowedProviders", ["a", "a"]), SCHEMA, "allowedProv"),
-    ("denied-not-list", P, _set("payload.deniedProviders", "x"), SCHEMA, "deniedProviders"),
-    ("denied-number-item", P, _set("payload.deniedProviders", [1]), SCHEMA, "deniedProviders[0]"),
-    ("max-cost-zero", P, _set("payload.maxCostPerRequestUsd", 0), SCHEMA, "maxCostPerRequestUsd"),
-    ("preferred-missing", P, _drop("payload.preferredProvider"), SCHEMA, "preferredProvider"),
-    ("strategy-null", P, _set("payload.defaultStrategy", None), SCHEMA, "defaultStrategy"),
-    # rules relating fields
-    ("too-many-fallbacks", S, _set("payload.candidateCount", 1), RULE, "payload.fallbacks"),
-    ("snapshot-tenant", S, _set("payload.tenantId", "tenant-b"), RULE, "payload.tenantId"),
-    ("policy-tenant", P, _set("payload.tenantId", "tenant-b"), RULE, "payload.tenantId"),
-    ("total-off", C, _set("payload.totalCostUsd", Decimal("0.3000011")), RULE, "totalCostUsd"),
-    ("total-low", C, _set("payload.totalCostUsd", Decimal("0.2999989")), RULE, "totalCostUsd"),
-    (
-        "allowed-and-denied",
-        P,
-        _set("payload.deniedProviders", ["anthropic"]),
-        RULE,
-        "payload.deniedProviders",
-    ),
-    ("preferred-denied", P, _set("payload.preferredProvider", "mistral"), RULE, "preferredProv"),
-    ("preferred-not-allowed", P, _set("payload.preferredProvider", "x"), RULE, "preferredProv"),
-]
-
 
 @pytest.mark.parametrize(
     ("event_type", "change", "reason", "names"),
     [pytest.param(t, c, r, n, id=i) for i, t, c, r, n in REJECTIONS],
 )
 def test_a_broken_event_is_rejected_with_its_reason_and_field(
-    event_type: EventType, change: _Mut, reason: ReasonCode, names: str
+    event_type: EventType, change: Change, reason: ReasonCode, names: str
 ) -> None:
     doc = mutated(envelope(event_type), change)
     result = decode_event(record(doc))
@@ -355,21 +182,7 @@ def test_a_broken_event_is_rejected_with_its_reason_and_field(
     assert names in result.message, result.message
 
 
-@pytest.mark.parametrize(
-    ("value", "reason", "names"),
-    [
-        (b"", ReasonCode.INVALID_JSON, "JSON"),
-        (b"\x00\x01", ReasonCode.INVALID_JSON, "JSON"),
-        (b'{"eventId": "x"', ReasonCode.INVALID_JSON, "JSON"),
-        (b'{"a": NaN}', ReasonCode.INVALID_JSON, "NaN"),
-        (b"\xc3\x28{}", ReasonCode.INVALID_JSON, "utf-8"),
-        (b"[" * 50_000, ReasonCode.INVALID_JSON, "JSON"),
-        (b"[1, 2]", ReasonCode.NOT_AN_OBJECT, "array"),
-        (b'"event"', ReasonCode.NOT_AN_OBJECT, "string"),
-        (b"null", ReasonCode.NOT_AN_OBJECT, "null"),
-        (b"{}", ReasonCode.SCHEMA_VIOLATION, "type: Field required"),
-    ],
-)
+@pytest.mark.parametrize(("value", "reason", "names"), NOT_AN_EVENT)
 def test_bytes_that_are_not_an_event_object(value: bytes, reason: ReasonCode, names: str) -> None:
     result = decode_event(value)
     assert isinstance(result, Rejection)
@@ -442,6 +255,59 @@ def test_decode_never_raises_on_odd_inputs() -> None:
         assert isinstance(decode_event(value), DecodedEvent | Rejection)  # type: ignore[arg-type]
 
 
+DEEPER = "not valid JSON: nests deeper than 64 levels of arrays and objects"
+
+
+def _nested(levels: int, kind: str) -> Any:
+    value: Any = "leaf"
+    for level in range(levels):
+        as_list = kind == "array" or (kind == "mixed" and level % 2)
+        value = [value, 1] if as_list else {"k": value, "n": 1}
+    return value
+
+
+@pytest.mark.parametrize("kind", ["object", "array", "mixed"])
+@pytest.mark.parametrize("where", ["payload", "fallback"])
+def test_a_record_nests_at_most_64_levels(kind: str, where: str) -> None:
+    """Unknown fields are kept at any depth up to the limit: the envelope is level 1."""
+
+    def at_depth(depth: int) -> bytes:
+        doc = envelope(EventType.SNAPSHOT)
+        if where == "payload":
+            doc["payload"]["x"] = _nested(depth - 2, kind)  # envelope, payload
+        else:
+            doc["payload"]["fallbacks"][0]["x"] = _nested(depth - 4, kind)  # ..., list, item
+        return record(doc)
+
+    assert nesting_depth(at_depth(64).decode()) == 64
+    assert isinstance(decode_event(at_depth(64)), DecodedEvent)
+    assert decode_event(at_depth(65)) == Rejection(ReasonCode.INVALID_JSON, DEEPER)
+    assert decode_event(at_depth(900)) == Rejection(ReasonCode.INVALID_JSON, DEEPER)
+
+
+def test_the_depth_limit_comes_before_the_json_grammar() -> None:
+    # Deterministic whatever else is wrong with the text, and whatever the stack depth.
+    assert decode_event(b"[" * 65) == Rejection(ReasonCode.INVALID_JSON, DEEPER)
+    assert decode_event(b'{"a": ' + b"[" * 70 + b"x") == Rejection(ReasonCode.INVALID_JSON, DEEPER)
+    shallow = decode_event(b'{"a": "' + b"[" * 70 + b'"}')
+    assert isinstance(shallow, Rejection)
+    assert shallow.reason is ReasonCode.SCHEMA_VIOLATION  # a string of brackets is flat
+
+
+def test_an_integer_literal_has_at_most_4300_digits() -> None:
+    doc = envelope(EventType.COST)
+    doc["payload"]["x"] = int("7" * 4300)
+    assert isinstance(decode_event(record(doc)), DecodedEvent)
+    doc["payload"]["x"] = "@"
+    too_long = record(doc).replace(b'"@"', b"-" + b"7" * 4301)
+    assert decode_event(too_long) == Rejection(
+        ReasonCode.INVALID_JSON,
+        "not valid JSON: an integer literal has 4301 digits, over the limit of 4300",
+    )
+    doc["payload"]["x"] = Decimal("7" * 5000 + ".5")  # not an integer literal: no limit
+    assert isinstance(decode_event(record(doc)), DecodedEvent)
+
+
 # --- models ----------------------------------------------------------------------------------
 
 
@@ -487,7 +353,7 @@ def test_a_rule_error_has_its_own_error_type() -> None:
     [pytest.param(t, c, r, n, id=i) for i, t, c, r, n in REJECTIONS if r in (SCHEMA, RULE)],
 )
 def test_the_envelope_model_agrees_with_the_decoder(
-    event_type: EventType, change: _Mut, reason: ReasonCode, names: str
+    event_type: EventType, change: Change, reason: ReasonCode, names: str
 ) -> None:
     doc = mutated(envelope(event_type), change)
     with pytest.raises(ValidationError) as caught:
@@ -511,6 +377,20 @@ def test_the_envelope_model_accepts_valid_events(event_type: EventType) -> None:
             P: "TenantRoutingPolicy",
         }[event_type]
     )
+
+
+@pytest.mark.parametrize(
+    ("event_type", "change"),
+    [(EventType.COST, c) for c, _ in VALID_COST_VARIANTS]
+    + [(EventType.POLICY, c) for c, _ in VALID_POLICY_VARIANTS],
+)
+def test_the_envelope_model_accepts_the_valid_variants(
+    event_type: EventType, change: Change
+) -> None:
+    # A cost payload's unknown "tenantId" field is not the tenant rule's (it was mistaken for it).
+    doc = envelope(event_type)
+    change(doc["payload"])
+    assert Envelope.model_validate(doc).payload == doc["payload"]
 
 
 # --- producer side -----------------------------------------------------------------------------

@@ -15,8 +15,8 @@ from jsonschema import Draft202012Validator
 
 from schemas import EventType, ReasonCode, export_json_schemas
 from schemas.export import SCHEMA_FILES
+from tests.samples import REJECTIONS
 from tests.schemas_helpers import PAYLOADS, envelope, mutated, record
-from tests.test_schemas import REJECTIONS
 
 COMMITTED = Path(__file__).resolve().parent.parent / "schemas" / "json"
 

@@ -1,105 +1,54 @@
-"""The consumer's record decoder: :func:`schemas.decode_event`'s verdict, without the payload dict.
+"""The consumer's record decoder: :func:`schemas.decode_event`'s verdict, faster.
 
-:func:`decode_event` accepts exactly the records :func:`schemas.decode_event` accepts, and
-returns for them a :class:`ConsumerEvent`: the reference's ``eventId``, type, UTC
-``occurredAt``, ``tenantId`` and ``requestId`` (same values, same types), and instead of the
-payload dict (which the consumer never reads: PostgreSQL stores its own parse of the JSON) the
-payload's JSON text exactly as it appears in the record, when PostgreSQL provably stores the
-same value from that text as from the whole record (else ``None``: store the record's
-``-> 'payload'``, see :class:`ConsumerEvent`). For every other input it returns the reference's
-:class:`~schemas.Rejection` itself (same reason code and message). ``schemas`` stays the
-contract and the reference; this module only takes a shortcut for records it can prove valid.
+:func:`decode_event` returns, for every input, exactly the verdict of the contract's reference
+decoder: a :class:`ConsumerEvent` (the reference's envelope fields, and the payload's JSON text
+as written, or ``None`` when the whole record must be stored) when the reference accepts the
+record, else the reference's own :class:`~schemas.Rejection`. Its fast path accepts only records
+it proves valid; every other record, invalid ones included, goes to the reference.
 
-How: `msgspec <https://jcristharif.com/msgspec/>`_ reads each record twice, in C: once into a
-typed view (envelope and payload as structs: every one-field rule of types, lengths, bounds,
-literals, UUID and RFC 3339 syntax; money as the numbers :func:`schemas.jsoncodec.loads` builds,
-ints or :class:`~decimal.Decimal` from their literal text) and once for the texts the event needs
-(the strings of ``eventId`` and ``occurredAt``, and the payload as :class:`msgspec.Raw`: its
-bytes, not parsed into objects). What msgspec cannot express is checked here in Python: money,
-the cross-field rules, the envelope's ``tenantId`` against the payload's, and where msgspec's
-grammar is wider than the reference's (the 32-digit UUID form, RFC 3339 forms msgspec also
-reads). The fast path accepts a record only when all of it holds. Anything else, every invalid
-record included, any msgspec error, and the inputs where msgspec's JSON and the stdlib's could
-disagree, goes to :func:`schemas.decode_event` unchanged, which gives the verdict and its
-message. So the claims to prove are "the fast path accepts => the reference accepts with the
-same envelope, and the payload text loads to the reference's payload": tests/test_fastdecode.py
-checks them (generated valid events and single-rule mutations, the schema tests' samples,
-hand-written grammar edges, fuzz inputs), and so does every input of ``python -m bench.fuzz``.
-
-The payload text stands for the record only when the bytes outside it hold no backslash and one
-``"payload"`` (one top-level payload key) and no envelope field but the six known ones (the typed
-view forbids others, each occurrence type-checked): then PostgreSQL's ``(record::jsonb) ->
-'payload'`` is the jsonb of that text, and PostgreSQL refuses the record exactly when it refuses
-the text (what it refuses in JSON the reference accepts: the escape ``\\u0000`` and numbers
-out of ``numeric``'s range; outside the payload there are then no escapes and no number but
-``schemaVersion``'s ``1``.) Records decided by the reference keep the whole record.
-
-Inputs sent straight to the reference (besides every failed check):
-
-* not ``bytes``, over ``max_bytes``, or over :data:`FAST_MAX_BYTES`: that bounds every integer
-  literal below Python's int digit limit (read at import), which the stdlib enforces and msgspec
-  does not in the fields it skips;
-* not ASCII and not valid UTF-8 (msgspec does not check UTF-8 inside the fields it skips);
-* over :data:`DEPTH_UNCHECKED_BYTES` bytes with more than :data:`MAX_BRACKETS` ``[`` and ``{``.
-  Both parsers stop at the interpreter's recursion limit, the reference a few frames deeper in
-  the stack than msgspec here; a record of at most 1,024 bytes nests at most 512 deep, which the
-  reference decodes unless it is called with nearly 500 frames already on the stack.
-
-Lone UTF-16 surrogates (escaped), NaN/Infinity, duplicate keys (msgspec, like a dict, keeps the
-last; a second ``type`` key with another value it refuses) need no guard: see the tests' edges.
+The fast path is derived from the contract, not written again: its msgspec types come from the
+exported JSON Schema (:func:`schemas.export.json_schemas`: types, lengths, bounds, nullability,
+``uniqueItems``, money, RFC 3339 times), and the rules relating fields are the functions of
+:mod:`schemas.rules`. ``docs/decoding.md`` states what it proves and when it defers.
 """
 
 from __future__ import annotations
 
-import sys
 import uuid
+from collections.abc import Callable
 from datetime import UTC, datetime
-from decimal import Decimal
-from typing import Annotated, Any, Final, Literal
+from operator import attrgetter
+from typing import Annotated, Any, Final, Literal, Union
 
 import msgspec
 
-from schemas import DEFAULT_MAX_BYTES, EventType, Rejection
-from schemas import decode_event as reference_decode_event
-from schemas.models import (
-    _EXACT_CONTEXT,
-    COST_TOLERANCE,
-    ID_MAX_LENGTH,
-    ID_MIN_LENGTH,
-    _cost_total_matches,
+from schemas import (
+    DEFAULT_MAX_BYTES,
+    MAX_DEPTH,
+    MAX_INT_DIGITS,
+    PAYLOAD_RULES,
+    EventType,
+    Rejection,
+    check_tenant,
 )
+from schemas import decode_event as reference_decode_event
+from schemas.export import json_schemas
 
-__all__ = [
-    "DEPTH_UNCHECKED_BYTES",
-    "FAST_MAX_BYTES",
-    "MAX_BRACKETS",
-    "ConsumerEvent",
-    "decode_event",
-    "fast_path",
-]
+__all__ = ["FAST_MAX_BYTES", "ConsumerEvent", "decode_event", "fast_path"]
 
-#: Longest record the fast path takes (longer ones go to the reference). Below Python's int
-#: digit limit (4,300 by default), so no integer literal in a fast record can exceed it.
-FAST_MAX_BYTES: Final = min(4096, sys.get_int_max_str_digits() or 4096)
-#: Records up to this size nest at most half as deep: far from any recursion limit.
-DEPTH_UNCHECKED_BYTES: Final = 1024
-#: Above :data:`DEPTH_UNCHECKED_BYTES`, at most this many ``[`` plus ``{`` (a bound on depth).
-MAX_BRACKETS: Final = 256
-
-_Identifier = Annotated[str, msgspec.Meta(min_length=ID_MIN_LENGTH, max_length=ID_MAX_LENGTH)]
-_NonEmpty = Annotated[str, msgspec.Meta(min_length=1)]
-_AwareDatetime = Annotated[datetime, msgspec.Meta(tz=True)]
+#: Longest record the fast path takes: no integer literal in a record this short can have more
+#: digits than the contract allows (msgspec does not count them in the fields it skips).
+FAST_MAX_BYTES: Final = MAX_INT_DIGITS
 
 
 class ConsumerEvent(msgspec.Struct, frozen=True, gc=False):
-    """A valid record, as the consumer needs it: the fields of :class:`schemas.DecodedEvent`
-    but the payload dict, equal to the reference's, and the payload's JSON text.
+    """A valid record: the envelope fields of :class:`schemas.DecodedEvent`, equal to the
+    reference's, and instead of the payload dict the payload's JSON text.
 
-    ``payload_json`` is the record's ``payload`` value, character for character (unknown fields,
-    number literals, escapes, key order, duplicate keys all as written): PostgreSQL stores
-    ``payload_json::jsonb``. ``None`` when that text alone might not give what the whole record
-    gives (see the module docstring): then the record's text must be sent with the event and
-    PostgreSQL stores ``(record::jsonb) -> 'payload'``, as it always did.
+    ``payload_json`` is the record's ``payload`` value character for character (unknown fields,
+    number literals, escapes, key order, duplicate keys as written): PostgreSQL stores
+    ``payload_json::jsonb``. ``None`` when that text alone might not store (or fail) as the whole
+    record does: then PostgreSQL stores ``(record::jsonb) -> 'payload'``.
     """
 
     event_id: uuid.UUID
@@ -110,129 +59,228 @@ class ConsumerEvent(msgspec.Struct, frozen=True, gc=False):
     payload_json: str | None
 
 
-# Two decoders read each record, both in C, both keeping the last of duplicate keys as the
-# reference (a dict) does: _CHECKED the typed view that proves the one-field rules (types,
-# lengths, bounds, UUID and RFC 3339 syntax) and reads the money, _DATA the texts the event needs
-# (the strings of eventId and occurredAt, whose forms fast_path narrows to the reference's, and
-# the payload's bytes). Unknown payload fields are skipped by both, as the reference ignores them
-# (they stay in the payload's text). Unknown envelope fields the typed view refuses (so the
-# reference decides, and the whole record is kept): see the module docstring.
+# --- the typed view, derived from the JSON Schema ------------------------------------------------
 
-
-class _Data(msgspec.Struct, gc=False):
-    eventId: str
-    occurredAt: str
-    payload: msgspec.Raw
-
-
-class _ProviderModel(msgspec.Struct, gc=False):
-    provider: _NonEmpty
-    model: _NonEmpty
-
-
-class _CostEstimate(msgspec.Struct, gc=False):
-    # Money: any JSON value, as loads() builds it (float_hook=Decimal), checked in fast_path.
-    # (msgspec's Decimal type would take strings.)
-    totalCostUsd: Any
-
-
-class _Snapshot(msgspec.Struct, gc=False):
-    snapshotId: str
-    strategy: str
-    resolvedAlias: str
-    candidateCount: Annotated[int, msgspec.Meta(ge=1)]
-    timestamp: msgspec.Raw  # the JSON string: read as a datetime by _TIMESTAMP, its form checked
-    costEstimate: _CostEstimate
-    tenantId: _Identifier
-    primary: _ProviderModel
-    fallbacks: list[_ProviderModel]
-
-
-class _Cost(msgspec.Struct, gc=False):
-    inputTokens: Annotated[int, msgspec.Meta(ge=0)]
-    outputTokens: Annotated[int, msgspec.Meta(ge=0)]
-    provider: _NonEmpty
-    # The amounts, as loads() builds them; missing ones read None, as dict.get (checked in Python).
-    inputCostUsd: Any = None
-    outputCostUsd: Any = None
-    totalCostUsd: Any = None
-
-
-class _Policy(msgspec.Struct, gc=False):
-    tenantId: _Identifier
-    allowedProviders: list[str]
-    deniedProviders: list[str]
-    preferredProvider: str | None  # required (no default), as in the reference
-    defaultStrategy: str
-    maxCostPerRequestUsd: Any  # required, may be null; the value is checked in _policy_ok
-
-
-class _SnapshotEvent(
-    msgspec.Struct, gc=False, tag_field="type", tag="routing.snapshot", forbid_unknown_fields=True
-):
-    schemaVersion: Literal[1]  # an int literal only: 1.0 and true are refused
-    eventId: uuid.UUID  # also takes 32 digits without hyphens: fast_path checks the length
-    occurredAt: _AwareDatetime  # a superset of the reference's syntax: fast_path narrows it
-    tenantId: _Identifier
-    requestId: _Identifier  # required for snapshots and costs (null refused)
-    payload: _Snapshot
-
-
-class _CostEvent(
-    msgspec.Struct, gc=False, tag_field="type", tag="routing.cost", forbid_unknown_fields=True
-):
-    schemaVersion: Literal[1]
-    eventId: uuid.UUID
-    occurredAt: _AwareDatetime
-    tenantId: _Identifier
-    requestId: _Identifier
-    payload: _Cost
-
-
-class _PolicyEvent(
-    msgspec.Struct, gc=False, tag_field="type", tag="tenant.policy", forbid_unknown_fields=True
-):
-    schemaVersion: Literal[1]
-    eventId: uuid.UUID
-    occurredAt: _AwareDatetime
-    tenantId: _Identifier
-    payload: _Policy
-    requestId: _Identifier | None = None  # optional for a policy; kept when given
-
-
-_DATA: Final = msgspec.json.Decoder(_Data)
-_CHECKED: Final = msgspec.json.Decoder(
-    _SnapshotEvent | _CostEvent | _PolicyEvent, float_hook=Decimal
+_Check = Callable[[Any], bool]
+_DIGITS: Final = bytes.maketrans(b"123456789", b"000000000")
+# The RFC 3339 texts (with their quotes, digits as 0) that msgspec and the reference read alike:
+# "T" or "t", 0-6 fraction digits (msgspec rounds a 7th, the reference truncates), "Z", "z" or
+# an offset with a colon (msgspec also takes a space for "T" and offsets without a colon).
+_TIME_FORMS: Final = frozenset(
+    b'"0000-00-00%s00:00:00%s%s"' % (sep, fraction, zone)
+    for sep in (b"T", b"t")
+    for fraction in (b"", *(b"." + b"0" * n for n in range(1, 7)))
+    for zone in (b"Z", b"z", b"+00:00", b"-00:00")
 )
-#: A snapshot's timestamp from its JSON string: the same reading as an _AwareDatetime field's.
-_TIMESTAMP: Final = msgspec.json.Decoder(_AwareDatetime)
-#: The event type of each typed view. msgspec takes the class from the first "type" key and
-#: refuses the record if another "type" key holds another value, so this is the type the
-#: reference reads (the last "type"), as the "dup-type-*" cases of the tests check.
-_TYPE_OF: Final[dict[type, EventType]] = {
-    _SnapshotEvent: EventType.SNAPSHOT,
-    _CostEvent: EventType.COST,
-    _PolicyEvent: EventType.POLICY,
-}
-_SNAPSHOT: Final = EventType.SNAPSHOT
-#: The types of a JSON number as loads() and the typed view read it (never bool).
-#: (``type(True) is bool``, not int.)
-_NUMBER: Final = frozenset({int, Decimal})
-_COST: Final = EventType.COST
-# The reference's first, exact step of its cost rule (schemas.models._cost_total_matches).
-_EXACT_ADD: Final = _EXACT_CONTEXT.add
-_EXACT_SUBTRACT: Final = _EXACT_CONTEXT.subtract
+# With an offset of at most 23:59, only these years can leave datetime's range once in UTC.
+_EDGE_YEARS: Final = (b"0001", b"9999")
+_AwareDatetime = Annotated[datetime, msgspec.Meta(tz=True)]
+_AWARE: Final = msgspec.json.Decoder(_AwareDatetime)
+_UUID: Final = msgspec.json.Decoder(uuid.UUID)
+
+
+def _is_time(raw: msgspec.Raw) -> bool:
+    """Whether the JSON string ``raw`` is an RFC 3339 time the reference reads as msgspec does
+    (raises where msgspec refuses it)."""
+    text = bytes(raw)
+    if text.translate(_DIGITS) not in _TIME_FORMS:
+        return False
+    moment = _AWARE.decode(raw)
+    if text[1:5] in _EDGE_YEARS:  # the reference refuses an instant that UTC cannot hold
+        moment.astimezone(UTC)
+    return True
+
+
+def _number(schema: dict[str, Any]) -> Any:
+    """A JSON number above a bound, as msgspec checks it in C: an int compared exactly, or a
+    float strictly above the bound. Sound for an integer bound: a float rounds a decimal to the
+    nearest binary value, so a decimal at or under the bound never reads as a float above it (a
+    float literal equal to the bound, like ``0.0``, is left to the reference)."""
+    ge, gt = schema.get("minimum"), schema.get("exclusiveMinimum")
+    if (ge is None) == (gt is None) or type(ge if gt is None else gt) is not int:
+        raise TypeError(f"a number with bounds {schema}: only one integer bound is derived")
+    bound = ge if gt is None else gt
+    integer = Annotated[int, msgspec.Meta(ge=bound) if gt is None else msgspec.Meta(gt=bound)]
+    return integer | Annotated[float, msgspec.Meta(gt=bound)]
+
+
+def _is_distinct(items: list[str]) -> bool:
+    return len(set(items)) == len(items)
+
+
+_KEYWORDS: Final = {"title", "description", "type", "minLength", "maxLength", "minimum"}
+_KEYWORDS_WITH_CHECKS: Final = {"exclusiveMinimum", "format", "pattern", "uniqueItems", "items"}
+
+
+class _Derivation:
+    """msgspec types for the schemas of ``defs``, and the checks msgspec cannot express.
+
+    ``checks`` maps a struct to ``(attribute path, check)`` pairs run on every decoded value.
+    A keyword or shape it does not know raises ``TypeError`` at import: a new kind of rule in
+    the contract must be given to the fast path explicitly, never silently skipped.
+    """
+
+    def __init__(self, defs: dict[str, Any]) -> None:
+        self.defs = defs
+        self.structs: dict[str, type[msgspec.Struct]] = {}
+        self.checks: dict[type[msgspec.Struct], list[tuple[str, _Check]]] = {}
+
+    def field(self, schema: dict[str, Any], path: str, checks: list[tuple[str, _Check]]) -> Any:
+        nullable = False
+        if "anyOf" in schema:
+            options = [s for s in schema["anyOf"] if s != {"type": "null"}]
+            if len(options) != 1 or len(schema["anyOf"]) != 2:
+                raise TypeError(f"{path}: anyOf {schema['anyOf']}: only 'X or null' is derived")
+            schema, nullable = (
+                {**options[0], **{k: schema[k] for k in ("title",) if k in schema}},
+                True,
+            )
+        if "$ref" in schema:
+            struct = self.struct(schema["$ref"].rsplit("/", 1)[-1])
+            for sub_path, check in self.checks[struct]:
+                checks.append((f"{path}.{sub_path}", check))
+            return struct | None if nullable else struct
+        unknown = set(schema) - _KEYWORDS - _KEYWORDS_WITH_CHECKS
+        if unknown:
+            raise TypeError(f"{path}: JSON Schema keywords {sorted(unknown)} are not derived")
+        kind = schema["type"]
+        if kind == "number":
+            typ: Any = _number(schema)
+        elif kind == "string" and "format" in schema:
+            if schema["format"] != "date-time":
+                raise TypeError(f"{path}: format {schema['format']} is not derived")
+            checks.append((path, _is_time))
+            typ = msgspec.Raw
+        elif kind == "string":
+            if "pattern" in schema:
+                raise TypeError(f"{path}: a pattern without a known format is not derived")
+            meta = {"min_length": schema.get("minLength"), "max_length": schema.get("maxLength")}
+            typ = Annotated[str, msgspec.Meta(**meta)] if any(meta.values()) else str
+        elif kind == "integer":
+            minimum = schema.get("minimum")
+            typ = int if minimum is None else Annotated[int, msgspec.Meta(ge=minimum)]
+        elif kind == "array":
+            item_checks: list[tuple[str, _Check]] = []
+            typ = list[self.field(schema["items"], f"{path}[]", item_checks)]  # type: ignore[misc]
+            if item_checks:
+                raise TypeError(f"{path}: checks inside array items are not derived")
+            if schema.get("uniqueItems"):
+                checks.append((path, _is_distinct))
+        else:
+            raise TypeError(f"{path}: type {kind} is not derived")
+        return typ | None if nullable else typ
+
+    def struct(self, name: str) -> type[msgspec.Struct]:
+        if name in self.structs:
+            return self.structs[name]
+        schema = self.defs[name]
+        checks: list[tuple[str, _Check]] = []
+        required = set(schema.get("required", ()))
+        fields: list[Any] = []
+        for field_name, field_schema in schema["properties"].items():
+            typ = self.field(field_schema, field_name, checks)
+            if field_name in required:
+                fields.append((field_name, typ))
+            else:
+                fields.append((field_name, typ, field_schema.get("default")))
+        struct = msgspec.defstruct(
+            f"_{name}",
+            fields,
+            kw_only=True,
+            gc=False,
+            forbid_unknown_fields=schema.get("additionalProperties", True) is False,
+        )
+        self.structs[name], self.checks[struct] = struct, checks
+        return struct
+
+
+def _event_structs() -> dict[type[msgspec.Struct], tuple[EventType, _Check, bool]]:
+    """One tagged struct per event type: ``{struct: (type, payload check, tenant rule?)}``.
+
+    The envelope's ``eventId`` (format ``uuid``) and ``occurredAt`` (``date-time``) are read by
+    msgspec's wider grammars, which :func:`fast_path` narrows; unknown envelope fields are
+    refused, so that every member but the payload is a scalar, duplicates included.
+    """
+    envelope = next(s for s in json_schemas().values() if "allOf" in s)
+    derivation = _Derivation(envelope["$defs"])
+    properties, required = envelope["properties"], set(envelope["required"])
+    if properties["eventId"].get("format") != "uuid":
+        raise TypeError("eventId: the fast path reads it as a UUID")
+    if properties["occurredAt"].get("format") != "date-time":
+        raise TypeError("occurredAt: the fast path reads it as an RFC 3339 time")
+    out: dict[type[msgspec.Struct], tuple[EventType, _Check, bool]] = {}
+    for branch in envelope["allOf"]:
+        event_type = EventType(branch["if"]["properties"]["type"]["const"])
+        then = branch["then"]
+        narrowed = then.get("properties", {})
+        payload_name = narrowed["payload"]["$ref"].rsplit("/", 1)[-1]
+        payload = derivation.struct(payload_name)
+        fields: list[Any] = []
+        for name, declared in properties.items():
+            schema = declared
+            if name == "type":
+                continue
+            if name == "payload":
+                typ: Any = payload
+            elif name == "eventId":
+                typ = uuid.UUID  # also reads 32 hex digits: fast_path checks the form
+            elif name == "occurredAt":
+                typ = _AwareDatetime  # a wider grammar than RFC 3339: fast_path narrows it
+            elif "const" in schema:
+                typ = Literal[schema["const"]]
+            else:
+                if name in narrowed:  # "X or null" narrowed to X (a string) for this type
+                    if narrowed[name] != {"type": "string"} or "anyOf" not in schema:
+                        raise TypeError(f"{name}: narrowing {narrowed[name]} is not derived")
+                    schema = next(s for s in schema["anyOf"] if s != {"type": "null"})
+                envelope_checks: list[tuple[str, _Check]] = []
+                typ = derivation.field(schema, name, envelope_checks)
+                if envelope_checks:
+                    raise TypeError(f"{name}: checks on envelope fields are not derived")
+            if name in required or name in then.get("required", ()):
+                fields.append((name, typ))
+            else:
+                fields.append((name, typ, schema.get("default")))
+        struct = msgspec.defstruct(
+            f"_{payload_name}Event",
+            fields,
+            kw_only=True,
+            gc=False,
+            forbid_unknown_fields=True,
+            tag_field="type",
+            tag=event_type.value,
+        )
+        checks = [(attrgetter(path), check) for path, check in derivation.checks[payload]]
+        rule = PAYLOAD_RULES[event_type]
+
+        def payload_ok(p: Any, checks: Any = checks, rule: Any = rule) -> bool:
+            for get, check in checks:
+                if not check(get(p)):
+                    return False
+            return rule(p) is None
+
+        has_tenant = "tenantId" in envelope["$defs"][payload_name]["properties"]
+        out[struct] = (event_type, payload_ok, has_tenant)
+    return out
+
+
+_EVENTS: Final = _event_structs()
+# One pass over the record: the envelope and its payload, typed.
+_RECORD: Final = msgspec.json.Decoder(Union[tuple(_EVENTS)])  # noqa: UP007
+# A second pass, skipping what the first has checked: the JSON texts of eventId and occurredAt
+# (the forms the first one read) and the payload's span.
+_SPAN: Final = msgspec.json.Decoder(
+    msgspec.defstruct("_Span", [(f, msgspec.Raw) for f in ("eventId", "occurredAt", "payload")])
+)
 
 
 def decode_event(value: bytes, *, max_bytes: int = DEFAULT_MAX_BYTES) -> ConsumerEvent | Rejection:
     """Decode one record value: valid per :func:`schemas.decode_event` exactly, for any input.
 
-    A :class:`ConsumerEvent` when the reference accepts ``value`` (its envelope fields equal to
-    the reference's, its payload text, when set, loading to the reference's payload), else the
-    reference's own :class:`~schemas.Rejection`. Never raises for any input bytes (the
-    reference's contract). Valid records of the usual size are decoded without the reference;
-    everything else (invalid records included) goes to :func:`schemas.decode_event`, and a
-    record valid there is returned with ``payload_json=None`` (the whole record is kept).
+    A :class:`ConsumerEvent` when the reference accepts ``value``, else the reference's own
+    :class:`~schemas.Rejection`. A record the fast path cannot prove valid is decided by the
+    reference, and if valid there keeps ``payload_json=None``. Like the reference, it raises for
+    no input: an exception is a bug, and propagates so that the consumer stops loudly.
     """
     event = fast_path(value, max_bytes)
     if event is not None:
@@ -251,144 +299,61 @@ def decode_event(value: bytes, *, max_bytes: int = DEFAULT_MAX_BYTES) -> Consume
 
 
 def fast_path(value: bytes, max_bytes: int) -> ConsumerEvent | None:
-    """The fast path alone: the event, or ``None`` when the record is not provably valid here.
+    """The event, when the fast path proves the record valid; ``None`` means "ask the reference".
 
-    ``None`` means "ask the reference", not "invalid": :func:`decode_event` then returns
-    :func:`schemas.decode_event`'s verdict. Never raises. (Public for the tests and the fuzz
-    run, which check that valid records take this path and that what it returns is the
-    reference's.)
+    Raises for no input; an exception is a bug here, and propagates (see :func:`decode_event`).
+    Public for the tests and the fuzz run.
     """
     if type(value) is not bytes:
         return None
     size = len(value)
     if size > max_bytes or size > FAST_MAX_BYTES:
         return None
-    if not value.isascii():
-        try:
-            value.decode("utf-8")
-        except UnicodeDecodeError:
-            return None
-    if size > DEPTH_UNCHECKED_BYTES and value.count(b"[") + value.count(b"{") > MAX_BRACKETS:
-        return None
     try:
-        checked = _CHECKED.decode(value)  # first: most invalid records fail here, cheaply
-        data = _DATA.decode(value)
-        event_type = _TYPE_OF[type(checked)]
-        if event_type is _SNAPSHOT:
-            snapshot = checked.payload
-            money = snapshot.costEstimate.totalCostUsd
-            # Read as an _AwareDatetime field reads it (a ValidationError where that refuses);
-            # OverflowError where the reference refuses the instant in UTC.
-            _TIMESTAMP.decode(snapshot.timestamp).astimezone(UTC)
-            stamp = str(snapshot.timestamp, "ascii")  # a datetime's JSON string: ASCII
-            if not (
-                snapshot.tenantId == checked.tenantId
-                and 1 + len(snapshot.fallbacks) <= snapshot.candidateCount
-                and type(money) in _NUMBER
-                and money >= 0
-                and "\\" not in stamp  # no escapes: the JSON text less its quotes is the string
-                and _same_time(stamp[1:-1])
-            ):
-                return None
-        elif event_type is _COST:
-            if not _cost_ok(checked.payload):
-                return None
-        elif not _policy_ok(checked.payload, checked.tenantId):
+        record: Any = _RECORD.decode(value)
+        event_type, payload_ok, has_tenant = _EVENTS[type(record)]
+        payload = record.payload
+        if not payload_ok(payload):
             return None
-        occurred = data.occurredAt
-        if len(data.eventId) != 36 or not _same_time(occurred):  # see _CHECKED's comments
+        if has_tenant and check_tenant(payload.tenantId, record.tenantId) is not None:
             return None
-        occurred_at = checked.occurredAt.astimezone(UTC)  # may raise, as the reference refuses
-        raw_payload = data.payload
-        text = str(raw_payload, "utf-8")  # value is UTF-8: checked above
-    except Exception:
-        return None  # any doubt at all (msgspec's errors included): the reference decides
-    # The text stands alone when nothing outside it could change what PostgreSQL stores or
-    # whether it refuses the record (module docstring): no backslash outside it, one top-level
-    # "payload" key. The usual layout first, in two searches: no backslash at all, and the first
-    # '"payload"' (with no escapes, a whole string token; no unknown envelope keys, so the first
-    # top-level payload key) is the key of a value that can only be the last one, the text's
-    # bytes, then "}": after it there are len(text's bytes) + 2 bytes, room for ':' + text + '}'
-    # and no second payload member. Otherwise counts: the payload's span and the rest partition
-    # the record, and neither pattern can straddle the span's braces, so counts subtract.
-    alone = (
-        b"\\" not in value and value.find(b'"payload"') == len(value) - len(raw_payload) - 11
-    ) or (
+        span: Any = _SPAN.decode(value)
+        # 38 bytes: the 36-character form, not the 32 hex digits msgspec also reads as a UUID
+        # (no escape can make either fit); occurredAt in a form both read alike.
+        if len(span.eventId) != 38 or bytes(span.occurredAt).translate(_DIGITS) not in _TIME_FORMS:
+            return None
+        occurred_at = record.occurredAt.astimezone(UTC)  # raises where the reference refuses
+        raw = span.payload
+        text = str(raw, "utf-8")
+    except (msgspec.DecodeError, ValueError, OverflowError, RecursionError):
+        return None  # not proven (msgspec refused, not UTF-8, out of range): the reference decides
+    # Alone: no backslash outside the payload's text and one "payload" key, so PostgreSQL stores
+    # (or refuses) text::jsonb as it does (value::jsonb) -> 'payload'. Usually the payload is the
+    # last member: then the first '"payload"' is its key (no other before, escaped keys need a
+    # backslash), and the envelope before it holds no backslash. Else counts: the payload's span
+    # and the rest partition the record, and neither pattern can straddle the span's braces, so
+    # the counts outside the payload are the differences.
+    head = size - len(raw) - 11  # where the key of a last payload member would be
+    alone = (value.find(b'"payload"') == head and value.find(b"\\", 0, head) < 0) or (
         value.count(b"\\") == text.count("\\")
         and value.count(b'"payload"') == 1 + text.count('"payload"')
     )
+    if alone:  # every other member is a scalar: the record nests 1 + the payload's depth
+        brackets = 1 + text.count("[") + text.count("{")
+    else:  # a duplicate payload: its text is not the only one, nor checked as UTF-8
+        brackets = value.count(b"[") + value.count(b"{")
+        if not value.isascii():
+            try:
+                value.decode()
+            except UnicodeDecodeError:
+                return None
+    if brackets > MAX_DEPTH:
+        return None
     return ConsumerEvent(
-        checked.eventId,
+        record.eventId,
         event_type,
         occurred_at,
-        checked.tenantId,
-        checked.requestId,
+        record.tenantId,
+        record.requestId,
         text if alone else None,
-    )
-
-
-def _same_time(text: str) -> bool:
-    """Whether the reference reads ``text`` as the instant msgspec read (msgspec accepted it).
-
-    msgspec reads an aware datetime from ``YYYY-MM-DD``, ``T``, ``t`` or a space,
-    ``HH:MM:SS``, an optional fraction of any length (rounded to the microsecond), then ``Z``,
-    ``z`` or an offset ``+HH:MM`` or ``+HHMM`` (hours <= 23, minutes <= 59), every field
-    range-checked. The reference's ``parse_rfc3339`` takes the same but the space and the
-    offset without a colon, and truncates the fraction: so a text with neither and at most six
-    fraction digits has the same value in both. (An instant out of range once in UTC is left to
-    the ``astimezone`` calls of the caller, which raise as the reference refuses.)
-    """
-    last = text[-1]
-    if last == "Z" or last == "z":  # noqa: PLR1714 - two compares beat building a set here
-        fraction = len(text) - 20  # "YYYY-MM-DDTHH:MM:SS" is 19 characters
-    elif text[-3] == ":":
-        fraction = len(text) - 25  # "+HH:MM" is 6
-    else:
-        return False
-    return text[10] != " " and (fraction == 0 or 2 <= fraction <= 7)  # "." and 1 to 6 digits
-
-
-def _cost_ok(payload: _Cost) -> bool:
-    """The amounts of a cost (the rest is in _Cost): money, and the total their sum.
-
-    As ``schemas.models.is_valid_cost``: each an int or a Decimal (never a bool), >= 0, and
-    ``_cost_total_matches`` (whose exact first step is inlined here; every Decimal in a payload
-    this module decodes comes from a JSON number, so it is finite).
-    """
-    cost_in: Any = payload.inputCostUsd
-    cost_out: Any = payload.outputCostUsd
-    total: Any = payload.totalCostUsd
-    if not (
-        type(cost_in) in _NUMBER
-        and type(cost_out) in _NUMBER
-        and type(total) in _NUMBER
-        and cost_in >= 0
-        and cost_out >= 0
-        and total >= 0
-    ):
-        return False
-    try:
-        difference = _EXACT_SUBTRACT(total, _EXACT_ADD(cost_in, cost_out))
-    except ArithmeticError:  # not exact in 50 digits: the reference's slow way, as it does
-        return _cost_total_matches(Decimal(total), (Decimal(cost_in), Decimal(cost_out)))
-    return bool(difference.copy_abs() <= COST_TOLERANCE)
-
-
-def _policy_ok(policy: _Policy, tenant_id: str) -> bool:
-    """The rules of a policy beyond the one-field types of _Policy (``is_valid_policy``)."""
-    allowed, denied = policy.allowedProviders, policy.deniedProviders
-    allowed_set, denied_set = set(allowed), set(denied)
-    if (
-        policy.tenantId != tenant_id
-        or len(allowed_set) != len(allowed)
-        or len(denied_set) != len(denied)
-        or not allowed_set.isdisjoint(denied_set)
-    ):
-        return False
-    max_cost = policy.maxCostPerRequestUsd  # required in _Policy: a missing one never gets here
-    if max_cost is not None and not (type(max_cost) in _NUMBER and max_cost > 0):
-        return False
-    preferred = policy.preferredProvider
-    return preferred is None or (
-        preferred not in denied_set and (not allowed or preferred in allowed_set)
     )

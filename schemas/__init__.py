@@ -20,7 +20,7 @@ from schemas.codes import DECODE_REASONS, EventType, ReasonCode
 from schemas.decode import DEFAULT_MAX_BYTES, DecodedEvent, Rejection, decode_event
 from schemas.export import export_json_schemas
 from schemas.fields import SCHEMA_VERSION, format_rfc3339, parse_rfc3339
-from schemas.jsoncodec import MAX_DEPTH, MAX_INT_DIGITS, dumps, loads
+from schemas.jsoncodec import MAX_DEPTH, MAX_INT_DIGITS, OutOfRangeNumber, dumps, loads
 from schemas.models import (
     PAYLOAD_MODELS,
     TENANT_PAYLOADS,
@@ -48,6 +48,7 @@ __all__ = [
     "DecodedEvent",
     "Envelope",
     "EventType",
+    "OutOfRangeNumber",
     "OutgoingEvent",
     "Problem",
     "ProviderModel",

@@ -28,6 +28,8 @@ from pydantic import (
 from pydantic.json_schema import JsonSchemaValue
 from pydantic_core import PydanticCustomError, core_schema
 
+from schemas.jsoncodec import OutOfRangeNumber
+
 __all__ = [
     "ID_MAX_LENGTH",
     "ID_MIN_LENGTH",
@@ -81,7 +83,7 @@ def json_kind(value: object) -> str:
         return "boolean"
     if isinstance(value, int):
         return "integer"
-    if isinstance(value, Decimal | float):
+    if isinstance(value, Decimal | float | OutOfRangeNumber):
         return "number"
     if isinstance(value, str):
         return "string"
@@ -222,6 +224,10 @@ class JsonNumber:
             number = value
         elif type(value) is int:
             number = Decimal(value)
+        elif type(value) is OutOfRangeNumber:
+            raise PydanticCustomError(
+                "decimal_range", "Input should be a number an exact decimal can hold"
+            )
         else:
             raise PydanticCustomError(
                 "decimal_type",

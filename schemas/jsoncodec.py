@@ -20,12 +20,12 @@ import math
 import re
 from array import array
 from collections.abc import Callable
-from decimal import Decimal
+from decimal import Decimal, InvalidOperation
 from itertools import accumulate
 from json.encoder import encode_basestring
 from typing import Any, Final
 
-__all__ = ["MAX_DEPTH", "MAX_INT_DIGITS", "dumps", "loads", "nesting_depth"]
+__all__ = ["MAX_DEPTH", "MAX_INT_DIGITS", "OutOfRangeNumber", "dumps", "loads", "nesting_depth"]
 
 #: Deepest nesting of arrays and objects: the top-level object is level 1, ``{"a": []}`` is 2.
 MAX_DEPTH: Final = 64
@@ -46,9 +46,39 @@ def _parse_int(literal: str) -> int:
     return int(literal)
 
 
+class OutOfRangeNumber:
+    """A JSON number no exact decimal can hold: its exponent is beyond ±999,999,999,999,999,999.
+
+    It is JSON, so the document is; a field of the contract refuses it (``schema_violation``),
+    an unknown field keeps it as it is, and PostgreSQL, which cannot store it either, refuses
+    the record (``db_rejected``). ``literal`` is the number's text.
+    """
+
+    __slots__ = ("literal",)
+
+    def __init__(self, literal: str) -> None:
+        self.literal = literal
+
+    def __repr__(self) -> str:
+        return f"OutOfRangeNumber({self.literal[:40]!r})"
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, OutOfRangeNumber) and other.literal == self.literal
+
+    def __hash__(self) -> int:
+        return hash(self.literal)
+
+
+def _parse_float(literal: str) -> Decimal | OutOfRangeNumber:
+    try:
+        return Decimal(literal)
+    except InvalidOperation:  # the exponent needs more than 18 digits
+        return OutOfRangeNumber(literal)
+
+
 # One decoder for the process: json.loads(**kwargs) would build a new one per call.
 _DECODER = json.JSONDecoder(
-    parse_float=Decimal, parse_int=_parse_int, parse_constant=_refuse_constant
+    parse_float=_parse_float, parse_int=_parse_int, parse_constant=_refuse_constant
 )
 # An escape that may encode half of a surrogate pair; a lone half is not Unicode text.
 _SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
@@ -61,6 +91,8 @@ _STEPS = bytes.maketrans(b"[{]}", b"\x01\x01\xff\xff")  # +1 for an opening, -1 
 
 def loads(data: bytes | bytearray | str) -> Any:
     """Parse one JSON document: objects -> dict, non-integer numbers -> Decimal, integers -> int.
+
+    A non-integer number whose exponent no Decimal can hold is an :class:`OutOfRangeNumber`.
 
     Raises ``ValueError`` (``json.JSONDecodeError`` and ``UnicodeDecodeError`` are subclasses)
     when ``data`` is not UTF-8, nests deeper than :data:`MAX_DEPTH` (checked first, on the text),
@@ -137,6 +169,8 @@ def _encode(obj: Any, out: Callable[[str], None]) -> None:
         if not obj.is_finite():
             raise TypeError(f"Decimal {obj} is not a JSON number")
         out(str(obj))
+    elif isinstance(obj, OutOfRangeNumber):
+        out(obj.literal)
     elif isinstance(obj, float):
         if not math.isfinite(obj):
             raise ValueError(f"float {obj} is not a JSON number")

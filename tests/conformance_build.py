@@ -445,10 +445,11 @@ def cases() -> list[Case]:
         "the largest exponent a Python Decimal takes",
     )
     add(
-        "invalid-number-exponent-over-decimal-range",
+        "valid-unknown-number-beyond-decimal-range",
         with_payload_text("routing.cost", cost_text(note="1e9999999999999999999")),
-        "an exponent beyond any Decimal: a number beyond limits (invalid_json)",
-        contract=("rejected", "invalid_json"),
+        "an exponent beyond any exact decimal in an unknown field: JSON, kept as written "
+        "(PostgreSQL refuses the record: db_rejected)",
+        contract=("valid", None),
     )
     add(
         "invalid-money-exponent-over-decimal-range",
@@ -456,8 +457,8 @@ def cases() -> list[Case]:
             "routing.cost",
             cost_text(inputCostUsd="1e9999999999999999999", totalCostUsd="1e9999999999999999999"),
         ),
-        "money with an exponent beyond any Decimal (invalid_json)",
-        contract=("rejected", "invalid_json"),
+        "money with an exponent beyond any exact decimal: not a decimal (schema_violation)",
+        contract=("rejected", "schema_violation"),
     )
     for name, literal in [
         ("nan", "NaN"),

@@ -311,6 +311,24 @@ async def test_thousands_of_refused_records_for_one_key_are_all_dead_lettered_in
     assert [r["actualCostEventId"] for r in rows] == [valid.event_id]
 
 
+async def test_a_number_no_decimal_can_hold_in_an_unknown_field_is_db_rejected_not_a_crash(
+    engine: AsyncEngine, database: Database
+) -> None:
+    # Valid JSON the contract keeps as written; PostgreSQL's numeric cannot hold it either, so
+    # the record is refused there (db_rejected), and the batch goes on.
+    huge = with_raw_payload(cost("req-huge", "t1", at(0), note="N"), "N", "1e9999999999999999999")
+    fine = cost("req-fine", "t1", at(0))
+
+    outcome = await apply_in_transaction(engine, [huge, fine])
+
+    assert [(r.outcome, r.reason) for r in outcome.results] == [
+        (Outcome.DEAD_LETTERED, ReasonCode.DB_REJECTED),
+        (Outcome.APPLIED, None),
+    ]
+    rows = await database.fetch('SELECT "requestId" FROM "ExecutionRecord"')
+    assert [r["requestId"] for r in rows] == ["req-fine"]
+
+
 async def test_a_refusal_on_the_fast_first_attempt_is_redone_carefully_in_a_new_transaction(
     engine: AsyncEngine, database: Database
 ) -> None:

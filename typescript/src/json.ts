@@ -10,8 +10,10 @@
  * is not whitespace), anything outside RFC 8259's grammar, `NaN`/`Infinity`, control characters in
  * strings, a string or key holding a lone UTF-16 surrogate escape (checked on the final value: a
  * duplicate key's earlier value does not count, as in Python), an integer literal of more than
- * {@link MAX_INTEGER_DIGITS} digits (Python's int limit), a non-integer literal outside Python's
- * `Decimal` range, and nesting deeper than {@link MAX_DEPTH} arrays/objects.
+ * {@link MAX_INTEGER_DIGITS} digits (Python's int limit), and nesting deeper than
+ * {@link MAX_DEPTH} arrays/objects. A non-integer literal outside Python's `Decimal` range is
+ * JSON and is kept ({@link JsonNumber.isExactDecimal} is false): a contract field refuses it
+ * (`schema_violation`), an unknown field keeps it, as the reference does.
  */
 
 /** Deepest nesting of arrays and objects a record may have; the top-level value is level 1. */
@@ -45,6 +47,11 @@ export class JsonNumber {
   /** Whether the literal is an integer literal (no fraction, no exponent). */
   get isInteger(): boolean {
     return INTEGER_LITERAL.test(this.literal);
+  }
+
+  /** Whether an exact decimal can hold it (Python's `Decimal`: the exponent within range). */
+  get isExactDecimal(): boolean {
+    return this.isInteger || decimalRangeProblem(this.literal) === null;
   }
 
   /** The literal text: exact. */
@@ -137,6 +144,11 @@ function numberProblem(literal: string): string | null {
       ? `an integer of ${digits} digits exceeds the limit of ${MAX_INTEGER_DIGITS}`
       : null;
   }
+  return null;
+}
+
+/** Why Python's `Decimal(literal)` refuses a (grammatical, non-integer) literal, or `null`. */
+function decimalRangeProblem(literal: string): string | null {
   // Python's Decimal(literal): coefficient digits d (leading zeros dropped, "0" for zero),
   // exponent e = written exponent - fraction digits; refused when e + d - 1 > MAX_EMAX or
   // e < MIN_ETINY (decimal.InvalidOperation).

@@ -83,6 +83,7 @@ export function numberSchema(bounds: NumberBounds = {}): z.ZodType<JsonNumber> {
     if (!(value instanceof JsonNumber)) {
       return `Input should be a JSON number (never a string or boolean), got ${jsonKind(value)}`;
     }
+    if (!value.isExactDecimal) return "Input should be a number an exact decimal can hold";
     return boundsProblem(value, bounds);
   });
 }

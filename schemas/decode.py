@@ -77,16 +77,21 @@ class DecodedEvent:
 
 @dataclass(frozen=True, slots=True)
 class Rejection:
-    """A record that can never be applied: its reason code and a readable, bounded message."""
+    """A record that can never be applied: its reason code and a readable, bounded message.
+
+    ``event_type`` is the record's type when the decoder got as far as reading a known one.
+    """
 
     reason: ReasonCode
     message: str
+    event_type: EventType | None = None
 
 
 class _Reject(Exception):  # internal control flow, never escapes this module
     def __init__(self, reason: ReasonCode, message: str) -> None:
         self.reason = reason
         self.message = message
+        self.event_type: EventType | None = None
 
 
 def decode_event(value: bytes, *, max_bytes: int = DEFAULT_MAX_BYTES) -> DecodedEvent | Rejection:
@@ -104,7 +109,7 @@ def decode_event(value: bytes, *, max_bytes: int = DEFAULT_MAX_BYTES) -> Decoded
     try:
         return _decode(value, max_bytes)
     except _Reject as rejected:
-        return Rejection(rejected.reason, _bounded(rejected.message))
+        return Rejection(rejected.reason, _bounded(rejected.message), rejected.event_type)
 
 
 def _bounded(message: str) -> str:
@@ -150,6 +155,15 @@ def _decode(value: bytes, max_bytes: int) -> DecodedEvent:
             ReasonCode.UNSUPPORTED_EVENT_TYPE,
             f"type: {raw_type[:64]!r} is not one of {', '.join(_TYPES)}",
         )
+    try:
+        return _decode_typed(document, event_type, version)
+    except _Reject as rejected:
+        rejected.event_type = event_type
+        raise
+
+
+def _decode_typed(document: dict[str, Any], event_type: EventType, version: object) -> DecodedEvent:
+    """The rest of the checks, once the record's type is known."""
     if version is _MISSING:
         raise _schema("schemaVersion: Field required")
     if type(version) is not int or version != SCHEMA_VERSION:

@@ -52,6 +52,9 @@ def test_decoder_gives_the_manifest_verdict(decoder: str, name: str) -> None:
     result = DECODERS[decoder](value, max_bytes=case.get("max_bytes", DEFAULT_MAX_BYTES))
     if isinstance(result, Rejection):
         assert (case["verdict"], case["reason"]) == ("rejected", str(result.reason)), result.message
+        # The type the decoder had read when it refused the record (metrics label it so).
+        kind = None if result.event_type is None else result.event_type.value
+        assert kind == case["type"]
     else:
         assert (case["verdict"], case["reason"]) == ("valid", None)
         assert str(getattr(result, "type")) == case["type"]  # noqa: B009 - both result kinds

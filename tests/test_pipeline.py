@@ -138,7 +138,13 @@ async def test_a_mixed_batch_applies_the_valid_and_dead_letters_every_bad_record
     assert result.count(Outcome.IGNORED) == 1
     assert result.count(Outcome.DEAD_LETTERED) == len(bad) + len(db_bad) == result.dead_letters
     assert result.outcomes[(settings.topic_costs, "routing.cost", Outcome.APPLIED)] == 1
-    assert result.outcomes[(settings.topic_costs, "unknown", Outcome.DEAD_LETTERED)] == len(bad)
+    # Rejected once the decoder knew the type: labelled with it in the metrics; before, unknown.
+    typed = {"schema_violation", "rule_violation"}
+    # Two decode rejections (schema, rule) and the cost PostgreSQL refused.
+    assert result.outcomes[(settings.topic_costs, "routing.cost", Outcome.DEAD_LETTERED)] == 3
+    assert result.outcomes[(settings.topic_costs, "unknown", Outcome.DEAD_LETTERED)] == len(
+        [reason for reason, *_ in bad if reason not in typed]
+    )
     assert sorted(result.applied_occurred_at) == [at(1), at(2), at(3)]
     # Rows.
     rows = await database.fetch(

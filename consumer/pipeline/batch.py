@@ -143,7 +143,8 @@ class BatchProcessor:
                 decoded = decode_event(value, max_bytes=max_bytes)
                 if isinstance(decoded, Rejection):
                     letters.append(DeadLetter(record, str(decoded.reason), decoded.message))
-                    label = str(getattr(decoded, "event_type", None) or UNKNOWN_TYPE)
+                    kind = decoded.event_type
+                    label = UNKNOWN_TYPE if kind is None else kind.value
                     outcomes[(record.topic, label, Outcome.DEAD_LETTERED)] += 1
                     continue
                 pending.append(PendingEvent.of(decoded, value))

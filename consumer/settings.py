@@ -1,6 +1,6 @@
 """Configuration: one pydantic-settings model, built once at the edge (the CLI) and passed down.
 
-Every variable of ``CONTRACT.md`` §4 is a field here under the ``ROUTING_`` prefix; the rest are
+Every variable of docs/contract.md §4 is a field here under the ``ROUTING_`` prefix; the rest are
 tuning knobs with production defaults. Secrets are ``SecretStr`` and the database URL is redacted
 whenever it is shown, so neither ever reaches a log line, a metric label or an error message.
 """

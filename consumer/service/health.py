@@ -1,4 +1,4 @@
-"""Liveness, readiness and the HTTP endpoint that serves them with the metrics (``CONTRACT.md`` §6).
+"""Liveness, readiness, and the HTTP endpoint serving them and the metrics (docs/contract.md §6).
 
 * ``GET /healthz``: 200 while the consume loop has ticked (fetched, or retried a fault) within
   :attr:`HealthState.liveness_window_s`; 503 when it is stuck. A database outage does not make

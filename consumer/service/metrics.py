@@ -1,4 +1,4 @@
-"""The service's Prometheus metrics (``CONTRACT.md`` §6): one registry, the ``routing_`` prefix.
+"""The service's Prometheus metrics (docs/contract.md §6): one registry, the ``routing_`` prefix.
 
 Every family lives in the :class:`ServiceMetrics` instance's own
 :class:`~prometheus_client.CollectorRegistry` (never the process-global one), so two services in

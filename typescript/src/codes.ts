@@ -1,5 +1,5 @@
 /**
- * The contract's closed vocabularies (`CONTRACT.md` §1, §3): event types and the dead-letter
+ * The contract's closed vocabularies (`docs/contract.md` §1, §3): event types and the dead-letter
  * reason codes that a record's bytes alone decide.
  */
 

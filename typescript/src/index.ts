@@ -1,6 +1,6 @@
 /**
  * @routing-persistence/client: the routing engine's side of routing-persistence's contract
- * (`CONTRACT.md` §7). Types and Zod validators generated from the exported JSON Schema, the
+ * (`docs/contract.md` §7). Types and Zod validators generated from the exported JSON Schema, the
  * rules relating fields, a decoder giving the service's verdict for any record, a publisher
  * that replaces B6's `persist*` functions and loaders that replace its `load*` functions.
  */

@@ -34,7 +34,7 @@ import { PAYLOADS } from "./generated/contract.js";
 import { type JsonObject, stringifyJson } from "./json.js";
 import { ConversionError, toWire } from "./shape.js";
 
-/** Default topics: `CONTRACT.md` §4 (`ROUTING_TOPIC_SNAPSHOTS`, `_COSTS`, `_POLICIES`). */
+/** Default topics: `docs/contract.md` §4 (`ROUTING_TOPIC_SNAPSHOTS`, `_COSTS`, `_POLICIES`). */
 export const DEFAULT_TOPICS = {
   "routing.snapshot": "routing.snapshots",
   "routing.cost": "routing.costs",

@@ -1,6 +1,6 @@
 /**
  * The rules JSON Schema cannot say, written once for both the decoder and the publisher: each
- * relates two or more fields, so a broken one is a `rule_violation` (`CONTRACT.md` §1, §3). They
+ * relates two or more fields, so a broken one is a `rule_violation` (`docs/contract.md` §1, §3). They
  * are checked only on a payload whose every field already passed its own schema, as the Python
  * models do (a field problem, `schema_violation`, is always reported first).
  */

@@ -83,7 +83,7 @@ export const CostEstimateSchema: z.ZodType<CostEstimate> = objectSchema<CostEsti
   ["totalCostUsd"],
 );
 
-/** The envelope's `type` (`CONTRACT.md` §1); each names one payload model. */
+/** The envelope's `type` (`docs/contract.md` §1); each names one payload model. */
 export type EventType = "routing.snapshot" | "routing.cost" | "tenant.policy";
 export type EventTypeInput = "routing.snapshot" | "routing.cost" | "tenant.policy";
 export const EventTypeShape: Shape = { kind: "string" };

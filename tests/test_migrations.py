@@ -29,7 +29,7 @@ from tests.migration_helpers import (
     version,
 )
 
-HEAD = "0003_tenant_columns"
+HEAD = "0004_held_fields"
 CLI = Path(sys.executable).parent / "routing-persistence"
 
 
@@ -151,7 +151,7 @@ async def test_migrate_sql_prints_a_script_that_builds_the_same_schema(
     )
     assert code == 0, err
     assert "secret" not in script + err
-    assert script.count("SET LOCAL lock_timeout = '2000ms'") == 3
+    assert script.count("SET LOCAL lock_timeout = '2000ms'") == 4
     # A DBA runs it as is (psql would do the same: BEGIN/COMMIT per revision).
     await empty_database.execute(script)
     assert await version(empty_database.url) == HEAD

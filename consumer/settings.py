@@ -165,7 +165,7 @@ class Settings(BaseSettings):
     held_release_interval_s: float = Field(default=1.0, gt=0, le=300)
     #: Held fields: at most this many held rows are looked at per step of a cycle (the newest,
     #: the next of the sweep over all of them, the expired), which bounds each cycle's cost.
-    held_chunk: int = Field(default=2000, ge=1, le=100_000)
+    held_chunk: int = Field(default=5000, ge=1, le=100_000)
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     log_format: Literal["json", "console", "auto"] = "auto"
 

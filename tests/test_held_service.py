@@ -181,3 +181,54 @@ async def test_held_fields_past_the_ttl_are_dead_lettered_as_row_missing(
         assert letter.headers["dlq.group"] == settings.group_id
     rows = await database.fetch('SELECT count(*) AS n FROM "ExecutionRecord"')
     assert rows[0]["n"] == len(sample.execution_records)  # and no row created
+
+
+@pytest.mark.parametrize(
+    ("given", "seconds"),
+    [
+        ("604800", 604_800),
+        ("7d", 604_800),
+        ("12h", 43_200),
+        ("1.5h", 5_400),
+        ("30m", 1_800),
+        ("45s", 45),
+        ("1w", 604_800),
+        ("P7D", 604_800),
+        ("PT1H30M", 5_400),
+        (3, 3),
+    ],
+)
+def test_the_ttl_takes_seconds_a_unit_or_iso_8601(given: object, seconds: float) -> None:
+    settings = Settings.model_validate({"missing_row_ttl": given})
+    assert settings.missing_row_ttl == timedelta(seconds=seconds)
+    assert Settings().missing_row_ttl == timedelta(days=7)
+    assert Settings().missing_row_policy == "park"
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "message"),
+    [
+        ("ROUTING_MISSING_ROW_TTL", "soon", "is not a duration: give seconds (604800)"),
+        ("ROUTING_MISSING_ROW_TTL", "0", "the duration must be positive"),
+        ("ROUTING_MISSING_ROW_TTL", "-3d", "the duration must be positive"),
+        ("ROUTING_MISSING_ROW_POLICY", "hold", "missing_row_policy"),
+    ],
+)
+async def test_a_bad_missing_row_setting_exits_2_naming_it(
+    settings: Settings, variable: str, value: str, message: str
+) -> None:
+    env: dict[str, str] = {variable: value}
+    result = await run_cli(settings, "held", time_limit_s=60.0, **env)
+    assert result.code == 2, result.stderr
+    assert "configuration error" in result.stderr
+    assert message in result.stderr
+    if variable.endswith("_TTL"):
+        assert "missing_row_ttl" in result.stderr
+
+
+async def test_held_exits_2_on_a_database_that_was_never_migrated(
+    settings: Settings, empty_database: Database
+) -> None:
+    result = await run_cli(settings, "held", ROUTING_DATABASE_URL=empty_database.url)
+    assert result.code == 2, result.stderr
+    assert "cannot read the held fields" in result.stderr

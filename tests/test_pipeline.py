@@ -312,6 +312,14 @@ async def test_postgresql_stopped_mid_batch_is_waited_for_and_the_batch_complete
 ) -> None:
     url = await _migrated_private_database(private_stack)
     settings = _changed(settings, {"database_url": url})
+    owner = await asyncpg.connect(url)
+    try:  # Project A's rows (a missing one would be held, not written)
+        await owner.execute(
+            'INSERT INTO "ExecutionRecord" ("id", "requestId", "tenantId") '
+            "SELECT 'req-' || g, 'req-' || g, 't1' FROM generate_series(0, 199) AS g"
+        )
+    finally:
+        await owner.close()
     events = [cost(f"req-{i}", "t1", at(i)) for i in range(200)]
     events += [snapshot(f"req-{i}", "t1", at(i)) for i in range(200)]
     records = [(settings.topic_costs, e.key, e.value) for e in events]
@@ -380,10 +388,14 @@ async def _wait_for_lock_waiter(url: str) -> None:
 
 @pytest.mark.slow
 async def test_dead_letters_wait_for_a_broker_that_is_down_and_are_written_when_it_returns(
-    settings: Settings, private_stack: PrivateStack
+    settings: Settings, database: Database, private_stack: PrivateStack
 ) -> None:
     # The source records come from the shared broker; the dead-letter topic lives on a private
     # broker that this test stops while the batch is in hand.
+    await database.execute(
+        'INSERT INTO "ExecutionRecord" ("id", "requestId", "tenantId") '
+        "VALUES ('r', 'req-1', 't1')"
+    )
     await asyncio.to_thread(private_stack.up, "kafka")
     dlq = "private.dlq"
     await create_topics(private_stack.kafka_bootstrap, [dlq], 1)

@@ -419,6 +419,10 @@ async def test_replay_waits_out_a_database_outage_longer_than_its_stall_timeout(
     await asyncio.to_thread(private_stack.up, "postgres")
     await asyncio.to_thread(upgrade, Settings(database_url=private_stack.database_url), sql=False)
     settings = settings.model_copy(update={"database_url": SecretStr(private_stack.database_url)})
+    await _create_rows(
+        Database("routing", private_stack.database_url, private_stack.database_url),
+        {f"req-{i}": "tenant-o" for i in range(20)},
+    )
     events = [
         build_event(EventType.COST, cost_payload(i), tenant_id="tenant-o", request_id=f"req-{i}")
         for i in range(20)

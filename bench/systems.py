@@ -117,9 +117,19 @@ def service_command() -> list[str]:
 
 
 def service_env(
-    stack: Stack, topics: TopicSet, database_url: str, group: str, metrics_port: int
+    stack: Stack,
+    topics: TopicSet,
+    database_url: str,
+    group: str,
+    metrics_port: int,
+    extra: dict[str, str] | None = None,
 ) -> dict[str, str]:
-    """The environment of a service subprocess: its own topics, database, group and port."""
+    """The environment of a service subprocess: its own topics, database, group and port.
+
+    ``ROUTING_MISSING_ROW_POLICY=create``: the workload's events create their rows, as every
+    system here does and as the service did up to 0.1.0 (``bench/held.py`` measures ``park``,
+    the default, with the rows made by "Project A"). ``extra`` overrides.
+    """
     env = {k: v for k, v in os.environ.items() if not k.startswith("ROUTING_")}
     env |= {
         "ROUTING_KAFKA_BOOTSTRAP_SERVERS": stack.bootstrap,
@@ -132,8 +142,9 @@ def service_env(
         "ROUTING_METRICS_PORT": str(metrics_port),
         "ROUTING_LOG_LEVEL": "WARNING",
         "ROUTING_LOG_FORMAT": "json",
+        "ROUTING_MISSING_ROW_POLICY": "create",
     }
-    return env
+    return env | (extra or {})
 
 
 def start_service(env: dict[str, str], log_path: Path) -> subprocess.Popen[bytes]:
@@ -298,21 +309,22 @@ async def run_service_backlog(
     name: str = "this service",
     profile_path: Path | None = None,
     instances: int = 1,
+    env: dict[str, str] | None = None,
 ) -> Measured:
     """``routing-persistence run`` catching up on a backlog of ``total`` records (see above).
 
     ``instances`` > 1 runs that many processes in the one group (how the service scales: by
     partitions); their CPU is summed, the peak RSS is per process. With ``profile_path``,
     py-spy samples the (first) process during the catch-up (:mod:`bench.profile`) and the top
-    frames land in ``extra["profile"]``.
+    frames land in ``extra["profile"]``. ``env`` adds to :func:`service_env`.
     """
     procs = []
     ports = []
     for n in range(instances):
         ports.append(free_port())
-        env = service_env(stack, topics, database_url, group, ports[-1])
+        environment = service_env(stack, topics, database_url, group, ports[-1], env)
         path = log_path if n == 0 else log_path.with_suffix(f".{n}.log")
-        procs.append(start_service(env, path))
+        procs.append(start_service(environment, path))
     profilers: list[Profiler] = []
 
     def profile() -> None:  # from the first commit on: startup (imports) is not the hot path

@@ -143,6 +143,20 @@ def lag(
     _exit(ctx, show_lag, as_json=as_json, watch=watch, **limits)
 
 
+@app.command()
+def held(
+    ctx: typer.Context,
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+    max_age: Annotated[
+        float | None, typer.Option(min=0, help="Exit 1 when the oldest is older (s).")
+    ] = None,
+) -> None:
+    """Snapshots and costs held until their ExecutionRecord row exists (exit 2: no database)."""
+    from consumer.ops.held import show_held
+
+    _exit(ctx, show_held, as_json=as_json, max_age_s=max_age)
+
+
 @dlq_app.command("redrive")
 def dlq_redrive(
     ctx: typer.Context,

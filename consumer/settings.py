@@ -7,14 +7,24 @@ whenever it is shown, so neither ever reaches a log line, a metric label or an e
 
 from __future__ import annotations
 
+import enum
+import re
+from datetime import timedelta
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Final, Literal
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
-from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic import (
+    Field,
+    SecretStr,
+    TypeAdapter,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-__all__ = ["DEFAULT_DATABASE_URL", "Settings", "redact_url"]
+__all__ = ["DEFAULT_DATABASE_URL", "MissingRowPolicy", "Settings", "parse_duration", "redact_url"]
 
 DEFAULT_DATABASE_URL = "postgresql://postgres@localhost:5432/routing"
 
@@ -25,6 +35,50 @@ _ACCEPTED_SCHEMES = ("postgresql", "postgresql+asyncpg", "postgres")
 _LIBPQ_TLS_PARAMS = frozenset(
     {"sslmode", "sslrootcert", "sslcert", "sslkey", "sslcrl", "sslpassword", "sslnegotiation"}
 )
+
+
+class MissingRowPolicy(enum.StrEnum):
+    """What a snapshot or cost for a ``requestId`` without an ``"ExecutionRecord"`` row does."""
+
+    #: Held in the service's own table until the row appears (docs/contract.md §3).
+    PARK = "park"
+    #: The service creates the row with its key columns (it is the row's creator).
+    CREATE = "create"
+
+
+_DURATION_UNITS: Final = {"s": 1, "m": 60, "h": 3600, "d": 86_400, "w": 604_800}
+_SHORT_DURATION: Final = re.compile(r"\s*(\d+(?:\.\d+)?)\s*([smhdw]?)\s*", re.IGNORECASE)
+_TIMEDELTA: Final = TypeAdapter(timedelta)
+
+
+def parse_duration(value: object) -> timedelta:
+    """A positive duration from seconds (``604800``), ``7d``/``12h``/``30m``/``45s``/``1w``,
+    or ISO 8601 (``P7D``, ``PT1H30M``). Raises ``ValueError`` naming the accepted forms."""
+    parsed: timedelta | None
+    if isinstance(value, timedelta):
+        parsed = value
+    else:
+        short = _SHORT_DURATION.fullmatch(value) if isinstance(value, str) else None
+        try:
+            if isinstance(value, bool):
+                parsed = None
+            elif short is not None:
+                unit = _DURATION_UNITS[short.group(2).lower() or "s"]
+                parsed = timedelta(seconds=float(short.group(1)) * unit)
+            elif isinstance(value, str):
+                parsed = _TIMEDELTA.validate_strings(value.strip())
+            else:
+                parsed = _TIMEDELTA.validate_python(value)
+        except (ValidationError, OverflowError):
+            parsed = None
+        if parsed is None:
+            raise ValueError(
+                f"{value!r} is not a duration: give seconds (604800), a number and a unit "
+                "(7d, 12h, 30m, 45s, 1w) or ISO 8601 (P7D, PT1H30M)"
+            )
+    if parsed <= timedelta(0):
+        raise ValueError(f"the duration must be positive, got {parsed}")
+    return parsed
 
 
 def _with_query(url: str, query: list[tuple[str, str]]) -> str:
@@ -69,6 +123,12 @@ class Settings(BaseSettings):
     kafka_sasl_username: str | None = None
     kafka_sasl_password: SecretStr | None = None
     kafka_ssl_cafile: Path | None = None
+    #: A snapshot or cost whose ``"ExecutionRecord"`` row does not exist yet: held until the
+    #: row appears (``park``) or the row is created with its key columns (``create``).
+    missing_row_policy: MissingRowPolicy = MissingRowPolicy.PARK
+    #: A held field whose row has not appeared after this long is dead-lettered as
+    #: ``row_missing`` (:func:`parse_duration`: ``604800``, ``7d``, ``P7D``).
+    missing_row_ttl: timedelta = timedelta(days=7)
 
     # --- tuning (not in the contract; defaults suit one pod with 1 CPU) ---------------------
     kafka_client_id: str = "routing-persistence"
@@ -101,6 +161,11 @@ class Settings(BaseSettings):
     #: (uncommitted, so it is redelivered) and exits.
     shutdown_timeout_s: float = Field(default=25.0, gt=0)
     lag_refresh_interval_s: float = Field(default=10.0, gt=0)
+    #: Held fields: how often the service looks for rows that appeared (and for expired ones).
+    held_release_interval_s: float = Field(default=1.0, gt=0, le=300)
+    #: Held fields: at most this many held rows are looked at per step of a cycle (the newest,
+    #: the next of the sweep over all of them, the expired), which bounds each cycle's cost.
+    held_chunk: int = Field(default=5000, ge=1, le=100_000)
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     log_format: Literal["json", "console", "auto"] = "auto"
 
@@ -114,6 +179,11 @@ class Settings(BaseSettings):
                 f"scheme {scheme!r} is not supported; use postgresql:// or postgresql+asyncpg://"
             )
         return value
+
+    @field_validator("missing_row_ttl", mode="before")
+    @classmethod
+    def _parse_ttl(cls, value: object) -> timedelta:
+        return parse_duration(value)
 
     @model_validator(mode="after")
     def _check_timeouts(self) -> Settings:

@@ -10,6 +10,10 @@ with Alembic's autogenerate comparison that it and the migrations agree.
 Comments are the migrations' ownership markers: the baseline comments a table only when it
 created it, the additive revisions comment the columns they added, and each downgrade removes
 only what carries its marker.
+
+:data:`held_field` is the service's own table, in a schema of its own (:data:`HELD_SCHEMA`,
+never ``public``, which Project A's Prisma introspects): one row per held event, a snapshot or
+cost whose ``"ExecutionRecord"`` row did not exist yet (docs/contract.md §3).
 """
 
 from __future__ import annotations
@@ -17,7 +21,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Final
 
-from sqlalchemy import Column, Index, MetaData, Table, Text, func
+from sqlalchemy import BigInteger, Column, Index, Integer, LargeBinary, MetaData, Table, Text, func
 from sqlalchemy.dialects.postgresql import JSONB, TIMESTAMP, UUID
 
 from schemas import EventType
@@ -27,6 +31,9 @@ __all__ = [
     "ADDED_COLUMN_COMMENT_PREFIX",
     "BASELINE_TABLE_COMMENT",
     "EXECUTION_RECORD",
+    "HELD_SCHEMA",
+    "HELD_TABLE",
+    "HELD_TABLE_COMMENT",
     "ROUTING_POLICY",
     "ROUTING_SNAPSHOT",
     "TENANT",
@@ -34,6 +41,7 @@ __all__ = [
     "JsonField",
     "TargetTable",
     "execution_record",
+    "held_field",
     "metadata",
     "table_of",
     "tenant",
@@ -41,6 +49,15 @@ __all__ = [
 
 #: Alembic's version table for this service (its own name: other projects may use Alembic too).
 VERSION_TABLE: Final = "routing_persistence_version"
+
+#: The service's own schema and its table of held fields.
+HELD_SCHEMA: Final = "routing_persistence"
+HELD_TABLE: Final = "held_field"
+#: The comment revision 0004 puts on the held table.
+HELD_TABLE_COMMENT: Final = (
+    'Created by routing-persistence: snapshots and costs held until their "ExecutionRecord" row '
+    "exists (docs/contract.md §3)."
+)
 
 #: The comment the baseline puts on a table it created (and only then).
 BASELINE_TABLE_COMMENT: Final = (
@@ -144,4 +161,28 @@ tenant = Table(
     Column("name", Text, nullable=True),
     *[c for f in TENANT.fields for c in _field_columns(f)],
     comment=BASELINE_TABLE_COMMENT,
+)
+
+held_field = Table(
+    HELD_TABLE,
+    metadata,
+    # What the pipeline needs to apply the event once the row exists ...
+    Column("request_id", Text, primary_key=True),
+    Column("field", Text, primary_key=True),  # the JsonField's column: "routingSnapshot", ...
+    Column("event_id", UUID(as_uuid=True), primary_key=True),
+    Column("occurred_at", TIMESTAMP(timezone=True), nullable=False),
+    Column("tenant_id", Text, nullable=False),
+    Column("held_at", TIMESTAMP(timezone=True), nullable=False, server_default=func.now()),
+    # ... and what its dead letter needs: the record as it was consumed, and where it was.
+    Column("record_key", LargeBinary, nullable=True),
+    Column("record_value", LargeBinary, nullable=False),
+    # JSON text [[name, base64 value or null], ...]: text, not jsonb, which refuses \u0000.
+    Column("record_headers", Text, nullable=True),
+    Column("source_topic", Text, nullable=False),
+    Column("source_partition", Integer, nullable=False),
+    Column("source_offset", BigInteger, nullable=False),
+    Column("source_timestamp", BigInteger, nullable=False),  # ms, as the record had it
+    Index("held_field_held_at_idx", "held_at"),
+    schema=HELD_SCHEMA,
+    comment=HELD_TABLE_COMMENT,
 )

@@ -24,7 +24,7 @@ from consumer.db import create_engine
 from consumer.logs import get_logger
 from consumer.ops.migrate import APPLICATION_NAME
 from consumer.settings import Settings
-from consumer.tables import VERSION_TABLE, metadata
+from consumer.tables import HELD_SCHEMA, VERSION_TABLE, metadata
 
 config = context.config
 _log = get_logger("consumer.ops.migrate")
@@ -56,6 +56,9 @@ _COMMON: dict[str, Any] = {
     # and the retry resumes there. Its SET LOCAL lock_timeout ends with it.
     "transaction_per_migration": True,
     "compare_type": True,
+    # The service's own schema too (held fields); never the other schemas of the database.
+    "include_schemas": True,
+    "include_name": lambda name, kind, parents: kind != "schema" or name in (None, HELD_SCHEMA),
 }
 
 

@@ -43,6 +43,8 @@ class ReasonCode(StrEnum):
     TENANT_MISMATCH = "tenant_mismatch"
     #: PostgreSQL refused the record itself with a permanent error.
     DB_REJECTED = "db_rejected"
+    #: Held for an ``"ExecutionRecord"`` row that did not appear within the TTL.
+    ROW_MISSING = "row_missing"
 
 
 #: The codes :func:`schemas.decode.decode_event` can return; the rest need the database.

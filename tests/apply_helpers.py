@@ -5,6 +5,7 @@ under test."""
 from __future__ import annotations
 
 import asyncio
+import itertools
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
@@ -20,7 +21,7 @@ from consumer.db import create_engine
 from consumer.pipeline.apply import ApplyOutcome, PendingEvent, apply_events
 from consumer.pipeline.decode import ConsumerEvent
 from consumer.pipeline.decode import decode_event as fast_decode_event
-from consumer.settings import Settings
+from consumer.settings import MissingRowPolicy, Settings
 from schemas import DecodedEvent, EventType, OutgoingEvent, Rejection, build_event, decode_event
 
 T0 = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
@@ -133,11 +134,38 @@ def decoded(event: OutgoingEvent) -> DecodedEvent:
     return result
 
 
+_OFFSETS = itertools.count()
+
+
+def source_record(
+    event: OutgoingEvent,
+    *,
+    topic: str = "test.source",
+    partition: int = 0,
+    offset: int | None = None,
+) -> ConsumerRecord[bytes, bytes]:
+    """A Kafka record as the consumer would have read ``event`` (what holding it keeps)."""
+    return ConsumerRecord(
+        topic=topic,
+        partition=partition,
+        offset=next(_OFFSETS) if offset is None else offset,
+        timestamp=int(event.occurred_at.timestamp() * 1000),
+        timestamp_type=0,
+        key=event.key,
+        value=event.value,
+        checksum=None,
+        serialized_key_size=len(event.key or b""),
+        serialized_value_size=len(event.value),
+        headers=[("trace", b"\x00\xff"), ("origin", b"tests")],
+    )
+
+
 def pending(event: OutgoingEvent) -> PendingEvent:
-    """What the pipeline hands to ``apply_events`` for this record (its decoder's result)."""
+    """What the pipeline hands to ``apply_events`` for this record (its decoder's result), with
+    a source record (:func:`source_record`) so that it can be held."""
     result = fast_decode_event(event.value)
     assert isinstance(result, ConsumerEvent), result
-    return PendingEvent.of(result, event.value)
+    return PendingEvent.of(result, event.value, source_record(event))
 
 
 class RetryRecorder:
@@ -157,10 +185,17 @@ def engine_for(url: str) -> AsyncEngine:
 
 
 async def apply_in_transaction(
-    engine: AsyncEngine, events: Sequence[OutgoingEvent]
+    engine: AsyncEngine,
+    events: Sequence[OutgoingEvent],
+    *,
+    policy: MissingRowPolicy = MissingRowPolicy.CREATE,
 ) -> ApplyOutcome:
-    """One batch through ``apply_events`` (its own committed transaction)."""
-    return await apply_events(engine, [pending(e) for e in events])
+    """One batch through ``apply_events`` (its own committed transaction).
+
+    ``create`` by default: the apply tests that create rows as they go were written for it and
+    pin it (``ROUTING_MISSING_ROW_POLICY=create``); tests/test_held.py pins ``park``.
+    """
+    return await apply_events(engine, [pending(e) for e in events], policy=policy)
 
 
 # --- Kafka ----------------------------------------------------------------------------------

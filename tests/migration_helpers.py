@@ -13,7 +13,7 @@ from sqlalchemy.pool import NullPool
 
 from consumer.db import create_engine
 from consumer.settings import Settings
-from consumer.tables import VERSION_TABLE, metadata
+from consumer.tables import HELD_SCHEMA, VERSION_TABLE, metadata
 
 SERVICE_COLUMNS = {
     "ExecutionRecord": {
@@ -117,9 +117,19 @@ async def fetchval(url: str, sql: str, *args: Any) -> Any:
 async def schema_diff(url: str) -> list[Any]:
     """Alembic autogenerate's differences between ``consumer.tables.metadata`` and the database."""
 
+    def include_name(name: str | None, kind: str, parents: Any) -> bool:
+        # The default schema and the service's own; other projects' schemas are not ours.
+        return kind != "schema" or name in (None, HELD_SCHEMA)
+
     def compare(connection: Connection) -> list[Any]:
         context = MigrationContext.configure(
-            connection, opts={"version_table": VERSION_TABLE, "compare_type": True}
+            connection,
+            opts={
+                "version_table": VERSION_TABLE,
+                "compare_type": True,
+                "include_schemas": True,
+                "include_name": include_name,
+            },
         )
         return list(compare_metadata(context, metadata))
 

@@ -13,7 +13,7 @@ from consumer.db import create_engine
 from consumer.outcomes import Outcome
 from consumer.pipeline.apply import apply_events
 from consumer.pipeline.sql import round_sql
-from consumer.settings import Settings
+from consumer.settings import MissingRowPolicy, Settings
 from consumer.tables import EXECUTION_RECORD
 from schemas import ReasonCode
 from tests.apply_helpers import (
@@ -337,7 +337,9 @@ async def test_a_refusal_on_the_fast_first_attempt_is_redone_carefully_in_a_new_
     fine = cost("req-f", "t1", at(0))
     refused = with_raw_payload(cost("req-r", "t1", at(0), note="N"), "N", '"\\u0000"')
 
-    outcome = await apply_events(engine, [pending(fine), pending(refused)])
+    outcome = await apply_events(
+        engine, [pending(fine), pending(refused)], policy=MissingRowPolicy.CREATE
+    )
 
     assert [r.outcome for r in outcome.results] == [Outcome.APPLIED, Outcome.DEAD_LETTERED]
     assert "22P05" in outcome.results[1].message
@@ -431,6 +433,8 @@ async def test_the_least_privilege_role_of_deploy_sql_grants_can_apply_every_kin
     # deploy/sql/grants.sql gives the service's role exactly the columns it needs; the real
     # statements must need no more (inserting, updating both fields, stale, both rejections).
     await database.execute((ROOT / "deploy" / "sql" / "grants.sql").read_text())
+    # These batches create rows (create): the grant that policy needs on top.
+    await database.execute((ROOT / "deploy" / "sql" / "grants-create-rows.sql").read_text())
     await database.execute('INSERT INTO "Tenant" ("id") VALUES (\'t1\')')
     await database.execute(
         'INSERT INTO "ExecutionRecord" ("id", "requestId", "tenantId") '
@@ -452,7 +456,9 @@ async def test_the_least_privilege_role_of_deploy_sql_grants_can_apply_every_kin
     )
     try:
         for events in (first, second):
-            outcome = await apply_events(as_role, [pending(e) for e in events])
+            outcome = await apply_events(
+                as_role, [pending(e) for e in events], policy=MissingRowPolicy.CREATE
+            )
             verdicts.append([r.reason or r.outcome for r in outcome.results])
     finally:
         await as_role.dispose()

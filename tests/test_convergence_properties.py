@@ -23,6 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from consumer.outcomes import Outcome
 from consumer.pipeline.apply import apply_events
+from consumer.settings import MissingRowPolicy
 from schemas import EventType, OutgoingEvent, ReasonCode
 from tests.apply_helpers import at, cost, engine_for, pending, policy, snapshot, with_raw_payload
 from tests.conftest import Database
@@ -127,7 +128,9 @@ async def test_any_order_duplication_and_split_converges_to_the_newest_valid_eve
     await _reset(engine)
 
     for batch in batches:
-        outcome = await apply_events(engine, [pending(built[i][0]) for i in batch])
+        outcome = await apply_events(
+            engine, [pending(built[i][0]) for i in batch], policy=MissingRowPolicy.CREATE
+        )
         for i, result in zip(batch, outcome.results, strict=True):
             expected_reason = built[i][1]
             if expected_reason is None:

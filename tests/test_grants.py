@@ -19,6 +19,7 @@ from tests.conftest import Database
 from tests.migration_helpers import create_prisma_tables, in_thread
 
 GRANTS = Path(__file__).resolve().parent.parent / "deploy" / "sql" / "grants.sql"
+CREATE_ROWS = GRANTS.with_name("grants-create-rows.sql")
 ROLE = "routing_persistence"
 
 # The consumer's snapshot upsert (docs/architecture.md "One batch", step 3): created rows get
@@ -78,6 +79,14 @@ FORBIDDEN = [
     'TRUNCATE "ExecutionRecord"',
     'ALTER TABLE "Tenant" ADD COLUMN "x" integer',
     "UPDATE routing_persistence_version SET version_num = 'x'",
+    # park (grants.sql alone): no row of Project A is ever created.
+    """INSERT INTO "ExecutionRecord" ("id", "requestId", "tenantId") VALUES ('n', 'n', 't-1')""",
+    # The service's own table: rows are held, read, locked and deleted, never rewritten.
+    "UPDATE routing_persistence.held_field SET record_value = 'x'",
+    "UPDATE routing_persistence.held_field SET tenant_id = 'x'",
+    "TRUNCATE routing_persistence.held_field",
+    "CREATE TABLE routing_persistence.scratch (x int)",
+    "DROP TABLE routing_persistence.held_field",
     "CREATE TABLE routing_persistence_scratch (x int)",
 ]
 
@@ -120,6 +129,7 @@ async def test_the_role_writes_the_consumers_columns(
     role_connection: asyncpg.Connection, empty_database: Database
 ) -> None:
     conn = role_connection
+    await empty_database.execute(CREATE_ROWS.read_text())  # this test creates a row (create)
     t0 = datetime(2026, 1, 1, tzinfo=UTC)
     e1, e2 = uuid.uuid4(), uuid.uuid4()
     # An existing row of Project A (its tenant matches) and a new one the event creates.
@@ -217,3 +227,32 @@ async def test_grants_are_reset_to_the_file_on_every_run(
     with pytest.raises(asyncpg.InsufficientPrivilegeError):
         await role_connection.execute("""UPDATE "Tenant" SET "name" = 'again' WHERE "id" = 't-2'""")
     assert tuple(attributes) == (True, False, False, False, False)
+
+
+async def test_the_role_holds_locks_and_deletes_held_fields(
+    role_connection: asyncpg.Connection, empty_database: Database
+) -> None:
+    """What holding and releasing need on the service's own table, and no more."""
+    conn = role_connection
+    key = ("req-1", "routingSnapshot", uuid.uuid4())
+    inserted = await conn.fetch(
+        "INSERT INTO routing_persistence.held_field (request_id, field, event_id, occurred_at, "
+        "tenant_id, record_key, record_value, record_headers, source_topic, source_partition, "
+        "source_offset, source_timestamp) VALUES ($1, $2, $3, now(), 't-1', 'k', 'v', NULL, "
+        "'topic', 0, 1, 2) ON CONFLICT (request_id, field, event_id) DO NOTHING "
+        "RETURNING request_id",
+        *key,
+    )
+    assert [r["request_id"] for r in inserted] == ["req-1"]
+    async with conn.transaction():
+        locked = await conn.fetch(
+            "SELECT h.request_id FROM routing_persistence.held_field AS h WHERE EXISTS "
+            '(SELECT FROM "ExecutionRecord" AS r WHERE r."requestId" = h.request_id) '
+            "FOR UPDATE OF h SKIP LOCKED"
+        )
+        assert [r["request_id"] for r in locked] == ["req-1"]
+        deleted = await conn.execute(
+            "DELETE FROM routing_persistence.held_field WHERE request_id = $1", "req-1"
+        )
+    assert deleted == "DELETE 1"
+    assert await empty_database.fetch("SELECT 1 FROM routing_persistence.held_field") == []

@@ -17,7 +17,12 @@ from sqlalchemy.exc import DBAPIError
 
 from consumer.ops.migrate import APPLICATION_NAME, downgrade, upgrade
 from consumer.settings import Settings
-from consumer.tables import ADDED_COLUMN_COMMENT_PREFIX, BASELINE_TABLE_COMMENT
+from consumer.tables import (
+    ADDED_COLUMN_COMMENT_PREFIX,
+    BASELINE_TABLE_COMMENT,
+    HELD_SCHEMA,
+    HELD_TABLE_COMMENT,
+)
 from tests.conftest import Database
 from tests.migration_helpers import (
     SERVICE_COLUMNS,
@@ -29,7 +34,7 @@ from tests.migration_helpers import (
     version,
 )
 
-HEAD = "0003_tenant_columns"
+HEAD = "0004_held_fields"
 CLI = Path(sys.executable).parent / "routing-persistence"
 
 
@@ -151,7 +156,7 @@ async def test_migrate_sql_prints_a_script_that_builds_the_same_schema(
     )
     assert code == 0, err
     assert "secret" not in script + err
-    assert script.count("SET LOCAL lock_timeout = '2000ms'") == 3
+    assert script.count("SET LOCAL lock_timeout = '2000ms'") == 4
     # A DBA runs it as is (psql would do the same: BEGIN/COMMIT per revision).
     await empty_database.execute(script)
     assert await version(empty_database.url) == HEAD
@@ -377,3 +382,31 @@ async def test_concurrent_migrations_all_succeed(empty_database: Database, tmp_p
     assert [code for code, _, _ in results] == [0, 0], [err for _, _, err in results]
     assert await version(empty_database.url) == HEAD
     assert await schema_diff(empty_database.url) == []
+
+
+def test_the_held_table_revision_froze_the_names_the_code_uses() -> None:
+    import importlib
+
+    revision = importlib.import_module("migrations.versions.0004_held_fields")
+    assert revision._SCHEMA == HELD_SCHEMA
+    assert revision._TABLE_COMMENT == HELD_TABLE_COMMENT
+
+
+async def test_the_held_table_downgrade_refuses_to_drop_held_fields(
+    empty_database: Database,
+) -> None:
+    url = empty_database.url
+    settings = Settings(database_url=url)
+    await in_thread(upgrade, settings)
+    await empty_database.execute(
+        "INSERT INTO routing_persistence.held_field (request_id, field, event_id, occurred_at, "
+        "tenant_id, record_value, source_topic, source_partition, source_offset, "
+        "source_timestamp) VALUES ('r', 'actualCost', gen_random_uuid(), now(), 't', 'v', "
+        "'topic', 0, 0, 0)"
+    )
+    with pytest.raises(DBAPIError, match=r"1 fields are held in routing_persistence\.held_field"):
+        await in_thread(downgrade, settings)
+    assert await version(url) == HEAD
+    await empty_database.execute("DELETE FROM routing_persistence.held_field")
+    await in_thread(downgrade, settings)
+    assert await fetchval(url, "SELECT to_regnamespace('routing_persistence')") is None

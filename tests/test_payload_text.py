@@ -19,6 +19,7 @@ from consumer.outcomes import Outcome
 from consumer.pipeline.apply import EventResult, PendingEvent, apply_events
 from consumer.pipeline.decode import ConsumerEvent
 from consumer.pipeline.decode import decode_event as fast_decode_event
+from consumer.settings import MissingRowPolicy
 from schemas import DecodedEvent, ReasonCode, decode_event
 from tests.apply_helpers import at, cost, engine_for, policy, snapshot, with_raw_payload
 from tests.conftest import Database
@@ -112,7 +113,7 @@ async def test_payload_texts_store_and_fail_exactly_as_whole_records(
     await database.execute(
         "INSERT INTO \"Tenant\" (\"id\") VALUES ('t1'), ('p-plain'), ('p-nul'), ('p-esc')"
     )
-    expected = await apply_events(engine, whole)
+    expected = await apply_events(engine, whole, policy=MissingRowPolicy.CREATE)
     expected_stored: dict[str, str] = {row[0]: row[1] for row in await database.fetch(_STORED)}
     await database.execute(
         'DELETE FROM "ExecutionRecord"; UPDATE "Tenant" SET "routingPolicy" = NULL, '
@@ -120,7 +121,7 @@ async def test_payload_texts_store_and_fail_exactly_as_whole_records(
     )
     assert len(await database.fetch(_STORED)) == 0
 
-    outcome = await apply_events(engine, consumer)
+    outcome = await apply_events(engine, consumer, policy=MissingRowPolicy.CREATE)
 
     verdicts = {name: _verdict(r) for (name, _, _), r in zip(CASES, outcome.results, strict=True)}
     assert verdicts == {

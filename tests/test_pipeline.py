@@ -22,7 +22,7 @@ from consumer.outcomes import Outcome
 from consumer.pipeline.batch import BatchProcessor
 from consumer.pipeline.deadletter import new_dead_letter_producer
 from consumer.retry import observing_retries
-from consumer.settings import Settings
+from consumer.settings import MissingRowPolicy, Settings
 from schemas import EventType, build_event, dumps, loads
 from tests.apply_helpers import (
     RetryRecorder,
@@ -94,9 +94,11 @@ async def test_a_mixed_batch_applies_the_valid_and_dead_letters_every_bad_record
 ) -> None:
     settings = _changed(settings, {"max_payload_bytes": 2048})
     await database.execute('INSERT INTO "Tenant" ("id") VALUES (\'t1\')')
+    # Project A's rows (a missing one would hold its events: tests/test_held.py).
     await database.execute(
         'INSERT INTO "ExecutionRecord" ("id", "requestId", "tenantId") '
-        "VALUES ('req-owned', 'req-owned', 'owner')"
+        "VALUES ('req-owned', 'req-owned', 'owner'), ('req-1', 'req-1', 't1'), "
+        "('req-2', 'req-2', 't1')"
     )
     valid = [
         (settings.topic_snapshots, snapshot("req-1", "t1", at(1))),
@@ -153,6 +155,7 @@ async def test_a_mixed_batch_applies_the_valid_and_dead_letters_every_bad_record
     )
     assert [tuple(r) for r in rows] == [
         ("req-1", "t1", "0.1", True),
+        ("req-2", "t1", None, False),
         ("req-owned", "owner", None, False),
     ]
     # Dead letters: exactly the bad records, each with its reason and where it came from.
@@ -315,6 +318,14 @@ async def test_postgresql_stopped_mid_batch_is_waited_for_and_the_batch_complete
 ) -> None:
     url = await _migrated_private_database(private_stack)
     settings = _changed(settings, {"database_url": url})
+    owner = await asyncpg.connect(url)
+    try:  # Project A's rows (a missing one would be held, not written)
+        await owner.execute(
+            'INSERT INTO "ExecutionRecord" ("id", "requestId", "tenantId") '
+            "SELECT 'req-' || g, 'req-' || g, 't1' FROM generate_series(0, 199) AS g"
+        )
+    finally:
+        await owner.close()
     events = [cost(f"req-{i}", "t1", at(i)) for i in range(200)]
     events += [snapshot(f"req-{i}", "t1", at(i)) for i in range(200)]
     records = [(settings.topic_costs, e.key, e.value) for e in events]
@@ -383,10 +394,14 @@ async def _wait_for_lock_waiter(url: str) -> None:
 
 @pytest.mark.slow
 async def test_dead_letters_wait_for_a_broker_that_is_down_and_are_written_when_it_returns(
-    settings: Settings, private_stack: PrivateStack
+    settings: Settings, database: Database, private_stack: PrivateStack
 ) -> None:
     # The source records come from the shared broker; the dead-letter topic lives on a private
     # broker that this test stops while the batch is in hand.
+    await database.execute(
+        'INSERT INTO "ExecutionRecord" ("id", "requestId", "tenantId") '
+        "VALUES ('r', 'req-1', 't1')"
+    )
     await asyncio.to_thread(private_stack.up, "kafka")
     dlq = "private.dlq"
     await create_topics(private_stack.kafka_bootstrap, [dlq], 1)
@@ -428,14 +443,25 @@ async def test_dead_letters_wait_for_a_broker_that_is_down_and_are_written_when_
     assert headers_of(letter)["dlq.reason"] == "invalid_json"
 
 
+@pytest.mark.parametrize("missing_rows", [MissingRowPolicy.PARK, MissingRowPolicy.CREATE])
 async def test_two_processors_racing_on_the_same_rows_converge(
-    settings: Settings, database: Database, producer: AIOKafkaProducer
+    settings: Settings,
+    database: Database,
+    producer: AIOKafkaProducer,
+    missing_rows: MissingRowPolicy,
 ) -> None:
     # Two consumers briefly own the same rows (a rebalance, a replay beside the live consumer):
     # concurrent transactions on the same rows wait for each other, lose races, even deadlock;
-    # each is retried or re-offered, and the rows still end at the newest event.
+    # each is retried or re-offered, and the rows still end at the newest event. Under park
+    # Project A made the rows; under create the racing consumers create them.
+    settings = _changed(settings, {"missing_row_policy": missing_rows})
     rng = random.Random(5)
     await database.execute('INSERT INTO "Tenant" ("id") VALUES (\'t1\')')
+    if missing_rows is MissingRowPolicy.PARK:
+        await database.execute(
+            'INSERT INTO "ExecutionRecord" ("id", "requestId", "tenantId") '
+            "SELECT 'req-' || g, 'req-' || g, 't1' FROM generate_series(0, 59) AS g"
+        )
     events = []
     for n in range(600):
         request = f"req-{rng.randrange(60)}"
@@ -503,6 +529,10 @@ async def test_a_batch_processed_again_counts_the_same_records_once(
     settings: Settings, topics: Topics, database: Database, producer: AIOKafkaProducer
 ) -> None:
     # What happens after a failed commit or a restart: the same batch comes again.
+    await database.execute(
+        'INSERT INTO "ExecutionRecord" ("id", "requestId", "tenantId") '
+        "VALUES ('r', 'req-1', 't1')"
+    )
     good = cost("req-1", "t1", at(0))
     records = [(settings.topic_costs, good.key, good.value), (settings.topic_costs, b"k", b"[]")]
     await produce(settings.kafka_bootstrap_servers, records)
@@ -539,6 +569,10 @@ async def test_a_dead_letter_too_large_for_the_dlq_topic_is_written_without_its_
     dlq = unique("dlq-small")
     await create_topic_with(settings.kafka_bootstrap_servers, dlq, {"max.message.bytes": "20000"})
     settings = _changed(settings, {"max_payload_bytes": 32768, "topic_dlq": dlq})
+    await database.execute(
+        'INSERT INTO "ExecutionRecord" ("id", "requestId", "tenantId") '
+        "VALUES ('r', 'req-1', 't1')"
+    )
     huge = _envelope_edit(cost("req-huge", "t1", at(0)).value, padding="x" * 60_000)
     good = cost("req-1", "t1", at(1))
     records: list[tuple[str, bytes | None, bytes | None]] = [
@@ -602,11 +636,19 @@ async def test_a_dead_letter_too_large_for_the_dlq_topic_is_written_without_its_
     assert "padding" not in repr(logged)  # no payload in the log
 
 
-async def test_on_a_prisma_like_table_existing_rows_apply_and_missing_ones_are_dead_lettered(
-    settings: Settings, topics: Topics, database: Database, producer: AIOKafkaProducer
+@pytest.mark.parametrize("missing_rows", [MissingRowPolicy.PARK, MissingRowPolicy.CREATE])
+async def test_on_a_prisma_like_table_existing_rows_apply_and_missing_ones_wait_or_are_refused(
+    settings: Settings,
+    topics: Topics,
+    database: Database,
+    producer: AIOKafkaProducer,
+    missing_rows: MissingRowPolicy,
 ) -> None:
     # Project A's "ExecutionRecord" has "updatedAt" NOT NULL without a default (Prisma fills
-    # it): the rows the routing engine created take the events; a missing row cannot be created.
+    # it): the rows the routing engine created take the events. A missing row is waited for
+    # (park, the default: held, no dead letter, no row created); under create the service
+    # cannot create it, and says why.
+    settings = _changed(settings, {"missing_row_policy": missing_rows})
     await database.execute(
         'ALTER TABLE "ExecutionRecord" ADD COLUMN "updatedAt" timestamptz NOT NULL'
     )
@@ -631,13 +673,23 @@ async def test_on_a_prisma_like_table_existing_rows_apply_and_missing_ones_are_d
         await engine.dispose()
 
     assert result.count(Outcome.APPLIED) == len(events)
-    assert result.dead_letter_reasons == Counter({"db_rejected": 2})
     rows = await database.fetch(
         'SELECT count(*) AS n FROM "ExecutionRecord" '
         'WHERE "routingSnapshot" IS NOT NULL AND "actualCost" IS NOT NULL'
     )
     assert rows[0]["n"] == len(existing)
+    count = await database.fetch('SELECT count(*) AS n FROM "ExecutionRecord"')
+    assert count[0]["n"] == len(existing)
+    held = await database.fetch("SELECT request_id FROM routing_persistence.held_field")
     letters = await read_topic(settings.kafka_bootstrap_servers, topics.dlq)
+    if missing_rows is MissingRowPolicy.PARK:
+        assert result.count(Outcome.HELD) == 2
+        assert result.dead_letter_reasons == Counter()
+        assert letters == []
+        assert sorted(r["request_id"] for r in held) == ["req-missing", "req-missing-2"]
+        return
+    assert held == []
+    assert result.dead_letter_reasons == Counter({"db_rejected": 2})
     assert sorted(letter.key for letter in letters) == [b"req-missing", b"req-missing-2"]
     for letter in letters:
         headers = headers_of(letter)

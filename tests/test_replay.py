@@ -39,6 +39,11 @@ from tests.ops_helpers import (
 pytestmark = pytest.mark.integration
 
 T0 = datetime(2026, 11, 25, 8, 0, tzinfo=UTC)
+_NO_FIELDS = {
+    f"{field}{suffix}": None
+    for field in ("routingSnapshot", "actualCost")
+    for suffix in ("", "OccurredAt", "EventId")
+}
 
 
 async def _rows(database: Database) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
@@ -51,8 +56,23 @@ async def _rows(database: Database) -> tuple[list[dict[str, Any]], list[dict[str
     )
 
 
+async def _create_rows(database: Database, tenant_of: dict[str, str]) -> None:
+    """Project A's rows (the service waits for a missing one: tests/test_held.py)."""
+    for request, tenant in tenant_of.items():
+        await database.execute(
+            'INSERT INTO "ExecutionRecord" ("id", "requestId", "tenantId") VALUES ($1, $1, $2)',
+            request,
+            tenant,
+        )
+
+
 async def _empty(database: Database) -> None:
-    await database.execute('DELETE FROM "ExecutionRecord"')
+    """Undo what the service wrote: its columns, never the owners' rows."""
+    await database.execute(
+        'UPDATE "ExecutionRecord" SET "routingSnapshot" = NULL, '
+        '"routingSnapshotOccurredAt" = NULL, "routingSnapshotEventId" = NULL, '
+        '"actualCost" = NULL, "actualCostOccurredAt" = NULL, "actualCostEventId" = NULL'
+    )
     await database.execute(
         'UPDATE "Tenant" SET "routingPolicy" = NULL, "routingPolicyOccurredAt" = NULL, '
         '"routingPolicyEventId" = NULL'
@@ -145,6 +165,9 @@ async def test_replay_from_beginning_rebuilds_the_rows_and_leaves_the_group_alon
     await database.execute(
         """INSERT INTO "Tenant" ("id", "name") VALUES ('tenant-a', 'A'), ('tenant-b', 'B')"""
     )
+    await _create_rows(
+        database, {f"req-{i}": "tenant-a" if i % 2 else "tenant-b" for i in range(12)}
+    )
     counts = await _publish_scenario(settings)
     await run_consumer_until_caught_up(settings)
     first_records, first_tenants = await _rows(database)
@@ -176,7 +199,7 @@ async def test_replay_from_beginning_rebuilds_the_rows_and_leaves_the_group_alon
     assert table["routing.snapshot"]["VALID"] == 12 + 2 + 1
     assert table["tenant.policy"]["VALID"] == 4
     assert await _rows(database) == (
-        [],
+        [{**r, **_NO_FIELDS} for r in first_records],
         [
             {
                 **t,
@@ -231,13 +254,17 @@ async def test_replay_never_applies_records_of_aborted_transactions(
             [(settings.topic_snapshots, e.key, e.value) for e in events],
         )
 
+    await _create_rows(database, {f"req-{n}": "tenant-t" for n in range(7)})
     committed = [snapshot(n, "committed-1", 1) for n in range(6)]
     await publish(committed)
     # What the rows are without the aborted records: the replay of the committed ones alone.
     first = await run_cli(settings, "replay", "--from-beginning")
     assert first.code == 0, first.stderr
     without = await _rows(database)
-    assert {loads(r["routingSnapshot"])["resolvedAlias"] for r in without[0]} == {"committed-1"}
+    assert [r["routingSnapshot"] is None for r in without[0]] == [False] * 6 + [True]
+    assert {
+        loads(r["routingSnapshot"])["resolvedAlias"] for r in without[0] if r["routingSnapshot"]
+    } == {"committed-1"}
     await _empty(database)
 
     # Newest-looking versions of every row (and a row of their own), in a transaction that a
@@ -278,6 +305,7 @@ async def test_replay_since_until_topic_window(
     settings: Settings, database: Database, topics: Topics
 ) -> None:
     now = datetime.now(UTC).replace(microsecond=0)
+    await _create_rows(database, {f"req-{n}": "tenant-x" for n in (0, 1, 2, 9)})
     stamps = [now - timedelta(hours=h) for h in (3, 2, 1)]
     for n, stamp in enumerate(stamps):
         event = build_event(
@@ -312,7 +340,10 @@ async def test_replay_since_until_topic_window(
         "0",
     )
     assert window.code == 0, window.stderr
-    rows = await database.fetch('SELECT "requestId" FROM "ExecutionRecord"')
+    rows = await database.fetch(
+        'SELECT "requestId" FROM "ExecutionRecord" '
+        'WHERE "routingSnapshot" IS NOT NULL OR "actualCost" IS NOT NULL'
+    )
     assert [r["requestId"] for r in rows] == ["req-1"]
     assert _summary(window.stdout)["TOTAL"]["APPLIED"] == 1
 
@@ -361,6 +392,7 @@ async def test_replay_beside_a_live_consumer_never_moves_rows_backwards(
             [(settings.topic_snapshots, e.key, e.value) for e in events],
         )
 
+    await _create_rows(database, {f"req-{n}": "tenant-live" for n in range(40)})
     await publish(1)
     await publish(2)
     async with live_consumer(settings) as process:
@@ -387,6 +419,10 @@ async def test_replay_waits_out_a_database_outage_longer_than_its_stall_timeout(
     await asyncio.to_thread(private_stack.up, "postgres")
     await asyncio.to_thread(upgrade, Settings(database_url=private_stack.database_url), sql=False)
     settings = settings.model_copy(update={"database_url": SecretStr(private_stack.database_url)})
+    await _create_rows(
+        Database("routing", private_stack.database_url, private_stack.database_url),
+        {f"req-{i}": "tenant-o" for i in range(20)},
+    )
     events = [
         build_event(EventType.COST, cost_payload(i), tenant_id="tenant-o", request_id=f"req-{i}")
         for i in range(20)

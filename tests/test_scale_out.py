@@ -18,6 +18,7 @@ import pytest
 
 from bench.workload import generate, tenant_ids
 from consumer.settings import Settings
+from schemas import EventType
 from tests.conftest import Database, Services, Topics, free_port, unique
 from tests.security_helpers import ServiceProcess, group_state, publish, start_service
 
@@ -134,6 +135,15 @@ async def test_three_processes_share_partitions_and_write_what_one_writes(
     await _insert_tenants(database)
     await _insert_tenants(second_database)
     backlog = list(generate(BACKLOG, seed=8, tenants=TENANTS))
+    # Project A's rows, in both databases (a missing one would be held, not written).
+    rows = {e.row_key: e.tenant_id for e in backlog if e.type is not EventType.POLICY}
+    for db in (database, second_database):
+        await db.execute(
+            'INSERT INTO "ExecutionRecord" ("id", "requestId", "tenantId") '
+            "SELECT k, k, t FROM unnest($1::text[], $2::text[]) AS u(k, t)",
+            list(rows),
+            list(rows.values()),
+        )
     waiting, arriving = backlog[: BACKLOG // 3], backlog[BACKLOG // 3 :]
     assert await publish(settings, waiting) == len(waiting)
 

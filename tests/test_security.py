@@ -70,10 +70,30 @@ async def _wait_for_rows(db: Database, prefix: str, want: int, timeout_s: float 
     return count
 
 
+async def _wait_for_held(db: Database, want: int, timeout_s: float = 90.0) -> int:
+    deadline = time.monotonic() + timeout_s
+    count = -1
+    while time.monotonic() < deadline:
+        rows = await db.fetch("SELECT count(*) AS n FROM routing_persistence.held_field")
+        count = int(rows[0]["n"])
+        if count >= want:
+            return count
+        await asyncio.sleep(0.3)
+    return count
+
+
 async def _run_and_check(settings: Settings, database: Database, workdir: Path) -> str:
     """Publish events through ``settings``' Kafka security, run the service, check the outcome."""
     await create_topics_with(settings, [*settings.source_topics, settings.topic_dlq], 3)
     prefix = unique("sec")
+    # Project A's rows (without them the events would wait, held: tests/test_held.py).
+    await database.execute(
+        'INSERT INTO "ExecutionRecord" ("id", "requestId", "tenantId") '
+        "SELECT $1 || g, $1 || g, $2 FROM generate_series(0, $3 - 1) AS g",
+        f"{prefix}-req-",
+        f"{prefix}-tenant",
+        EVENTS_PER_KIND,
+    )
     sent = await publish(settings, _events(prefix))
     service = start_service(settings, workdir)
     try:
@@ -235,6 +255,17 @@ async def test_postgres_over_tls_with_scram_as_least_privilege_role(
     service = start_service(secured, tmp_path)
     private_db = Database("routing", private_stack.database_url, private_stack.database_url)
     try:
+        # Published before Project A's rows exist: held (as the role), then released once the
+        # owner creates them.
+        held = await _wait_for_held(private_db, 2 * EVENTS_PER_KIND)
+        assert held == 2 * EVENTS_PER_KIND, service.output[-3000:]
+        await private_db.execute(
+            'INSERT INTO "ExecutionRecord" ("id", "requestId", "tenantId") '
+            "SELECT $1 || g, $1 || g, $2 FROM generate_series(0, $3 - 1) AS g",
+            f"{prefix}-req-",
+            f"{prefix}-tenant",
+            EVENTS_PER_KIND,
+        )
         rows = await _wait_for_rows(private_db, prefix, EVENTS_PER_KIND)
         assert rows == EVENTS_PER_KIND, service.output[-3000:]
         sessions = await private_db.fetch(
@@ -248,10 +279,14 @@ async def test_postgres_over_tls_with_scram_as_least_privilege_role(
         code = service.stop()
     assert code == 0, service.output[-3000:]
     assert password not in service.output
-    # The role has no rights beyond grants.sql: it cannot create a tenant.
+    # The role has no rights beyond grants.sql: it cannot create a tenant, nor (park) a row.
     conn = await asyncpg.connect(url)
     try:
         with pytest.raises(asyncpg.InsufficientPrivilegeError):
             await conn.execute('INSERT INTO "Tenant" ("id") VALUES ($1)', "sneaky")
+        with pytest.raises(asyncpg.InsufficientPrivilegeError):
+            await conn.execute(
+                'INSERT INTO "ExecutionRecord" ("id", "requestId") VALUES ($1, $1)', "sneaky"
+            )
     finally:
         await conn.close()

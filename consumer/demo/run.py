@@ -2,13 +2,17 @@
 
 :func:`run` creates the topics when missing, migrates the database, seeds the sample's tenants
 and pre-existing execution records (Projects C and A), starts the consumer in this process (the
-code of ``routing-persistence run``), publishes the sample (:mod:`.sample`), waits until the
-group has committed every end offset, prints what happened, and stops the consumer gracefully.
-With ``publish_only`` it seeds and publishes, nothing else (the consumer runs elsewhere).
+code of ``routing-persistence run``), publishes the sample (:mod:`.sample`), then creates the
+late execution records (:data:`LATE_SHARE` of them: Project A creating its row after the events,
+which the consumer held meanwhile), waits until the group has committed every end offset and
+nothing is held any more, prints what happened, and stops the consumer gracefully. With
+``publish_only`` it seeds, publishes and creates the late rows, nothing else (the consumer runs
+elsewhere).
 
-Exit codes: 0 when everything matched (the group caught up within ``CATCH_UP_S``, every bad
-record was dead-lettered with its expected reason, every valid record applied or stale, every
-tombstone ignored, the consumer stopped cleanly), 1 otherwise, 130 when interrupted.
+Exit codes: 0 when everything matched (the group caught up and every held field was released
+within ``CATCH_UP_S``, every bad record was dead-lettered with its expected reason, every valid
+record applied, stale or held and every held one released, every tombstone ignored, the
+consumer stopped cleanly), 1 otherwise, 130 when interrupted.
 """
 
 from __future__ import annotations
@@ -26,23 +30,36 @@ import asyncpg
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from rich.console import Console
 from rich.table import Table
+from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.pool import NullPool
 
-from consumer.demo.sample import Sample, SampleRecord, make_sample, publish_sample, seed_database
+from consumer.db import create_engine
+from consumer.demo.sample import (
+    Sample,
+    SampleRecord,
+    create_execution_records,
+    make_sample,
+    publish_sample,
+    seed_database,
+)
 from consumer.kafka import client_options
 from consumer.logs import configure_logging
 from consumer.ops.lag import measure_lag
 from consumer.ops.migrate import upgrade
 from consumer.outcomes import UNKNOWN_TYPE, Outcome
+from consumer.pipeline.held import held_stats
 from consumer.service.service import Service
 from consumer.settings import Settings
 from schemas import EventType
 
-__all__ = ["CATCH_UP_S", "run"]
+__all__ = ["CATCH_UP_S", "LATE_SHARE", "run"]
 
 #: Partitions of the topics the demo creates.
 _PARTITIONS: Final = 6
 #: How long the consumer may take to catch up once everything is published.
 CATCH_UP_S: Final = 90.0
+#: Share of the sample's execution records that Project A creates after their events.
+LATE_SHARE: Final = 0.2
 _INTERRUPTED: Final = 130
 
 
@@ -84,17 +101,23 @@ def _port_is_free(port: int) -> bool:
     return True
 
 
-def _counts(service: Service) -> tuple[Counter[tuple[str, str]], Counter[str]]:
-    """(type, outcome) -> records and reason -> dead letters, from the service's own metrics."""
+def _counts(
+    service: Service,
+) -> tuple[Counter[tuple[str, str]], Counter[str], Counter[str]]:
+    """(type, outcome) -> records, reason -> dead letters and outcome -> released held fields,
+    from the service's own metrics."""
     outcomes: Counter[tuple[str, str]] = Counter()
     reasons: Counter[str] = Counter()
+    released: Counter[str] = Counter()
     for family in service.metrics.registry.collect():
         for sample in family.samples:
             if sample.name == "routing_consumer_events_total":
                 outcomes[(sample.labels["type"], sample.labels["outcome"])] += int(sample.value)
             elif sample.name == "routing_consumer_dead_letters_total":
                 reasons[sample.labels["reason"]] += int(sample.value)
-    return outcomes, reasons
+            elif sample.name == "routing_consumer_released_total":
+                released[sample.labels["outcome"]] += int(sample.value)
+    return outcomes, reasons, released
 
 
 def _print_summary(
@@ -102,6 +125,7 @@ def _print_summary(
     published: list[SampleRecord],
     outcomes: Counter[tuple[str, str]],
     reasons: Counter[str],
+    released: Counter[str],
 ) -> bool:
     """Print the tables; True when the counts match what was published."""
     counted = Outcome.counted()
@@ -129,13 +153,22 @@ def _print_summary(
 
     valid = sum(1 for r in published if r.reason is None and r.value is not None)
     tombstones = sum(1 for r in published if r.value is None)
-    handled = sum(outcomes[(t, o)] for t in types for o in (Outcome.APPLIED, Outcome.STALE))
+    counted = (Outcome.APPLIED, Outcome.STALE, Outcome.HELD)
+    handled = sum(outcomes[(t, o)] for t in types for o in counted)
+    held = sum(outcomes[(t, Outcome.HELD)] for t in types)
+    settled = released[Outcome.APPLIED] + released[Outcome.STALE]
     ignored = sum(outcomes[(t, Outcome.IGNORED)] for t in types)
-    ok = expected == reasons and handled == valid and ignored == tombstones
     console.print(
-        f"valid records sent {valid} = applied + stale {handled}; tombstones sent {tombstones} "
-        f"= ignored {ignored}; bad records sent {sum(expected.values())} = dead-lettered "
-        f"{sum(reasons.values())}: " + ("[green]all accounted for[/]" if ok else "[red]MISMATCH[/]")
+        f"held until their row existed: {held} snapshots and costs; released once Project A "
+        f"created the rows: {released[Outcome.APPLIED]} applied + {released[Outcome.STALE]} "
+        f"stale, {released[Outcome.DEAD_LETTERED]} dead-lettered"
+    )
+    ok = expected == reasons and handled == valid and ignored == tombstones and settled == held
+    console.print(
+        f"valid records sent {valid} = applied + stale + held {handled}; held {held} = released "
+        f"{settled}; tombstones sent {tombstones} = ignored {ignored}; bad records sent "
+        f"{sum(expected.values())} = dead-lettered {sum(reasons.values())}: "
+        + ("[green]all accounted for[/]" if ok else "[red]MISMATCH[/]")
     )
     return ok
 
@@ -188,19 +221,55 @@ async def _newest_rows(settings: Settings) -> tuple[Table, Table]:
 
 async def _publish_only(settings: Settings, sample: Sample, rate: float, seed: int) -> int:
     published = await publish_sample(settings, sample.records, rate=rate)
+    await create_execution_records(settings, sample.late_execution_records)
     bad = sum(1 for r in published if r.reason is not None)
     print(
         f"published {len(published)} records ({bad} meant for the dead-letter topic) "
         f"to {settings.topic_snapshots}, {settings.topic_costs}, {settings.topic_policies} "
-        f"(seed {seed})"
+        f"(seed {seed}); then created {len(sample.late_execution_records)} late execution records"
     )
     return 0
+
+
+async def _publish_then_create_rows(
+    settings: Settings, sample: Sample, rate: float, console: Console
+) -> list[SampleRecord]:
+    """Publish the sample; once the consumer has caught up (the late rows' events are held by
+    then), create the late execution records as Project A would."""
+    published = await publish_sample(settings, sample.records, rate=rate)
+    deadline = time.monotonic() + CATCH_UP_S
+    while time.monotonic() < deadline:
+        if (await measure_lag(settings)).total_lag == 0:
+            break
+        await asyncio.sleep(0.5)
+    late = sample.late_execution_records
+    await create_execution_records(settings, late)
+    console.print(
+        f"[bold]project A[/] created {len(late)} execution records after their events "
+        "(the consumer held those snapshots and costs until now)"
+    )
+    return published
 
 
 async def _consume_sample(
     settings: Settings, console: Console, sample: Sample, rate: float, stop: asyncio.Event
 ) -> int:
     """Run the consumer, publish, wait for it to catch up, print the summary; the exit code."""
+    engine = create_engine(settings, poolclass=NullPool)  # counts what is held, nothing else
+    try:
+        return await _watch_sample(settings, console, sample, rate, stop, engine)
+    finally:
+        await engine.dispose()
+
+
+async def _watch_sample(
+    settings: Settings,
+    console: Console,
+    sample: Sample,
+    rate: float,
+    stop: asyncio.Event,
+    engine: AsyncEngine,
+) -> int:
     port = settings.metrics_port if _port_is_free(settings.metrics_port) else 0
     service = Service(settings, metrics_port=port)
     consumer = asyncio.create_task(service.run())
@@ -222,17 +291,19 @@ async def _consume_sample(
         f"[bold]publish[/]  {len(sample.records)} records at {rate:.0f}/s: snapshots, costs and "
         f"policies with duplicates, late versions, tombstones and {bad} bad records"
     )
-    publishing = asyncio.create_task(publish_sample(settings, sample.records, rate=rate))
+    publishing = asyncio.create_task(_publish_then_create_rows(settings, sample, rate, console))
     caught_up = False
     deadline: float | None = None
     while not stop.is_set() and (deadline is None or time.monotonic() < deadline):
         await asyncio.sleep(1.0)
         lag = (await measure_lag(settings)).total_lag
+        held = (await held_stats(engine)).total if publishing.done() else None
         handled = sum(_counts(service)[0].values())
         note = "" if publishing.done() else "  (still publishing)"
-        console.print(f"  handled {handled:>6} records, lag {lag:>6}{note}")
+        holding = "" if held is None else f", held {held:>5}"
+        console.print(f"  handled {handled:>6} records, lag {lag:>6}{holding}{note}")
         if publishing.done():
-            caught_up = lag == 0
+            caught_up = lag == 0 and held == 0
             deadline = deadline or time.monotonic() + CATCH_UP_S
             if caught_up:
                 break
@@ -248,8 +319,8 @@ async def _consume_sample(
     code = await consumer
 
     console.rule("summary")
-    outcomes, reasons = _counts(service)
-    ok = _print_summary(console, published, outcomes, reasons)
+    outcomes, reasons, released = _counts(service)
+    ok = _print_summary(console, published, outcomes, reasons, released)
     report = await measure_lag(settings)
     console.print(
         f"lag after the run: [bold]{report.total_lag}[/] records over "
@@ -259,7 +330,10 @@ async def _consume_sample(
         console.print(table)
     console.print(f"consumer stopped with exit code {code}")
     if not caught_up:
-        console.print(f"[red]the consumer did not catch up within {CATCH_UP_S:g} s[/]")
+        console.print(
+            f"[red]the consumer did not catch up (or release every held field) within "
+            f"{CATCH_UP_S:g} s[/]"
+        )
     return 0 if (ok and caught_up and code == 0) else 1
 
 
@@ -271,7 +345,9 @@ async def run(
     ``events`` is about how many records to publish, ``rate`` how many per second (0: at once),
     ``seed`` makes the sample reproducible.
     """
-    sample = make_sample(events, seed=seed, max_payload_bytes=settings.max_payload_bytes)
+    sample = make_sample(
+        events, seed=seed, max_payload_bytes=settings.max_payload_bytes, late_share=LATE_SHARE
+    )
     if publish_only:
         await seed_database(settings, sample)
         return await _publish_only(settings, sample, rate, seed)
@@ -290,7 +366,8 @@ async def run(
     await seed_database(settings, sample)
     console.print(
         f'[bold]tenants[/]  {len(sample.tenants)} in "Tenant", '
-        f"{len(sample.execution_records)} execution records created before (Projects C and A)"
+        f"{len(sample.execution_records)} execution records created before (Projects C and A); "
+        f"{len(sample.late_execution_records)} more are created after their events"
     )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

@@ -2,10 +2,13 @@
 
 :func:`make_sample` builds from a seed what a routing engine sends (snapshots, costs, policies,
 with several versions per row, duplicates, late versions and tombstones) plus at least one bad
-record of every dead-letter reason code, each record labelled with the outcome the consumer must
-give it. :func:`seed_database` creates the rows the sample refers to (Projects A and C), and
-:func:`publish_sample` publishes it (``acks=all``), leaving out a record the topic refuses as
-too large.
+record of every reason code a record can be sent with (:data:`SENDABLE_REASONS`: all but
+``row_missing``, which takes ``ROUTING_MISSING_ROW_TTL`` to happen), each record labelled with
+the outcome the consumer must give it. :func:`seed_database` creates the rows the sample refers
+to (Projects A and C) except the late ones, which :func:`create_execution_records` creates after
+the events (Project A creating its row after the routing engine published: the events are held
+until then), and :func:`publish_sample` publishes it (``acks=all``), leaving out a record the
+topic refuses as too large.
 """
 
 from __future__ import annotations
@@ -30,8 +33,10 @@ from consumer.settings import Settings
 from schemas import EventType, ReasonCode, build_event, dumps, format_rfc3339
 
 __all__ = [
+    "SENDABLE_REASONS",
     "Sample",
     "SampleRecord",
+    "create_execution_records",
     "make_sample",
     "publish_sample",
     "seed_database",
@@ -63,6 +68,11 @@ _PRICES = {
 _MICRO = Decimal("0.000001")
 _UNKNOWN_TENANT = "tenant-unregistered"
 
+#: The reason codes a sample's bad records are sent with: every one but ``row_missing``.
+SENDABLE_REASONS: tuple[ReasonCode, ...] = tuple(
+    code for code in ReasonCode if code is not ReasonCode.ROW_MISSING
+)
+
 
 @dataclass(frozen=True, slots=True)
 class SampleRecord:
@@ -87,6 +97,8 @@ class Sample:
     tenants: list[str] = field(default_factory=list)
     #: ``("requestId", "tenantId")`` of ``"ExecutionRecord"`` rows Project A created already.
     execution_records: list[tuple[str, str]] = field(default_factory=list)
+    #: The rows Project A creates only after the events were published (held until then).
+    late_execution_records: list[tuple[str, str]] = field(default_factory=list)
 
 
 def topic_of(settings: Settings, kind: EventType) -> str:
@@ -188,8 +200,12 @@ def make_sample(
     duplicate_ratio: float = 0.08,
     reorder_ratio: float = 0.10,
     bad_ratio: float = 0.02,
+    late_share: float = 0.0,
 ) -> Sample:
     """About ``events`` records (at least one bad record per reason code; same seed, same records).
+
+    Every request's ``"ExecutionRecord"`` row is Project A's: ``late_share`` of them are created
+    after the events (:attr:`Sample.late_execution_records`), the rest before.
 
     Event times lie in the minutes before ``now`` (default: the current time), one row gets
     several versions, ``reorder_ratio`` of the records are sent late (after newer versions),
@@ -200,7 +216,7 @@ def make_sample(
     make = _Maker(rng, max_payload_bytes)
     now = datetime.now(UTC) if now is None else now
     tenant_ids = [f"tenant-{i:03d}" for i in range(1, tenants + 1)]
-    n_bad = max(len(ReasonCode), round(events * bad_ratio))
+    n_bad = max(len(SENDABLE_REASONS), round(events * bad_ratio))
     n_tombstones = max(1, events // 500)
     n_valid = max(3, round((events - n_bad - n_tombstones) / (1 + duplicate_ratio)))
     n_requests = max(1, round(n_valid * 0.85 / 2.4))
@@ -243,8 +259,10 @@ def make_sample(
         order.insert(rng.randint(i, len(order)), order[i])
 
     sample = Sample(tenants=tenant_ids)
-    premade = requests[: max(1, len(requests) // 20)]
+    n_late = min(len(requests) - 1, round(len(requests) * late_share))
+    premade = requests[: len(requests) - n_late]
     sample.execution_records = list(premade)
+    sample.late_execution_records = list(requests[len(premade) :])
     bad = list(_bad_records(make, n_bad, premade, tenant_ids, now))
     bad.extend(_tombstones(make, n_tombstones, requests))
     for record in bad:
@@ -261,7 +279,7 @@ def _bad_records(
     now: datetime,
 ) -> Iterable[SampleRecord]:
     rng = make.rng
-    codes = list(ReasonCode)
+    codes = SENDABLE_REASONS
     for i in range(count):
         code = codes[i % len(codes)]
         at = now - timedelta(seconds=rng.uniform(1, 30))
@@ -307,7 +325,14 @@ def _bad_records(
             key = target.encode()
             value = dumps(make.envelope(kind, make.cost(), other, target, at))
         else:  # DB_REJECTED: valid JSON PostgreSQL's jsonb refuses (the NUL character)
+            # For a row that exists (else it is held until the row does), and newer than any
+            # valid version (an older one is stale before its JSON is ever parsed).
+            target, owner = rng.choice(premade)
+            snapshot = make.envelope(
+                EventType.SNAPSHOT, make.snapshot(owner, now), owner, target, now
+            )
             snapshot["payload"]["resolvedAlias"] = "chat\u0000default"
+            key = target.encode()
             value = dumps(snapshot)
         yield SampleRecord(kind, key, value, code)
 
@@ -331,10 +356,19 @@ async def seed_database(settings: Settings, sample: Sample) -> None:
             'INSERT INTO "Tenant" ("id", "name") VALUES ($1, $2) ON CONFLICT ("id") DO NOTHING',
             [(t, f"Tenant {t.removeprefix('tenant-')}") for t in sample.tenants],
         )
+    finally:
+        await conn.close()
+    await create_execution_records(settings, sample.execution_records)
+
+
+async def create_execution_records(settings: Settings, rows: Sequence[tuple[str, str]]) -> None:
+    """Create ``"ExecutionRecord"`` rows ``(requestId, tenantId)`` as Project A (idempotent)."""
+    conn = await asyncpg.connect(settings.plain_database_url)
+    try:
         await conn.executemany(
             'INSERT INTO "ExecutionRecord" ("id", "requestId", "tenantId") VALUES ($1, $1, $2) '
             'ON CONFLICT ("requestId") DO NOTHING',
-            sample.execution_records,
+            rows,
         )
     finally:
         await conn.close()

@@ -5,7 +5,9 @@
 1. decode each record where its topic, partition and offset are known: a tombstone is
    ``ignored``, a rejection becomes a dead letter (:mod:`.decode`);
 2. apply the valid events in one transaction (:mod:`.apply`), retried while the database is
-   unavailable or the transaction lost a race;
+   unavailable or the transaction lost a race; under ``ROUTING_MISSING_ROW_POLICY=park`` the
+   snapshots and costs whose row does not exist yet are held in the same transaction
+   (:mod:`.held`; :mod:`.release` writes them once the row exists);
 3. the database's own rejections (``tenant_mismatch``, ``unknown_tenant``, ``db_rejected``)
    become dead letters too;
 4. write every dead letter and wait for the broker's acknowledgement (:mod:`.deadletter`),
@@ -147,14 +149,16 @@ class BatchProcessor:
                     label = UNKNOWN_TYPE if kind is None else kind.value
                     outcomes[(record.topic, label, Outcome.DEAD_LETTERED)] += 1
                     continue
-                pending.append(PendingEvent.of(decoded, value))
+                pending.append(PendingEvent.of(decoded, value, record))
                 sources.append(record)
         return pending, sources, letters
 
     async def _apply(self, pending: list[PendingEvent]) -> ApplyOutcome:
         async for attempt in retrying(self._settings):
             with attempt:
-                return await apply_events(self._engine, pending)
+                return await apply_events(
+                    self._engine, pending, policy=self._settings.missing_row_policy
+                )
         raise AssertionError("retrying() ends with a result or an error")  # pragma: no cover
 
     @staticmethod

@@ -2,8 +2,10 @@
 
 The batch arrives as :class:`Columns`. Per table, each round offers the newest remaining
 candidate of every row and field in one statement (:mod:`.sql`) and settles what the statement
-reports: applied, stale, another tenant's, an unknown tenant, or offered again next round
-(a concurrent writer won, or an older candidate stands behind a rejected one). With
+reports: applied, stale, another tenant's, an unknown tenant, held (``park``: its
+``"ExecutionRecord"`` row does not exist; every candidate of the row and field is held, the
+caller keeps them), or offered again next round (a concurrent writer won, or an older candidate
+stands behind a rejected one). With
 ``isolate``, each statement runs under a savepoint and a record PostgreSQL refuses is isolated
 by halving the statement's input; without, the first refusal raises :class:`Refused`.
 """
@@ -16,6 +18,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Final
 
+from aiokafka.structs import ConsumerRecord
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from consumer.db import ErrorClass, classify_error
@@ -26,7 +29,16 @@ from consumer.pipeline.sql import round_sql
 from consumer.tables import EXECUTION_RECORD, TargetTable
 from schemas import EventType, ReasonCode
 
-__all__ = ["APPLIED", "STALE", "Columns", "EventResult", "PendingEvent", "Refused", "Rounds"]
+__all__ = [
+    "APPLIED",
+    "HELD",
+    "STALE",
+    "Columns",
+    "EventResult",
+    "PendingEvent",
+    "Refused",
+    "Rounds",
+]
 
 #: Bound on consecutive rounds that settle nothing: every other round settles at least one
 #: candidate, so rounds are bounded by the batch; these repeat only while concurrent writers
@@ -45,6 +57,7 @@ class EventResult:
 
 APPLIED: Final = EventResult(Outcome.APPLIED)
 STALE: Final = EventResult(Outcome.STALE)
+HELD: Final = EventResult(Outcome.HELD)
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,19 +66,23 @@ class PendingEvent:
 
     Exactly one text is set: ``payload``, the payload's JSON text as it stands in the record
     (:attr:`.decode.ConsumerEvent.payload_json`), or else ``raw``, the whole record's text,
-    whose ``payload`` PostgreSQL then takes.
+    whose ``payload`` PostgreSQL then takes. ``source`` is the Kafka record it came from: what
+    holding it needs (``park``), and its dead letter.
     """
 
     event: ConsumerEvent
     raw: str | None
     payload: str | None = None
+    source: ConsumerRecord[Any, Any] | None = None
 
     @classmethod
-    def of(cls, event: ConsumerEvent, value: bytes) -> PendingEvent:
+    def of(
+        cls, event: ConsumerEvent, value: bytes, source: ConsumerRecord[Any, Any] | None = None
+    ) -> PendingEvent:
         """The event the consumer decoded from record ``value`` (valid, so UTF-8)."""
         if event.payload_json is None:
-            return cls(event, value.decode("utf-8"))
-        return cls(event, None, event.payload_json)
+            return cls(event, value.decode("utf-8"), None, source)
+        return cls(event, None, event.payload_json, source)
 
 
 class Refused(Exception):
@@ -138,7 +155,7 @@ class _Written:
 
 
 @dataclass(slots=True)
-class _Held:
+class _Unwritten:
     found: bool  # the row existed before the statement
     tenant: str | None  # its tenant then
     passes: tuple[bool | None, ...]  # per field: could its candidate be written (None: none)
@@ -147,25 +164,28 @@ class _Held:
 @dataclass(slots=True)
 class _Report:
     written: dict[str, _Written]
-    held: dict[str, _Held]
+    unwritten: dict[str, _Unwritten]
 
     def merge(self, other: _Report) -> None:
         """Add a part's report. Parts hold different keys, except a row split into its two
         records: keep what each statement said about its own field."""
         self.written.update(other.written)
-        for key, held in other.held.items():
-            mine = self.held.get(key)
+        for key, theirs in other.unwritten.items():
+            mine = self.unwritten.get(key)
             if mine is None:
-                self.held[key] = held
+                self.unwritten[key] = theirs
                 continue
             passes = tuple(
-                a if a is not None else b for a, b in zip(mine.passes, held.passes, strict=True)
+                a if a is not None else b for a, b in zip(mine.passes, theirs.passes, strict=True)
             )
-            self.held[key] = _Held(mine.found or held.found, mine.tenant, passes)
+            self.unwritten[key] = _Unwritten(mine.found or theirs.found, mine.tenant, passes)
 
 
 class Rounds:
-    """The rounds of one table in one transaction: offer candidates, settle, repeat."""
+    """The rounds of one table in one transaction: offer candidates, settle, repeat.
+
+    ``park``: a missing ``"ExecutionRecord"`` row is never created; its candidates are ``held``.
+    """
 
     def __init__(
         self,
@@ -174,14 +194,18 @@ class Rounds:
         cols: Columns,
         results: list[EventResult | None],
         isolate: bool,
+        *,
+        park: bool = False,
     ) -> None:
         self._conn = conn
         self._table = table
-        self._sql = round_sql(table)
+        self._sql = round_sql(table, creates_rows=not park)
         self._cols = cols
         self._results = results
         self._isolate = isolate
-        self._creates_rows = table is EXECUTION_RECORD
+        #: Rows of this table carry a tenant and may be missing (else: "Tenant", never created).
+        self._is_execution = table is EXECUTION_RECORD
+        self._creates_rows = self._is_execution and not park
         self.statements = 0
 
     async def run(self, by_type: dict[EventType, list[int]]) -> int:
@@ -276,16 +300,19 @@ class Rounds:
         """
         cols, results = self._cols, self._results
         head = queue[0]
-        held = report.held.get(key)
-        if held is not None and held.passes[n] is False:
-            # Refused by the guards before writing: an unknown tenant, another tenant, or stale.
-            if not held.found:
+        unwritten = report.unwritten.get(key)
+        if unwritten is not None and unwritten.passes[n] is False:
+            # Refused by the guards before writing: no row, another tenant, or stale.
+            if not unwritten.found:
                 if self._creates_rows:  # a missing row is always offered: cannot happen
                     return queue
+                # Every version is held, not just the newest: which one wins is decided once
+                # the row exists (its tenant may refuse the newest).
+                verdict = HELD if self._is_execution else None
                 for i in queue:
-                    results[i] = _unknown_tenant(cols.tenant[i])
+                    results[i] = verdict or _unknown_tenant(cols.tenant[i])
                 return []
-            row_tenant = held.tenant if self._creates_rows else None
+            row_tenant = unwritten.tenant if self._is_execution else None
             remaining: list[int] = []
             for i in queue:
                 if row_tenant is not None and cols.tenant[i] != row_tenant:
@@ -302,7 +329,7 @@ class Rounds:
         written = report.written.get(key)
         if written is not None and written.event_ids[n] == cols.event_id[head]:
             results[head] = APPLIED
-            row_tenant = written.tenant if self._creates_rows else None
+            row_tenant = written.tenant if self._is_execution else None
             for i in queue[1:]:
                 tenant = cols.tenant[i]
                 mismatched = row_tenant is not None and tenant != row_tenant
@@ -397,7 +424,7 @@ class Rounds:
                 )
             else:
                 passes = tuple(row[5 + 2 * n] for n in range(width))
-                report.held[row[1]] = _Held(row[2], row[3], passes)
+                report.unwritten[row[1]] = _Unwritten(row[2], row[3], passes)
         return report
 
 

@@ -16,6 +16,10 @@ It returns rows ``(written, key, found, tenant, eid_1, pass_1[, eid_2, pass_2])`
 A candidate offered for writing that is not the row's value afterwards lost a race with a
 concurrent writer: the caller offers it again in the next round.
 
+``"ExecutionRecord"`` has two statements: :data:`ROUND_SQL` creates a missing row with its key
+columns (``ROUTING_MISSING_ROW_POLICY=create``); :data:`PARK_ROUND_SQL` never inserts, and a
+candidate whose row is missing comes back not written with ``found`` false, to be held.
+
 Guards, per field: the row's tenant is null or the candidate's (tenant isolation), and the
 stored version ``(occurredAt, eventId)`` is null or older (convergence). They are decided first
 against the row as it was (CTE ``c``: only candidates that pass are parsed as JSON, so a replay
@@ -29,7 +33,7 @@ from typing import Final
 
 from consumer.tables import EXECUTION_RECORD, TENANT, JsonField, TargetTable
 
-__all__ = ["ROUND_SQL", "round_sql"]
+__all__ = ["PARK_ROUND_SQL", "ROUND_SQL", "round_sql"]
 
 
 def _q(name: str) -> str:
@@ -53,7 +57,7 @@ def _columns(field: JsonField) -> tuple[str, str, str]:
     return _q(field.column), _q(field.occurred_at), _q(field.event_id)
 
 
-def _execution_record_sql(table: TargetTable) -> str:
+def _execution_record_sql(table: TargetTable, *, creates_rows: bool) -> str:
     snapshot, cost = table.fields
     key, tenant = _q(table.key), _q(table.tenant or "")
     name = _q(table.name)
@@ -69,9 +73,11 @@ def _execution_record_sql(table: TargetTable) -> str:
         )
 
     def passes(n: int, field: JsonField) -> str:
-        # May field n's candidate be written into the row as it was before the statement?
+        # May field n's candidate be written into the row as it was before the statement? When
+        # rows are not created, only into a row that exists.
+        exists = "" if creates_rows else f"cur.{key} IS NOT NULL AND "
         return (
-            f"(i.o{n} IS NOT NULL AND coalesce((cur.{tenant} IS NULL OR cur.{tenant} = i.t)"
+            f"(i.o{n} IS NOT NULL AND {exists}coalesce((cur.{tenant} IS NULL OR cur.{tenant} = i.t)"
             f" AND {_newer('cur', field, f'i.o{n}', f'i.e{n}')}, false)) AS pass{n}"
         )
 
@@ -92,10 +98,19 @@ def _execution_record_sql(table: TargetTable) -> str:
 
     returned = f"r.{key}, r.{tenant}, r.{_q(snapshot.event_id)}, r.{_q(cost.event_id)}"
     insert_columns = ", ".join(c for f in (snapshot, cost) for c in _columns(f))
-    # Rows that exist take a plain UPDATE, missing ones an INSERT ... ON CONFLICT (a concurrent
-    # writer may create them meanwhile). Not one upsert for all: PostgreSQL checks the proposed
-    # INSERT row's NOT NULL constraints before it resolves the conflict, and Project A's Prisma
-    # table has NOT NULL columns without a default ("updatedAt"): every write would fail.
+    # Under park nothing is inserted: a missing row's candidates come back not written.
+    insert = f"""
+), ins AS (
+    INSERT INTO {name} AS r ("id", {key}, {tenant}, {insert_columns})
+    SELECT c.k, c.k, c.t, {inserted(1)}, {inserted(2)}
+    FROM c WHERE NOT c.found AND (c.pass1 OR c.pass2)
+    ON CONFLICT ({key}) DO UPDATE SET {keep_or_take(snapshot)}, {keep_or_take(cost)}
+    WHERE (r.{tenant} IS NULL OR r.{tenant} = EXCLUDED.{tenant})
+        AND ({excluded_newer(snapshot)} OR {excluded_newer(cost)})
+    RETURNING {returned}"""
+    if not creates_rows:
+        insert = ""
+    inserted_rows = " UNION ALL SELECT * FROM ins" if creates_rows else ""
     return f"""
 WITH i AS (
     SELECT * FROM unnest($1::text[], $2::text[],
@@ -112,17 +127,9 @@ WITH i AS (
     WHERE c.found AND (c.pass1 OR c.pass2) AND r.{key} = c.k
         AND (r.{tenant} IS NULL OR r.{tenant} = c.t)
         AND ({update_guard(1, snapshot)} OR {update_guard(2, cost)})
-    RETURNING {returned}
-), ins AS (
-    INSERT INTO {name} AS r ("id", {key}, {tenant}, {insert_columns})
-    SELECT c.k, c.k, c.t, {inserted(1)}, {inserted(2)}
-    FROM c WHERE NOT c.found AND (c.pass1 OR c.pass2)
-    ON CONFLICT ({key}) DO UPDATE SET {keep_or_take(snapshot)}, {keep_or_take(cost)}
-    WHERE (r.{tenant} IS NULL OR r.{tenant} = EXCLUDED.{tenant})
-        AND ({excluded_newer(snapshot)} OR {excluded_newer(cost)})
-    RETURNING {returned}
+    RETURNING {returned}{insert}
 ), up AS (
-    SELECT * FROM upd UNION ALL SELECT * FROM ins
+    SELECT * FROM upd{inserted_rows}
 )
 SELECT true, {key}, NULL::boolean, {tenant}, {_q(snapshot.event_id)}, NULL::boolean,
     {_q(cost.event_id)}, NULL::boolean
@@ -159,13 +166,18 @@ SELECT false, k, found, NULL, NULL, pass1 FROM c WHERE NOT pass1
 """
 
 
-#: The round statement of each table this service writes.
+#: The round statement of each table this service writes (missing rows created).
 ROUND_SQL: Final = {
-    EXECUTION_RECORD.name: _execution_record_sql(EXECUTION_RECORD),
+    EXECUTION_RECORD.name: _execution_record_sql(EXECUTION_RECORD, creates_rows=True),
     TENANT.name: _tenant_sql(TENANT),
+}
+#: The same, never creating a row (``park``): "Tenant" rows are never created anyway.
+PARK_ROUND_SQL: Final = {
+    EXECUTION_RECORD.name: _execution_record_sql(EXECUTION_RECORD, creates_rows=False),
+    TENANT.name: ROUND_SQL[TENANT.name],
 }
 
 
-def round_sql(table: TargetTable) -> str:
+def round_sql(table: TargetTable, *, creates_rows: bool = True) -> str:
     """The round statement of ``table`` (see the module docstring for its parameters)."""
-    return ROUND_SQL[table.name]
+    return (ROUND_SQL if creates_rows else PARK_ROUND_SQL)[table.name]

@@ -117,6 +117,24 @@ class ServiceMetrics:
             ("reason",),
             registry=r,
         )
+        self.released = Counter(
+            "routing_consumer_released_total",
+            "Held fields settled once their row appeared (applied, stale, dead_lettered) or "
+            "dead-lettered as row_missing after the TTL (dead_lettered), by event type.",
+            ("type", "outcome"),
+            registry=r,
+        )
+        self.held_fields = Gauge(
+            "routing_consumer_held_fields",
+            "Snapshots and costs held until their ExecutionRecord row exists (the whole table, "
+            "as every instance sees it: aggregate with max, not sum).",
+            registry=r,
+        )
+        self.held_oldest_age_seconds = Gauge(
+            "routing_consumer_held_oldest_age_seconds",
+            "Age of the oldest held field (0 when none is held); refreshed on a timer.",
+            registry=r,
+        )
         self.lag_records = Gauge(
             "routing_consumer_lag_records",
             "Records between the group's committed offset and the log end, per partition.",

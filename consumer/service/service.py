@@ -6,7 +6,8 @@ HTTP endpoint. Its loop fetches a bounded batch, has :class:`~consumer.pipeline.
 BatchProcessor` make it durable, hands the offsets to the :class:`.committer.OffsetCommitter`
 and fetches the next. The parts that own state are apart: :class:`.assignment.Assignment`
 (partitions, rebalances), :class:`.committer.OffsetCommitter`, :class:`.lag.LagGauges`,
-:class:`.health.HealthState`.
+:class:`.health.HealthState`, and :class:`.held.HeldFieldsTimer`, which releases held fields
+beside the loop (a bug there stops the service like one in the loop).
 
 Faults: transient ones are retried forever (:mod:`consumer.retry`) while ``/readyz`` says 503;
 a configuration error exits 2 with its message; a bug exits 1; nothing of a failed batch is
@@ -44,11 +45,12 @@ from consumer.kafka import (
 )
 from consumer.logs import get_logger
 from consumer.pipeline.batch import Batch, BatchProcessor
-from consumer.pipeline.deadletter import new_dead_letter_producer
+from consumer.pipeline.deadletter import DeadLetterWriter, new_dead_letter_producer
 from consumer.retry import observing_retries, retrying
 from consumer.service.assignment import Assignment
 from consumer.service.committer import OffsetCommitter
 from consumer.service.health import HealthServer, HealthState
+from consumer.service.held import HeldFieldsTimer
 from consumer.service.lag import LagGauges
 from consumer.service.metrics import CONTENT_TYPE, ServiceMetrics
 from consumer.settings import Settings
@@ -228,8 +230,14 @@ class Service:
         self.health.is_broker_reachable = True
         timers.append(asyncio.create_task(gauges.refresh_forever(settings.lag_refresh_interval_s)))
         processor = BatchProcessor(settings, engine, producer, group_id=settings.group_id)
+        writer = DeadLetterWriter(producer, topic=settings.topic_dlq, group_id=settings.group_id)
+        held = HeldFieldsTimer(settings, engine, writer, self.metrics)
+        releasing = asyncio.create_task(held.run_forever())
+        timers.append(releasing)
         _log.info("consumer.started", group=settings.group_id)
         while not self._stop.is_set():
+            if releasing.done():
+                releasing.result()  # it only ends by raising what is not transient
             batch = await self._fetch(consumer)
             if not batch:
                 continue

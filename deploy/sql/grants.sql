@@ -1,6 +1,8 @@
 -- Least-privilege role of routing-persistence (CONTRACT.md §2: it adds only nullable columns,
--- inserts "ExecutionRecord" rows with only their key columns, and never updates a column it did
--- not add).
+-- never updates a column it did not add, and under ROUTING_MISSING_ROW_POLICY=park, the
+-- default, never creates a row: it holds the event in its own table until the row exists).
+-- With ROUTING_MISSING_ROW_POLICY=create, run grants-create-rows.sql after this file: it adds
+-- the INSERT of "ExecutionRecord" rows with only their key columns.
 --
 -- Run it AFTER `routing-persistence migrate` (the columns must exist), as the tables' owner or a
 -- superuser, in the database the service writes, with the service's schema first in search_path:
@@ -9,24 +11,29 @@
 --     psql ... -c "ALTER ROLE routing_persistence PASSWORD '...'"   -- or \password; never here
 --
 -- Idempotent: run it again after every migration. It first revokes everything the role holds on
--- the two tables (table and column privileges), then grants exactly the list below, so a grant
--- removed from this file is also removed from the database. `migrate` itself runs as the owner,
--- not as this role.
+-- the tables and the service's schema (table and column privileges, including what
+-- grants-create-rows.sql granted), then grants exactly the list below, so a grant removed from
+-- this file is also removed from the database. `migrate` itself runs as the owner, not as this
+-- role.
 --
 -- What the role can do, and why:
 --   "ExecutionRecord"
---     SELECT  "id", "requestId", "tenantId" and the service's columns: the ON CONFLICT
---             ("requestId") target, the tenant and version guards of the upsert, RETURNING, the
---             classification SELECT of refused keys and the loaders.
---     INSERT  "id", "requestId", "tenantId" and the service's columns: a row created by an event
---             gets its key columns from it ("createdAt" and Project A's other columns take their
---             defaults, which needs no privilege).
---     UPDATE  the service's columns only (the ON CONFLICT DO UPDATE SET list).
+--     SELECT  "id", "requestId", "tenantId" and the service's columns: the row lookup, the
+--             tenant and version guards, RETURNING, the release's "does the row exist now" and
+--             the loaders.
+--     UPDATE  the service's columns only.
+--     (INSERT only with grants-create-rows.sql.)
 --   "Tenant"
 --     SELECT  "id" and the service's columns; UPDATE the service's columns only. No INSERT: a
 --             policy for an unknown tenant is dead-lettered, never creates the tenant.
 --   routing_persistence_version: SELECT (the service may check it runs against a migrated schema).
--- Nothing else: no DELETE, TRUNCATE, REFERENCES, TRIGGER, no other column of Projects A and C.
+--   Schema routing_persistence (the service's own): USAGE; on its table held_field
+--     SELECT, INSERT, DELETE  hold an event, find the held ones whose row appeared, delete
+--             what was released or expired;
+--     UPDATE  ("held_at") only because PostgreSQL requires an UPDATE privilege for SELECT ...
+--             FOR UPDATE (the release locks the rows it works on); a held row is never updated.
+-- Nothing else: no DELETE, TRUNCATE, REFERENCES, TRIGGER, no other column of Projects A and C,
+-- no CREATE in any schema.
 
 BEGIN;
 
@@ -55,16 +62,11 @@ END
 $grants$;
 
 -- Start from nothing on these tables (this also revokes every column privilege).
-REVOKE ALL ON TABLE "ExecutionRecord", "Tenant", routing_persistence_version
-    FROM routing_persistence;
+REVOKE ALL ON TABLE "ExecutionRecord", "Tenant", routing_persistence_version,
+    routing_persistence.held_field FROM routing_persistence;
+REVOKE ALL ON SCHEMA routing_persistence FROM routing_persistence;
 
 GRANT SELECT (
-    "id", "requestId", "tenantId",
-    "routingSnapshot", "routingSnapshotOccurredAt", "routingSnapshotEventId",
-    "actualCost", "actualCostOccurredAt", "actualCostEventId"
-) ON TABLE "ExecutionRecord" TO routing_persistence;
-
-GRANT INSERT (
     "id", "requestId", "tenantId",
     "routingSnapshot", "routingSnapshotOccurredAt", "routingSnapshotEventId",
     "actualCost", "actualCostOccurredAt", "actualCostEventId"
@@ -84,5 +86,9 @@ GRANT UPDATE (
 ) ON TABLE "Tenant" TO routing_persistence;
 
 GRANT SELECT ON TABLE routing_persistence_version TO routing_persistence;
+
+GRANT USAGE ON SCHEMA routing_persistence TO routing_persistence;
+GRANT SELECT, INSERT, DELETE ON TABLE routing_persistence.held_field TO routing_persistence;
+GRANT UPDATE ("held_at") ON TABLE routing_persistence.held_field TO routing_persistence;
 
 COMMIT;

@@ -5,10 +5,8 @@
  * run` applies them; the loaders read them back through Prisma Client 7 + adapter-pg, equal to
  * what was sent, decimals included.
  *
- * The rows are created before publishing, as Project A does at request time: today the service
- * cannot create an `"ExecutionRecord"` row itself on Prisma's tables (`updatedAt` has no default),
- * and holding events until the row appears is separate work (issue 14). The helpers take the
- * steps one by one, so a test can publish before the rows exist.
+ * Here the rows are created before publishing; test/held.test.ts publishes before they exist
+ * (the service holds the events until Project A creates the rows).
  */
 
 import assert from "node:assert/strict";
@@ -166,7 +164,9 @@ test("published events land in Prisma's tables and load back equal, decimals exa
     assert.equal(tenant.name, "Tokyo");
     assert.equal(tenant.routingPolicyEventId, eventIds.get("policy"));
 
-    assert.equal(await service.metric('routing_consumer_events_total{outcome="dead_lettered"'), 0);
+    // Every event applied (the prefix form of this check matched no line: labels come first).
+    assert.equal(await service.metricSum("routing_consumer_events_total", { outcome: "dead_lettered" }), 0);
+    assert.equal(await service.metricSum("routing_consumer_events_total", { outcome: "applied" }), 7);
     assert.deepEqual(failures, []);
   } finally {
     await publisher.close(5000);

@@ -87,13 +87,20 @@ export class RunningService {
     throw new Error(`routing-persistence not ready after ${timeoutMs} ms:\n${this.log}`);
   }
 
-  /** The value of one Prometheus sample line starting with `prefix` (summed), from `/metrics`. */
-  async metric(prefix: string): Promise<number> {
+  /**
+   * The sum of the samples of `name` whose labels include `labels`, from `/metrics` (label
+   * order in the exposition does not matter).
+   */
+  async metricSum(name: string, labels: Readonly<Record<string, string>> = {}): Promise<number> {
     const text = await (await fetch(`http://127.0.0.1:${this.metricsPort}/metrics`)).text();
-    return text
-      .split("\n")
-      .filter((line) => line.startsWith(prefix))
-      .reduce((sum, line) => sum + Number(line.slice(line.lastIndexOf(" ") + 1)), 0);
+    let sum = 0;
+    for (const line of text.split("\n")) {
+      const match = /^([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(.*)\})? (\S+)$/.exec(line);
+      if (match === null || match[1] !== name) continue;
+      const found = new Map([...(match[2] ?? "").matchAll(/(\w+)="((?:[^"\\]|\\.)*)"/g)].map((m) => [m[1], m[2]]));
+      if (Object.entries(labels).every(([k, v]) => found.get(k) === v)) sum += Number(match[3]);
+    }
+    return sum;
   }
 
   /** SIGTERM, then the exit code (the service finishes its batch and exits 0). */

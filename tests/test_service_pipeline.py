@@ -88,7 +88,19 @@ async def test_postgres_lost_mid_pipeline_commits_nothing_it_does_not_hold(
             assert not task.done(), task.result()
             assert time.monotonic() < deadline, "nothing committed"
             await asyncio.sleep(0.02)
+        # A batch in hand when the server goes, whatever the timing: another session's lock
+        # holds the next batch inside PostgreSQL (the rest of the backlog would otherwise be
+        # consumed before a loaded machine has stopped the server).
+        blocker = await asyncpg.connect(settings.plain_database_url)
+        await blocker.execute('BEGIN; LOCK TABLE "ExecutionRecord" IN ACCESS EXCLUSIVE MODE')
+        while not await blocker.fetchval(
+            "SELECT count(*) FROM pg_stat_activity "
+            "WHERE wait_event_type = 'Lock' AND application_name = 'routing-persistence'"
+        ):
+            assert time.monotonic() < deadline, "no batch reached the locked table"
+            await asyncio.sleep(0.02)
         await asyncio.to_thread(private_stack.down, "postgres")
+        blocker.terminate()
         # A fresh deadline: stopping PostgreSQL takes a while on a loaded machine.
         deadline = time.monotonic() + 120
         while _retries(service) == 0:  # a batch is in hand, its apply failing

@@ -95,6 +95,10 @@ class Service:
         self._gauges: LagGauges | None = None
         #: What the last database signal said (None: nothing yet); changes are logged.
         self._database_state: bool | None = None
+        #: A batch's transaction is being retried for a fault that makes this instance unready
+        #: (a lock held elsewhere, a read-only server): until that batch commits, a probe that
+        #: can connect does not make the instance ready again.
+        self._is_batch_blocked = False
 
     def request_stop(self) -> None:
         """Stop fetching and shut down gracefully; a second call abandons the batch in hand."""
@@ -112,6 +116,7 @@ class Service:
         if operation == "database":
             self.metrics.db_retries.inc()
             if isinstance(error, TransientError) and error.is_unready:
+                self._is_batch_blocked = True
                 self._set_database_writable(False)
         elif operation == "dead_letter":
             self.health.can_dead_letter = False
@@ -275,6 +280,7 @@ class Service:
         self.health.tick()
         self.health.can_dead_letter = True
         if result.wrote_database:
+            self._is_batch_blocked = False
             self._set_database_writable(True)
         metrics = self.metrics
         metrics.batch_size.observe(size)
@@ -306,7 +312,10 @@ class Service:
         self.health.is_database_writable = ok
 
     async def _check_database(self, engine: AsyncEngine) -> None:
-        self._set_database_writable(await is_database_writable(engine, timeout_s=_PROBE_TIMEOUT_S))
+        writable = await is_database_writable(engine, timeout_s=_PROBE_TIMEOUT_S)
+        if writable and self._is_batch_blocked:
+            return  # the probe reaches the server, the blocked batch does not: still not ready
+        self._set_database_writable(writable)
 
     async def _check_database_forever(self, engine: AsyncEngine) -> None:
         interval = min(self.settings.lag_refresh_interval_s, _DB_CHECK_MAX_INTERVAL_S)

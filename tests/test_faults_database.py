@@ -11,8 +11,12 @@ from pathlib import Path
 
 import asyncpg
 import pytest
+from sqlalchemy import event
 
+from consumer.db import APPLICATION_NAME, _discard_read_only_connections, create_engine
+from consumer.errors import DatabaseUnavailable
 from consumer.settings import Settings
+from tests.apply_helpers import apply_in_transaction
 from tests.conftest import Database, unique
 from tests.fault_helpers import (
     logged,
@@ -145,3 +149,127 @@ async def test_a_statement_cancelled_by_the_statement_timeout_is_retried_not_fat
     retries = logged(consumer.log_path, "retry.scheduled")
     assert any("57014" in str(r.get("error")) for r in retries), retries[:3]
     assert not logged(consumer.log_path, "consumer.fatal")
+
+
+async def _set_read_only(database: Database, read_only: bool) -> None:
+    """A failover to a demoted primary behind the same address, and back: what new sessions of
+    the database get. Sessions already open keep what they started with, for life."""
+    admin = await asyncpg.connect(database.admin_url)
+    try:
+        setting = "SET default_transaction_read_only = on" if read_only else "RESET ALL"
+        await admin.execute(f'ALTER DATABASE "{database.name}" {setting}')
+    finally:
+        await admin.close()
+
+
+async def _terminate_service_sessions(database: Database) -> int:
+    """Cut the service's sessions, as a failover does; its pool reconnects."""
+    admin = await asyncpg.connect(database.admin_url)
+    try:
+        rows = await admin.fetch(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+            "WHERE datname = $1 AND application_name = $2",
+            database.name,
+            APPLICATION_NAME,
+        )
+    finally:
+        await admin.close()
+    return len(rows)
+
+
+async def _is_read_only(conn: asyncpg.Connection) -> bool:
+    return bool(await conn.fetchval("SELECT current_setting('transaction_read_only')") == "on")
+
+
+async def test_failover_to_a_read_only_node_is_retried_and_left_by_itself(
+    settings: Settings, database: Database, tmp_path: Path
+) -> None:
+    prefix, tenant = unique("ro"), unique("tenant")
+    await seed_rows(database.url, [f"{prefix}-{i}" for i in range(ROWS)], tenant)
+    consumer = start_consumer(settings, tmp_path)
+    witness: asyncpg.Connection | None = None
+    try:
+        await consumer.wait_ready()
+        port = consumer.metrics_port
+        # Idle (no records): the failover is seen by the database probe alone, and left too.
+        await _set_read_only(database, True)
+        assert await _terminate_service_sessions(database) >= 1
+        await until(lambda: readyz(consumer), lambda s: s == 503, within=30, what="/readyz 503")
+        await _set_read_only(database, False)
+        await until(lambda: readyz(consumer), lambda s: s == 200, within=30, what="/readyz 200")
+
+        # Busy: batches written while the node is read-only are retried until it is not.
+        await _set_read_only(database, True)
+        assert await _terminate_service_sessions(database) >= 1
+        await publish(settings, snapshots(prefix, ROWS, tenant))
+        await until(lambda: readyz(consumer), lambda s: s == 503, within=30, what="/readyz 503")
+        await until(
+            lambda: metric(port, DB_RETRIES), lambda n: n >= 2, within=60, what="db retries"
+        )
+        # A session opened while the node is read-only, like those in the service's pool.
+        witness = await asyncpg.connect(database.url)
+        assert await _is_read_only(witness)
+
+        await _set_read_only(database, False)  # a writable primary behind the address again
+        # Sessions of the read-only time stay read-only for life: a pool that kept them would
+        # never write again.
+        assert await _is_read_only(witness)
+        with pytest.raises(asyncpg.ReadOnlySQLTransactionError):
+            await witness.execute('UPDATE "Tenant" SET "routingPolicy" = NULL WHERE false')
+
+        await until(
+            lambda: snapshots_stored(database.url, prefix),
+            lambda n: n == ROWS,
+            within=60,
+            what="rows written once the primary is writable",
+        )
+        await until(lambda: readyz(consumer), lambda s: s == 200, within=30, what="/readyz 200")
+        # And it stays ready: no probe lands on a read-only session left in the pool.
+        seen = set()
+        for _ in range(30):
+            seen.add(await readyz(consumer))
+            await asyncio.sleep(0.1)
+        assert seen == {200}
+        assert await consumer.terminate() == 0
+    finally:
+        if witness is not None:
+            await witness.close()
+        await _set_read_only(database, False)
+        consumer.cleanup()
+    retries = logged(consumer.log_path, "retry.scheduled")
+    assert any("25006" in str(r.get("error")) for r in retries), retries[:3]
+    assert not logged(consumer.log_path, "consumer.fatal")
+
+
+@pytest.mark.parametrize("discards", [True, False], ids=["discarded", "kept"])
+async def test_a_read_only_session_is_discarded_or_the_engine_never_writes_again(
+    database: Database, discards: bool
+) -> None:
+    """Why the service's engine discards a connection that finds the server read-only: kept
+    (the listener removed), the same read-only session fails every later batch."""
+    engine = create_engine(Settings(database_url=database.url, db_pool_size=1))
+    if not discards:
+        event.remove(engine.sync_engine, "handle_error", _discard_read_only_connections)
+    prefix, tenant = unique("ro"), unique("tenant")
+    await seed_rows(database.url, [f"{prefix}-0"], tenant)
+    try:
+        await _set_read_only(database, True)
+        with pytest.raises(DatabaseUnavailable, match="25006"):
+            await apply_in_transaction(engine, snapshots(prefix, 1, tenant))
+        await _set_read_only(database, False)
+        outcomes: list[str] = []
+        for attempt in range(3):
+            try:
+                await apply_in_transaction(engine, snapshots(prefix, 1, tenant, start=attempt + 1))
+            except DatabaseUnavailable as exc:
+                outcomes.append(str(exc).split(":")[0])
+            else:
+                outcomes.append("written")
+    finally:
+        await _set_read_only(database, False)
+        await engine.dispose()
+    if discards:
+        assert outcomes == ["written"] * 3
+    else:
+        assert len(outcomes) == 3
+        assert all("[25006]" in outcome for outcome in outcomes), outcomes

@@ -302,12 +302,12 @@ class Service:
         if self._gauges is not None:
             self._gauges.forget(partitions)
 
-    def _set_database_writable(self, ok: bool) -> None:
+    def _set_database_writable(self, ok: bool, *, reason: str | None = None) -> None:
         if ok is not self._database_state:  # log changes only (the first state included)
             if ok:
                 _log.info("database.available")
             else:
-                _log.warning("database.unavailable")
+                _log.warning("database.unavailable", error=reason)
         self._database_state = ok
         self.health.is_database_writable = ok
 
@@ -321,7 +321,13 @@ class Service:
         interval = min(self.settings.lag_refresh_interval_s, _DB_CHECK_MAX_INTERVAL_S)
         while True:
             await asyncio.sleep(interval)
-            await self._check_database(engine)
+            try:
+                await self._check_database(engine)
+            except ConfigurationError as exc:
+                # Only at start-up does a refusal stop the process. Later (a password rotated,
+                # the database dropped or still being created) it means not ready, said once,
+                # and probed again; it used to end this loop silently, leaving /readyz 503.
+                self._set_database_writable(False, reason=str(exc))
 
     async def _serve(self) -> HealthServer | None:
         if not self._serve_http:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import secrets
 import time
 from collections.abc import Awaitable, Callable, Iterable
 from pathlib import Path
@@ -20,7 +21,7 @@ import asyncpg
 from consumer.settings import Settings
 from schemas import OutgoingEvent
 from tests.apply_helpers import at, snapshot
-from tests.conftest import free_port
+from tests.conftest import PrivateStack, free_port
 from tests.service_helpers import ConsumerProcess, http_get, metric_sum, parse_metrics
 
 T = TypeVar("T")
@@ -89,6 +90,25 @@ def start_consumer(
 ) -> ConsumerProcess:
     """``routing-persistence run`` for ``settings``, its HTTP endpoint on a free port."""
     return ConsumerProcess(settings, workdir / f"{name}.log", metrics_port=free_port(), **env)
+
+
+async def scram_postgres(stack: PrivateStack, role: str) -> str:
+    """Start ``stack``'s PostgreSQL with ``role`` made to log in by scram-sha-256 password over
+    TCP (the stack's own superuser keeps trust); returns the role's right password."""
+    await asyncio.to_thread(stack.up, "postgres")
+    password = "right-" + secrets.token_hex(8)
+    conn = await asyncpg.connect(stack.database_url)
+    try:
+        await conn.execute(f"CREATE ROLE {role} LOGIN PASSWORD '{password}'")
+        hba = stack.directory / "postgres" / "data" / "pg_hba.conf"
+        rules = "".join(
+            f"host all {role} {net} scram-sha-256\n" for net in ("127.0.0.1/32", "::1/128")
+        )
+        hba.write_text(rules + hba.read_text())
+        assert await conn.fetchval("SELECT pg_reload_conf()")
+    finally:
+        await conn.close()
+    return password
 
 
 async def seed_rows(database_url: str, requests: Iterable[str], tenant: str) -> None:

@@ -22,6 +22,7 @@ from tests.fault_helpers import (
     log_events,
     logged,
     readyz,
+    scram_postgres,
     seed_rows,
     snapshots,
     snapshots_stored,
@@ -56,29 +57,16 @@ def _one_fatal_line(consumer: ConsumerProcess) -> str:
 
 
 @pytest.fixture
-async def scram_postgres(private_stack: PrivateStack) -> tuple[PrivateStack, str]:
+async def scram_stack(private_stack: PrivateStack) -> tuple[PrivateStack, str]:
     """A private PostgreSQL where SCRAM_ROLE must log in with its scram-sha-256 password."""
-    await asyncio.to_thread(private_stack.up, "postgres")
-    password = "right-" + secrets.token_hex(8)
-    conn = await asyncpg.connect(private_stack.database_url)
-    try:
-        await conn.execute(f"CREATE ROLE {SCRAM_ROLE} LOGIN PASSWORD '{password}'")
-        hba = private_stack.directory / "postgres" / "data" / "pg_hba.conf"
-        rules = "".join(
-            f"host all {SCRAM_ROLE} {net} scram-sha-256\n" for net in ("127.0.0.1/32", "::1/128")
-        )
-        hba.write_text(rules + hba.read_text())
-        assert await conn.fetchval("SELECT pg_reload_conf()")
-    finally:
-        await conn.close()
-    return private_stack, password
+    return private_stack, await scram_postgres(private_stack, SCRAM_ROLE)
 
 
 @pytest.mark.parametrize("form", ["userinfo", "query"])
 async def test_a_wrong_database_password_exits_2_at_once_without_showing_it(
-    settings: Settings, scram_postgres: tuple[PrivateStack, str], tmp_path: Path, form: str
+    settings: Settings, scram_stack: tuple[PrivateStack, str], tmp_path: Path, form: str
 ) -> None:
-    stack, right = scram_postgres
+    stack, right = scram_stack
     wrong = "wrong-" + secrets.token_hex(8)
     where = f"127.0.0.1:{stack.pg_port}/routing"
     url = (

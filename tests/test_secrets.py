@@ -5,10 +5,23 @@ text, tenant and request ids) in a logged database error."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import signal
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
 import pytest
 from pydantic import SecretStr
 
 from consumer.settings import Settings, redact_url
+from tests.conftest import PrivateStack, Topics, free_port, unique
+from tests.fault_helpers import scram_postgres, snapshots
+from tests.ops_helpers import CLI, cli_env
+from tests.security_helpers import publish
+from tests.service_helpers import http_get
 
 SECRET = "s3cr3t-Xq9"
 
@@ -58,3 +71,121 @@ def test_settings_never_show_the_database_password(url: str) -> None:
     assert SECRET not in repr(settings)
     assert SECRET not in str(settings)
     assert SECRET not in str(settings.model_dump())
+
+
+# --- every command, every form, a database that refuses or is not there ----------------------
+
+ROLE = "routing_secret"
+COMMANDS = {
+    "run": ["run"],
+    "migrate": ["migrate"],
+    "replay": ["replay", "--from-beginning"],
+    "lag": ["lag"],
+    "dlq redrive": ["dlq", "redrive"],
+}
+#: A command still retrying (an unreachable database) is stopped once it has logged this
+#: (``run``: at start-up; ``replay``: at its first batch), or after STOP_AFTER_S.
+STOP_WHEN_LOGGED = {"run": "database.unavailable", "replay": "retry.scheduled"}
+STOP_AFTER_S = 60.0
+
+
+def _database_url(form: str, port: int, password: str) -> str:
+    where = f"127.0.0.1:{port}/routing"
+    if form == "userinfo":
+        return f"postgresql://{ROLE}:{password}@{where}"
+    if form == "password":
+        return f"postgresql://{ROLE}@{where}?password={password}"
+    return f"postgresql://{ROLE}@{where}?sslmode=prefer&sslpassword={password}"
+
+
+@dataclass
+class Outcome:
+    code: int
+    output: str
+    #: /metrics, /healthz and /readyz bodies, read while it ran (``run`` only).
+    http: str
+
+
+async def _run_command(
+    args: list[str], env: dict[str, str], workdir: Path, stop_when: str | None
+) -> Outcome:
+    """Run one command to its end, or stop it (SIGTERM) once it logged ``stop_when`` or after
+    STOP_AFTER_S; everything it printed."""
+    await asyncio.to_thread(workdir.mkdir, parents=True, exist_ok=True)
+    log_path = workdir / "output"
+    port = env.get("ROUTING_METRICS_PORT", "0")
+    http = ""
+    with await asyncio.to_thread(log_path.open, "wb") as log:
+        process = await asyncio.create_subprocess_exec(
+            str(CLI), *args, env=env, stdout=log, stderr=log, stdin=asyncio.subprocess.DEVNULL
+        )
+        deadline = time.monotonic() + STOP_AFTER_S
+        while process.returncode is None and time.monotonic() < deadline:
+            if port != "0":
+                for path in ("/metrics", "/healthz", "/readyz"):
+                    with contextlib.suppress(OSError):
+                        http += (await http_get(int(port), path))[1]
+            if stop_when and stop_when in await asyncio.to_thread(log_path.read_text):
+                break
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(process.wait(), 1.0)
+        if process.returncode is None:
+            process.send_signal(signal.SIGTERM)
+            try:
+                await asyncio.wait_for(process.wait(), 40)
+            except TimeoutError:
+                process.kill()
+                await process.wait()
+    code = process.returncode
+    assert code is not None
+    return Outcome(code, await asyncio.to_thread(log_path.read_text, errors="replace"), http)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("server", ["refuses", "unreachable"])
+@pytest.mark.parametrize("form", ["userinfo", "password", "sslpassword"])
+async def test_no_command_ever_shows_the_database_password(
+    settings: Settings,
+    topics: Topics,
+    private_stack: PrivateStack,
+    tmp_path: Path,
+    form: str,
+    server: str,
+) -> None:
+    """Each command, with the secret in the URL in one of the forms asyncpg reads, against a
+    scram-sha-256 server that refuses it or a port where nothing listens: whatever it prints,
+    logs or serves, the secret is not in it."""
+    wrong = f"wrong-{uuid.uuid4().hex}"
+    if server == "refuses":
+        right = await scram_postgres(private_stack, ROLE)
+        port = private_stack.pg_port
+    else:
+        right, port = f"right-{uuid.uuid4().hex}", free_port()
+    url = _database_url(form, port, wrong)
+    # Records to replay (so replay opens the database) and a tenant row they would need.
+    await publish(settings, snapshots(unique("sec"), 3, unique("tenant")))
+    # A batch in hand that cannot be written is abandoned 2 s after SIGTERM (exit 1).
+    base = cli_env(settings, ROUTING_DATABASE_URL=url, ROUTING_SHUTDOWN_TIMEOUT_S="2")
+    runs = {
+        name: _run_command(
+            args,
+            {**base, "ROUTING_METRICS_PORT": str(free_port())} if name == "run" else base,
+            tmp_path / name.replace(" ", "-"),
+            STOP_WHEN_LOGGED.get(name),
+        )
+        for name, args in COMMANDS.items()
+    }
+    outcomes = dict(zip(runs, await asyncio.gather(*runs.values()), strict=True))
+    for name, outcome in outcomes.items():
+        assert outcome.output.strip(), f"{name} said nothing"
+        for secret in (wrong, right):
+            assert secret not in outcome.output, f"{name} printed the password:\n{outcome.output}"
+            assert secret not in outcome.http, f"{name} served the password"
+    if server == "refuses":
+        assert outcomes["run"].code == 2, outcomes["run"].output[-2000:]
+        assert outcomes["migrate"].code != 0
+        assert outcomes["replay"].code != 0
+    else:
+        assert outcomes["run"].http, "run's HTTP endpoint never answered"
+        for name, marker in STOP_WHEN_LOGGED.items():
+            assert marker in outcomes[name].output, outcomes[name].output[-2000:]

@@ -12,13 +12,16 @@ import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
 
+import asyncpg
 import pytest
 from pydantic import SecretStr
 
 from consumer.settings import Settings, redact_url
-from tests.conftest import PrivateStack, Topics, free_port, unique
-from tests.fault_helpers import scram_postgres, snapshots
+from tests.apply_helpers import at, snapshot
+from tests.conftest import ROOT, Database, PrivateStack, Topics, free_port, unique
+from tests.fault_helpers import logged, scram_postgres, seed_rows, snapshots, start_consumer
 from tests.ops_helpers import CLI, cli_env
 from tests.security_helpers import publish
 from tests.service_helpers import http_get
@@ -189,3 +192,50 @@ async def test_no_command_ever_shows_the_database_password(
         assert outcomes["run"].http, "run's HTTP endpoint never answered"
         for name, marker in STOP_WHEN_LOGGED.items():
             assert marker in outcomes[name].output, outcomes[name].output[-2000:]
+
+
+# --- SQL parameters never reach the log --------------------------------------------------------
+
+GRANTS = ROOT / "deploy" / "sql" / "grants.sql"
+
+
+async def test_a_database_error_is_logged_by_sqlstate_and_table_never_with_the_batch(
+    settings: Settings, database: Database, tmp_path: Path
+) -> None:
+    """A batch PostgreSQL refuses for good (the role lost its INSERT and UPDATE on
+    "ExecutionRecord": 42501): the process stops and says which SQLSTATE and table, and the log
+    holds neither the statement nor any of its parameters (payload text, tenant and request
+    ids)."""
+    marker, tenant, prefix = f"MARK-{uuid.uuid4().hex}", unique("tenant-id"), unique("req-id")
+    await seed_rows(database.url, [f"{prefix}-{i}" for i in range(3)], tenant)
+    owner = await asyncpg.connect(database.url)
+    try:
+        await owner.execute(GRANTS.read_text())
+        await owner.execute('REVOKE INSERT, UPDATE ON "ExecutionRecord" FROM routing_persistence')
+    finally:
+        await owner.close()
+    parts = urlsplit(database.url)
+    as_role = urlunsplit(
+        parts._replace(netloc=f"routing_persistence@{parts.hostname}:{parts.port}")
+    )
+    settings = settings.model_copy(update={"database_url": SecretStr(as_role)})
+    events = [snapshot(f"{prefix}-{i}", tenant, at(i), note=marker) for i in range(3)]
+    await publish(settings, events)
+    consumer = start_consumer(settings, tmp_path)
+    try:
+        started = time.monotonic()
+        while consumer.proc.poll() is None:
+            assert time.monotonic() - started < 60, consumer.tail()
+            await asyncio.sleep(0.2)
+    finally:
+        consumer.cleanup()
+    assert consumer.proc.returncode not in (0, None)
+    output = consumer.log_path.read_text()
+    fatal = logged(consumer.log_path, "consumer.fatal")
+    assert len(fatal) == 1, consumer.tail()
+    assert "42501" in str(fatal[0]), fatal
+    assert "ExecutionRecord" in str(fatal[0]), fatal
+    for parameter in (marker, tenant, prefix):
+        assert parameter not in output, f"{parameter} logged:\n{output[-3000:]}"
+    for statement in ("INSERT INTO", "unnest(", "[SQL:", "[parameters"):
+        assert statement not in output, f"{statement!r} logged:\n{output[-3000:]}"

@@ -35,6 +35,7 @@ from consumer.errors import (
     ConfigurationError,
     TransientError,
     describe_error,
+    sqlstate_of,
 )
 from consumer.kafka import (
     FATAL_KAFKA_ERRORS,
@@ -152,7 +153,18 @@ class Service:
                 _log.critical("consumer.fatal", kind="retries_exhausted", error=str(exc))
                 return 1
             except Exception as exc:
-                _log.critical("consumer.fatal", kind="bug", error=repr(exc), exc_info=True)
+                if (sqlstate := sqlstate_of(exc)) is not None:
+                    # PostgreSQL refused a statement for good (a missing privilege or column):
+                    # its SQLSTATE and message name the table. No traceback: SQLAlchemy's text
+                    # of it carries the statement, and the driver's may quote its parameters.
+                    _log.critical(
+                        "consumer.fatal",
+                        kind="database",
+                        sqlstate=sqlstate,
+                        error=describe_error(exc),
+                    )
+                else:
+                    _log.critical("consumer.fatal", kind="bug", error=repr(exc), exc_info=True)
                 return 1
             finally:
                 self.health.is_stopping = True

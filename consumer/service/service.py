@@ -62,6 +62,8 @@ _T = TypeVar("_T")
 #: Bound on each database probe; the probe runs at least this often.
 _PROBE_TIMEOUT_S: Final = 5.0
 _DB_CHECK_MAX_INTERVAL_S: Final = 5.0
+#: How often the consumer's positions are compared with what batches handed for commit.
+_POSITIONS_INTERVAL_S: Final = 1.0
 #: Closing a client never takes longer than this.
 _CLOSE_TIMEOUT_S: Final = 10.0
 
@@ -246,7 +248,11 @@ class Service:
         timers.append(asyncio.create_task(gauges.refresh_forever(settings.lag_refresh_interval_s)))
         processor = BatchProcessor(settings, engine, producer, group_id=settings.group_id)
         _log.info("consumer.started", group=settings.group_id)
+        positions_at = time.monotonic()
         while not self._stop.is_set():
+            if time.monotonic() - positions_at >= _POSITIONS_INTERVAL_S:
+                await self._hand_positions(consumer, assignment)
+                positions_at = time.monotonic()
             batch = await self._fetch(consumer)
             if not batch:
                 continue
@@ -303,6 +309,21 @@ class Service:
         metrics.observe_latencies(result.applied_occurred_at)
         self._committer.hand(result.commit_offsets)
         _log.debug("batch.handled", records=size, dead_letters=result.dead_letters, seconds=elapsed)
+
+    async def _hand_positions(self, consumer: AIOKafkaConsumer, assignment: Assignment) -> None:
+        """Commit positions that passed records no batch returns (see the committer)."""
+        assert self._committer is not None
+        if assignment.is_rebalancing:
+            return  # what was fetched is being dropped: the positions may be past unhandled records
+        positions: dict[TopicPartition, int] = {}
+        for tp in sorted(assignment.assigned):
+            if not assignment.is_ours(tp):
+                continue
+            try:
+                positions[tp] = await asyncio.wait_for(consumer.position(tp), _PROBE_TIMEOUT_S)
+            except (KafkaError, TimeoutError):
+                continue  # not known yet (being reset): the next round takes it
+        self._committer.hand_positions(positions)
 
     async def _drain_commits(self) -> None:
         if self._committer is not None:

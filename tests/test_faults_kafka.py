@@ -4,24 +4,34 @@ cannot be made while the broker is away, and dead letters the broker refuses to 
 
 from __future__ import annotations
 
+import asyncio
+import json
+from pathlib import Path
+from typing import Any
+
 import asyncpg
 import pytest
 
 from consumer.settings import Settings
 from tests.apply_helpers import at, produce, snapshot
-from tests.conftest import Database, Topics, unique
-from tests.fault_helpers import seed_rows
+from tests.conftest import Database, PrivateStack, Topics, create_topics, unique
+from tests.fault_helpers import metric, readyz, seed_rows, start_consumer, until
 from tests.ops_helpers import (
     committed_offsets,
     end_offsets,
+    headers_of,
     live_consumer,
     produce_aborted,
+    read_topic,
     wait_caught_up,
 )
+from tests.service_helpers import ConsumerProcess, http_get
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 ROWS = 10
+DB_RETRIES = "routing_consumer_db_retries_total"
+RETRIES = "routing_consumer_retries_total"
 
 
 async def _stored_event_ids(database_url: str, prefix: str) -> dict[str, str | None]:
@@ -75,3 +85,63 @@ async def test_run_never_applies_records_of_an_aborted_transaction(
     ends = await end_offsets(bootstrap, settings.source_topics)
     committed_now = await committed_offsets(bootstrap, settings.group_id)
     assert {tp: committed_now.get(tp, 0) for tp in ends} == ends
+
+
+async def _readiness(consumer: ConsumerProcess) -> dict[str, Any]:
+    """``/readyz``'s status and body (the process must still run)."""
+    code = await readyz(consumer)
+    body = json.loads((await http_get(consumer.metrics_port, "/readyz"))[1])
+    return {"status": code, **body}
+
+
+async def test_a_pod_that_cannot_write_dead_letters_is_not_ready_and_counts_no_db_retries(
+    settings: Settings,
+    private_stack: PrivateStack,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The dead-letter topic does not exist and the broker creates no topic by itself (as in
+    production): rejected records cannot be dead-lettered, so the pod says not ready
+    (``can_dead_letter`` false) while it retries, counts those retries as ``dead_letter`` and
+    not as database retries, and is ready again once the topic exists and the letters are
+    written. Nothing else is wrong: the broker answers and the database is writable."""
+    monkeypatch.setenv("ROUTING_STACK_KAFKA_AUTO_CREATE", "false")
+    await asyncio.to_thread(private_stack.up, "kafka")
+    bootstrap = private_stack.kafka_bootstrap
+    settings = settings.model_copy(update={"kafka_bootstrap_servers": bootstrap})
+    await create_topics(bootstrap, list(settings.source_topics), 3)
+    consumer = start_consumer(settings, tmp_path)
+    bad = [(settings.topic_snapshots, f"k-{i}".encode(), b"{not json") for i in range(5)]
+    try:
+        await consumer.wait_ready(within=90)
+        port = consumer.metrics_port
+        await produce(bootstrap, bad)
+        # The first attempt ends when the producer gives up waiting for the topic's metadata.
+        await until(
+            lambda: metric(port, RETRIES, operation="dead_letter"),
+            lambda n: n >= 1,
+            within=120,
+            what="a dead-letter retry",
+        )
+        state = await until(
+            lambda: _readiness(consumer),
+            lambda r: r["status"] == 503,
+            within=30,
+            what="/readyz 503",
+        )
+        assert state["can_dead_letter"] is False, state
+        assert state["database_writable"] is True, state
+        assert state["broker_reachable"] is True, state
+        assert await metric(port, DB_RETRIES) == 0
+
+        await create_topics(bootstrap, [settings.topic_dlq], 3)
+        await until(lambda: readyz(consumer), lambda s: s == 200, within=120, what="/readyz 200")
+        await wait_caught_up(settings, time_limit_s=60)
+        letters = await read_topic(bootstrap, settings.topic_dlq)
+        assert sorted(r.key for r in letters) == sorted(k for _, k, _ in bad)
+        assert {headers_of(r)["dlq.reason"] for r in letters} == {"invalid_json"}
+        assert await metric(port, DB_RETRIES) == 0
+        assert await metric(port, RETRIES, operation="dead_letter") >= 1
+        assert await consumer.terminate() == 0
+    finally:
+        consumer.cleanup()

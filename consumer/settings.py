@@ -97,6 +97,9 @@ class Settings(BaseSettings):
     kafka_client_id: str = "routing-persistence"
     #: A member that stops heartbeating (a crashed pod) loses its partitions after this long.
     kafka_session_timeout_ms: int = Field(default=10_000, ge=1000, le=300_000)
+    #: An offset commit that has not returned after this long (broker unreachable, coordinator
+    #: moving) is abandoned and tried again with backoff, merged with what came meanwhile.
+    kafka_commit_timeout_s: float = Field(default=30.0, gt=0)
     #: Upper bound of records taken by one ``getmany()``: bounds memory and batch latency.
     batch_max_records: int = Field(default=2000, ge=1, le=100_000)
     #: How long one ``getmany()`` waits for records before handing back a partial batch.

@@ -13,9 +13,19 @@ import asyncpg
 import pytest
 
 from consumer.settings import Settings
+from schemas import OutgoingEvent
 from tests.apply_helpers import at, produce, snapshot
 from tests.conftest import Database, PrivateStack, Topics, create_topics, unique
-from tests.fault_helpers import metric, readyz, seed_rows, start_consumer, until
+from tests.fault_helpers import (
+    logged,
+    metric,
+    readyz,
+    seed_rows,
+    snapshots,
+    snapshots_stored,
+    start_consumer,
+    until,
+)
 from tests.ops_helpers import (
     committed_offsets,
     end_offsets,
@@ -25,6 +35,7 @@ from tests.ops_helpers import (
     read_topic,
     wait_caught_up,
 )
+from tests.security_helpers import publish
 from tests.service_helpers import ConsumerProcess, http_get
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -145,3 +156,112 @@ async def test_a_pod_that_cannot_write_dead_letters_is_not_ready_and_counts_no_d
         assert await consumer.terminate() == 0
     finally:
         consumer.cleanup()
+
+
+async def _blocked_on_lock(database_url: str) -> bool:
+    """Whether a session of the service waits for a lock (its batch is in hand, stuck)."""
+    conn = await asyncpg.connect(database_url)
+    try:
+        return bool(
+            await conn.fetchval(
+                "SELECT count(*) > 0 FROM pg_stat_activity "
+                "WHERE application_name = 'routing-persistence' AND wait_event_type = 'Lock' "
+                "AND datname = current_database()"
+            )
+        )
+    finally:
+        await conn.close()
+
+
+async def _apply_while_the_broker_is_away(
+    settings: Settings,
+    database: Database,
+    stack: PrivateStack,
+    events: list[OutgoingEvent],
+    prefix: str,
+    want_rows: int,
+) -> None:
+    """Get a batch of ``events`` into the service's hands, stop the broker, and let the batch
+    be applied: its offsets must then be committed with no broker to take them."""
+    locker = await asyncpg.connect(database.url)
+    try:
+        lock = locker.transaction()
+        await lock.start()
+        await locker.execute('LOCK TABLE "ExecutionRecord" IN EXCLUSIVE MODE')
+        await publish(settings, events)
+        await until(lambda: _blocked_on_lock(database.url), bool, within=60, what="a batch in hand")
+        await asyncio.to_thread(stack.down, "kafka")
+        await lock.rollback()
+    finally:
+        await locker.close()
+    await until(
+        lambda: snapshots_stored(database.url, prefix),
+        lambda n: n == want_rows,
+        within=60,
+        what="the batch written",
+    )
+
+
+async def test_a_failed_offset_commit_is_retried_until_the_broker_takes_it(
+    settings: Settings, database: Database, private_stack: PrivateStack, tmp_path: Path
+) -> None:
+    """The broker goes away between a batch's transaction and its offset commit, and nothing is
+    produced after it comes back: the commit is retried until it lands, so the group's
+    committed offsets reach the end and the lag gauge goes to 0 (a quiet partition shows no
+    stale lag). At shutdown, a commit that cannot be made is logged as abandoned."""
+    await asyncio.to_thread(private_stack.up, "kafka")
+    bootstrap = private_stack.kafka_bootstrap
+    settings = settings.model_copy(
+        update={
+            "kafka_bootstrap_servers": bootstrap,
+            "kafka_commit_timeout_s": 3.0,
+            # Longer than the outage: the instance keeps its partitions, no rebalance rereads.
+            "kafka_session_timeout_ms": 120_000,
+            "shutdown_timeout_s": 5.0,
+        }
+    )
+    await create_topics(bootstrap, [*settings.source_topics, settings.topic_dlq], 3)
+    prefix, tenant = unique("commit"), unique("tenant")
+    await seed_rows(database.url, [f"{prefix}-{i}" for i in range(2 * ROWS)], tenant)
+    first = snapshots(prefix, ROWS, tenant)
+    second = [snapshot(f"{prefix}-{ROWS + i}", tenant, at(i)) for i in range(ROWS)]
+    consumer = start_consumer(settings, tmp_path)
+    try:
+        await consumer.wait_ready(within=90)
+        port = consumer.metrics_port
+        await _apply_while_the_broker_is_away(
+            settings, database, private_stack, first, prefix, ROWS
+        )
+        await until(
+            lambda: asyncio.sleep(0, _commit_retries(consumer)),
+            lambda n: n >= 1,
+            within=60,
+            what="the failed offset commit retried",
+        )
+        await asyncio.to_thread(private_stack.up, "kafka")
+        await wait_caught_up(settings, time_limit_s=120)
+        await until(
+            lambda: metric(port, "routing_consumer_lag_records"),
+            lambda n: n == 0,
+            within=60,
+            what="routing_consumer_lag_records 0",
+        )
+        await until(lambda: readyz(consumer), lambda s: s == 200, within=60, what="/readyz 200")
+
+        # Shutdown with a commit that cannot be made: said so, and the records come again.
+        await _apply_while_the_broker_is_away(
+            settings, database, private_stack, second, prefix, 2 * ROWS
+        )
+        assert await consumer.terminate() == 0
+    finally:
+        consumer.cleanup()
+    abandoned = logged(consumer.log_path, "offsets.commit_abandoned")
+    assert len(abandoned) == 1, consumer.tail()
+    partitions = abandoned[0]["partitions"]
+    assert partitions, abandoned
+    assert all(p.startswith(f"{settings.topic_snapshots}:") for p in partitions), abandoned
+
+
+def _commit_retries(consumer: ConsumerProcess) -> int:
+    retries = logged(consumer.log_path, "retry.scheduled")
+    return sum(1 for r in retries if r.get("operation") == "commit")

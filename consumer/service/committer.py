@@ -18,7 +18,6 @@ import asyncio
 import contextlib
 import time
 from collections.abc import Callable
-from typing import Final
 
 from aiokafka import AIOKafkaConsumer
 from aiokafka.errors import (
@@ -39,9 +38,6 @@ from consumer.settings import Settings
 __all__ = ["OffsetCommitter"]
 
 _log = get_logger(__name__)
-
-#: A commit that has not returned after this long (broker unreachable) is retried.
-_COMMIT_TIMEOUT_S: Final = 30.0
 
 
 class OffsetCommitter:
@@ -158,7 +154,9 @@ class OffsetCommitter:
 
     async def _commit_once(self, offsets: dict[TopicPartition, int]) -> None:
         try:
-            await asyncio.wait_for(self._consumer.commit(offsets), _COMMIT_TIMEOUT_S)
+            await asyncio.wait_for(
+                self._consumer.commit(offsets), self._settings.kafka_commit_timeout_s
+            )
         except FATAL_KAFKA_ERRORS as exc:
             raise ConfigurationError(f"Kafka refused the offset commit: {exc!r}") from exc
         except (CommitFailedError, RebalanceInProgressError, IllegalStateError) as exc:
@@ -167,7 +165,12 @@ class OffsetCommitter:
                 f"offset commit refused during a rebalance: {describe_error(exc)}",
                 operation="commit",
             ) from exc
-        except (KafkaError, TimeoutError, OSError) as exc:
+        except TimeoutError as exc:
+            raise BrokerUnavailable(
+                f"offset commit not answered within {self._settings.kafka_commit_timeout_s} s",
+                operation="commit",
+            ) from exc
+        except (KafkaError, OSError) as exc:
             raise BrokerUnavailable(
                 f"offset commit failed: {describe_error(exc)}", operation="commit"
             ) from exc

@@ -418,6 +418,13 @@ class Service:
 async def _quietly(closing: Awaitable[Any]) -> None:
     try:
         await asyncio.wait_for(closing, _CLOSE_TIMEOUT_S)
+    except asyncio.CancelledError:
+        # aiokafka's consumer.stop() lets the cancellation of its own fetch task escape when the
+        # broker is away; it is not ours (then re-raise), and the other clients still close.
+        task = asyncio.current_task()
+        if task is not None and task.cancelling():
+            raise
+        _log.warning("consumer.close_failed", error="CancelledError")
     except Exception as exc:  # closing is best effort; the process is exiting anyway
         _log.warning("consumer.close_failed", error=describe_error(exc))
 

@@ -23,7 +23,7 @@ from tests.apply_helpers import at, snapshot
 from tests.conftest import ROOT, Database, PrivateStack, Topics, free_port, unique
 from tests.fault_helpers import logged, scram_postgres, seed_rows, snapshots, start_consumer
 from tests.ops_helpers import CLI, cli_env
-from tests.security_helpers import publish
+from tests.security_helpers import publish, service_env, start_secure_kafka
 from tests.service_helpers import http_get
 
 SECRET = "s3cr3t-Xq9"
@@ -239,3 +239,31 @@ async def test_a_database_error_is_logged_by_sqlstate_and_table_never_with_the_b
         assert parameter not in output, f"{parameter} logged:\n{output[-3000:]}"
     for statement in ("INSERT INTO", "unnest(", "[SQL:", "[parameters"):
         assert statement not in output, f"{statement!r} logged:\n{output[-3000:]}"
+
+
+@pytest.mark.slow
+async def test_no_command_ever_shows_the_sasl_password(
+    settings: Settings, database: Database, tmp_path: Path
+) -> None:
+    """Every Kafka command with the SASL password wrong (refused by a real SCRAM-SHA-512
+    broker) and with it right: neither password is in anything it prints or logs."""
+    with contextlib.contextmanager(start_secure_kafka)() as kafka:
+        wrong = f"wrong-{uuid.uuid4().hex}"
+        for case, password in (("wrong", wrong), ("right", kafka.password)):
+            secured = kafka.sasl_settings(settings, password=password)
+            env = {**service_env(secured), "ROUTING_METRICS_PORT": "0"}
+            runs = {
+                name: _run_command(
+                    args, env, tmp_path / case / name.replace(" ", "-"), "consumer.started"
+                )
+                for name, args in COMMANDS.items()
+                if name != "migrate"
+            }
+            outcomes = dict(zip(runs, await asyncio.gather(*runs.values()), strict=True))
+            for name, outcome in outcomes.items():
+                assert outcome.output.strip(), f"{name} said nothing ({case})"
+                for secret in (wrong, kafka.password):
+                    assert secret not in outcome.output, f"{name} printed it:\n{outcome.output}"
+            if case == "wrong":
+                assert outcomes["run"].code == 2, outcomes["run"].output[-2000:]
+                assert all(o.code != 0 for o in outcomes.values()), outcomes

@@ -359,7 +359,7 @@ class Service:
             except ConfigurationError as exc:
                 # Only at start-up does a refusal stop the process. Later (a password rotated,
                 # the database dropped or still being created) it means not ready, said once,
-                # and probed again; it used to end this loop silently, leaving /readyz 503.
+                # and probed again; it used to end this loop silently, /readyz left as it was.
                 self._set_database_writable(False, reason=str(exc))
 
     async def _serve(self) -> HealthServer | None:

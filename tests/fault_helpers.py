@@ -22,6 +22,7 @@ from consumer.settings import Settings
 from schemas import OutgoingEvent
 from tests.apply_helpers import at, snapshot
 from tests.conftest import PrivateStack, free_port
+from tests.ops_helpers import committed_offsets, end_offsets
 from tests.service_helpers import ConsumerProcess, http_get, metric_sum, parse_metrics
 
 T = TypeVar("T")
@@ -59,6 +60,15 @@ async def readyz(consumer: ConsumerProcess) -> int:
     code = consumer.proc.poll()
     assert code is None, f"the consumer exited {code}:\n{consumer.tail()}"
     return await status(consumer.metrics_port)
+
+
+async def caught_up(consumer: ConsumerProcess, settings: Settings) -> bool:
+    """Whether the group committed every source partition's end offset (the process must run)."""
+    await readyz(consumer)
+    bootstrap = settings.kafka_bootstrap_servers
+    ends = await end_offsets(bootstrap, settings.source_topics)
+    committed = await committed_offsets(bootstrap, settings.group_id)
+    return all(committed.get(tp, 0) >= end for tp, end in ends.items())
 
 
 async def metric(port: int, name: str, **labels: str) -> float:

@@ -16,9 +16,10 @@ from sqlalchemy import event
 from consumer.db import APPLICATION_NAME, _discard_read_only_connections, create_engine
 from consumer.errors import DatabaseUnavailable
 from consumer.settings import Settings
-from tests.apply_helpers import apply_in_transaction
+from tests.apply_helpers import apply_in_transaction, at, produce, snapshot, with_raw_payload
 from tests.conftest import Database, unique
 from tests.fault_helpers import (
+    caught_up,
     logged,
     metric,
     readyz,
@@ -28,6 +29,7 @@ from tests.fault_helpers import (
     start_consumer,
     until,
 )
+from tests.ops_helpers import headers_of, read_topic
 from tests.security_helpers import publish
 from tests.service_helpers import ConsumerProcess
 
@@ -273,3 +275,38 @@ async def test_a_read_only_session_is_discarded_or_the_engine_never_writes_again
     else:
         assert len(outcomes) == 3
         assert all("[25006]" in outcome for outcome in outcomes), outcomes
+
+
+async def test_a_storm_of_refused_records_for_one_key_is_dead_lettered_by_run(
+    settings: Settings, database: Database, tmp_path: Path
+) -> None:
+    """Item 3 at the service level: 1,200 different versions of one row, each refused by
+    PostgreSQL (``\\u0000`` in a string), plus the row's one valid event: ``run`` dead-letters
+    all 1,200 as ``db_rejected``, applies the valid one, commits, and never exits."""
+    tenant, request = unique("tenant"), unique("hot")
+    await seed_rows(database.url, [request], tenant)
+    refused = [
+        with_raw_payload(snapshot(request, tenant, at(100 + n), note="N"), "N", f'"v{n} \\u0000"')
+        for n in range(1200)
+    ]
+    valid = snapshot(request, tenant, at(0))
+    await produce(
+        settings.kafka_bootstrap_servers,
+        [(settings.topic_snapshots, e.key, e.value) for e in [*refused, valid]],
+    )
+    consumer = start_consumer(settings, tmp_path)
+    try:
+        await consumer.wait_ready()
+        await until(lambda: caught_up(consumer, settings), bool, within=120, what="caught up")
+        assert await readyz(consumer) == 200
+        assert await consumer.terminate() == 0
+    finally:
+        consumer.cleanup()
+    letters = await read_topic(settings.kafka_bootstrap_servers, settings.topic_dlq)
+    assert len(letters) == 1200
+    assert {headers_of(r)["dlq.reason"] for r in letters} == {"db_rejected"}
+    rows = await database.fetch(
+        'SELECT "routingSnapshotEventId"::text AS e FROM "ExecutionRecord" WHERE "requestId" = $1',
+        request,
+    )
+    assert [r["e"] for r in rows] == [str(valid.event_id)]

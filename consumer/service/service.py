@@ -64,6 +64,7 @@ _PROBE_TIMEOUT_S: Final = 5.0
 _DB_CHECK_MAX_INTERVAL_S: Final = 5.0
 #: How often the consumer's positions are compared with what batches handed for commit.
 _POSITIONS_INTERVAL_S: Final = 1.0
+_POSITION_WAIT_S: Final = 0.1
 #: Closing a client never takes longer than this.
 _CLOSE_TIMEOUT_S: Final = 10.0
 
@@ -315,14 +316,14 @@ class Service:
         assert self._committer is not None
         if assignment.is_rebalancing:
             return  # what was fetched is being dropped: the positions may be past unhandled records
-        positions: dict[TopicPartition, int] = {}
-        for tp in sorted(assignment.assigned):
-            if not assignment.is_ours(tp):
-                continue
-            try:
-                positions[tp] = await asyncio.wait_for(consumer.position(tp), _PROBE_TIMEOUT_S)
-            except (KafkaError, TimeoutError):
-                continue  # not known yet (being reset): the next round takes it
+        tps = [tp for tp in sorted(assignment.assigned) if assignment.is_ours(tp)]
+        # A known position is returned at once; one being reset (after a rebalance, the broker
+        # away) would wait for the broker: skipped, never stalling the loop.
+        found = await asyncio.gather(
+            *(asyncio.wait_for(consumer.position(tp), _POSITION_WAIT_S) for tp in tps),
+            return_exceptions=True,
+        )
+        positions = {tp: at for tp, at in zip(tps, found, strict=True) if isinstance(at, int)}
         self._committer.hand_positions(positions)
 
     async def _drain_commits(self) -> None:

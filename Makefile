@@ -15,7 +15,7 @@ TS := typescript
 # outside the npm registry; esbuild's binary comes as an optional dependency).
 TS_STAMP := $(TS)/node_modules/.installed
 
-.PHONY: help venv lint fmt typecheck test test-only ts-deps ts-test run demo stack-up stack-down stack-status bench bench-quick fuzz constraints clean
+.PHONY: help venv lint fmt typecheck test test-only ts-deps ts-test promtool run demo stack-up stack-down stack-status bench bench-quick fuzz constraints clean
 
 help:
 	@echo "make run      set up everything, start the consumer, feed it sample events, show the outcome"
@@ -44,6 +44,22 @@ ts-test: $(STAMP) $(TS_STAMP)
 	@$(STACK) up >/dev/null && eval "$$($(STACK) env)" && cd $(TS) && \
 	  npm run -s prisma:generate >/dev/null && npm run -s typecheck && npm run -s build && npm test
 
+# promtool (tests/test_alerts.py unit-tests deploy/prometheus/alerts.yaml) from Debian's prometheus
+# package, installed once when missing (root, non-interactive; ~15 s). The package also ships the
+# Prometheus server as a service: a policy-rc.d that refuses (101) keeps it from being started, and
+# one this recipe put there is removed after.
+promtool:
+	@command -v promtool >/dev/null 2>&1 || { \
+	  echo "installing promtool (Debian package prometheus)" >&2; \
+	  test "$$(id -u)" -eq 0 || { echo "promtool missing: apt-get install prometheus as root" >&2; exit 1; }; \
+	  policy=/usr/sbin/policy-rc.d; made=0; \
+	  if [ ! -e $$policy ]; then printf '#!/bin/sh\nexit 101\n' >$$policy; chmod 755 $$policy; made=1; fi; \
+	  status=0; \
+	  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+	      --no-install-recommends prometheus >/dev/null; } || status=$$?; \
+	  if [ $$made -eq 1 ]; then rm -f $$policy; fi; \
+	  exit $$status; }
+
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
@@ -55,7 +71,7 @@ fmt: $(STAMP)
 
 # The stack is brought down afterwards only if this run started it (a developer's running stack
 # is left alone), and also when lint or a test fails.
-test: $(STAMP)
+test: $(STAMP) promtool
 	@started=0; $(STACK) status >/dev/null 2>&1 || started=1; \
 	status=0; $(STACK) up >/dev/null || status=$$?; \
 	if [ $$status -eq 0 ]; then \
@@ -69,7 +85,7 @@ test: $(STAMP)
 	exit $$status
 
 # pytest alone, against a stack you keep running (fast inner loop).
-test-only: $(STAMP)
+test-only: $(STAMP) promtool
 	@$(STACK) up >/dev/null && eval "$$($(STACK) env)" && $(PY) -m pytest $(PYTEST_ARGS)
 
 run: $(STAMP)

@@ -195,12 +195,19 @@ def create_engine(
 async def is_database_writable(engine: AsyncEngine, *, timeout_s: float) -> bool:
     """Whether a session can write now (connected, not a standby, not read-only by default).
 
+    A session that finds the server read-only is discarded from the pool (see
+    :func:`create_engine`).
+
     Raises :class:`~consumer.errors.ConfigurationError` when the database refuses this service
     for good (wrong password, no such database, TLS refused); any other failure is ``False``.
     """
     try:
         async with asyncio.timeout(timeout_s), engine.connect() as conn:
             read_only = await conn.scalar(text("SELECT current_setting('transaction_read_only')"))
+            if read_only != "off":
+                # Like a batch's 25006: this session stays read-only for life, so it is thrown
+                # away, and the next probe reaches whatever primary the address leads to now.
+                await conn.invalidate()
     except Exception as exc:
         translated = translate_error(exc, operation="probe")
         if isinstance(translated, ConfigurationError):

@@ -14,6 +14,21 @@ import structlog
 __all__ = ["configure_logging", "get_logger"]
 
 
+class _Stderr:
+    """Whatever ``sys.stderr`` is when a line is written, not when logging was configured.
+
+    A logger bound to the stream object of configuration time keeps writing to it after it is
+    closed or replaced (pytest captures each test's stderr in its own stream, then closes it):
+    every later log line raised ``ValueError`` there, inside retry hooks too.
+    """
+
+    def write(self, text: str) -> int:
+        return sys.stderr.write(text)
+
+    def flush(self) -> None:
+        sys.stderr.flush()
+
+
 def configure_logging(level: str = "INFO", fmt: str = "auto") -> None:
     """Route structlog and stdlib logging to stderr; ``fmt`` is ``json``, ``console`` or ``auto``.
 
@@ -34,12 +49,12 @@ def configure_logging(level: str = "INFO", fmt: str = "auto") -> None:
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelName(level)),
-        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+        logger_factory=structlog.PrintLoggerFactory(file=_Stderr()),  # type: ignore[arg-type]
         cache_logger_on_first_use=True,
     )
     # aiokafka and asyncpg log through the stdlib: keep their warnings, drop their chatter.
     logging.basicConfig(
-        level=logging.WARNING, stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s"
+        level=logging.WARNING, stream=_Stderr(), format="%(levelname)s %(name)s: %(message)s"
     )
 
 

@@ -12,7 +12,7 @@ import re
 from datetime import timedelta
 from pathlib import Path
 from typing import Any, Final, Literal
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, unquote_plus, urlencode, urlsplit, urlunsplit
 
 from pydantic import (
     Field,
@@ -85,14 +85,37 @@ def _with_query(url: str, query: list[tuple[str, str]]) -> str:
     return urlunsplit(urlsplit(url)._replace(query=urlencode(query)))
 
 
+def _is_secret_parameter(name: str) -> bool:
+    # asyncpg reads "password" and "sslpassword" from the query; any other spelling that says
+    # "password" is masked too, whatever the driver makes of it.
+    return "password" in unquote_plus(name).lower()
+
+
 def redact_url(url: str) -> str:
-    """Return ``url`` with any password replaced by ``***`` (safe to log)."""
-    parts = urlsplit(url)
-    if parts.password is None:
+    """Return ``url`` with every password replaced by ``***`` (safe to log).
+
+    Masked: the userinfo password (``postgresql://u:***@h/db``) and the value of every query
+    parameter whose name says ``password`` (``?password=***``, ``?sslpassword=***``), the forms
+    asyncpg accepts. The rest is kept byte for byte. A URL that cannot be parsed is not shown at
+    all.
+    """
+    try:
+        parts = urlsplit(url)
+        password = parts.password
+    except ValueError:
+        return "<unparseable URL>"
+    netloc = parts.netloc
+    if password is not None:
+        userinfo, host = netloc.rsplit("@", 1)
+        netloc = f"{userinfo.split(':', 1)[0]}:***@{host}"
+    pieces = []
+    for piece in parts.query.split("&"):
+        name, equals, _ = piece.partition("=")
+        pieces.append(f"{name}=***" if equals and _is_secret_parameter(name) else piece)
+    query = "&".join(pieces)
+    if netloc == parts.netloc and query == parts.query:
         return url
-    netloc = parts.netloc.rsplit("@", 1)
-    userinfo = netloc[0].split(":", 1)[0]
-    return urlunsplit(parts._replace(netloc=f"{userinfo}:***@{netloc[1]}"))
+    return urlunsplit(parts._replace(netloc=netloc, query=query))
 
 
 class Settings(BaseSettings):
@@ -134,6 +157,9 @@ class Settings(BaseSettings):
     kafka_client_id: str = "routing-persistence"
     #: A member that stops heartbeating (a crashed pod) loses its partitions after this long.
     kafka_session_timeout_ms: int = Field(default=10_000, ge=1000, le=300_000)
+    #: An offset commit that has not returned after this long (broker unreachable, coordinator
+    #: moving) is abandoned and tried again with backoff, merged with what came meanwhile.
+    kafka_commit_timeout_s: float = Field(default=30.0, gt=0)
     #: Upper bound of records taken by one ``getmany()``: bounds memory and batch latency.
     batch_max_records: int = Field(default=2000, ge=1, le=100_000)
     #: How long one ``getmany()`` waits for records before handing back a partial batch.

@@ -256,3 +256,74 @@ async def test_the_role_holds_locks_and_deletes_held_fields(
         )
     assert deleted == "DELETE 1"
     assert await empty_database.fetch("SELECT 1 FROM routing_persistence.held_field") == []
+
+
+# Objects the role could create through what PUBLIC holds by default (TEMPORARY on every
+# database; CREATE on schema public before PostgreSQL 15, and after pg_upgrade from one).
+CREATIONS = [
+    "CREATE TABLE public.routing_persistence_own (x int)",
+    "CREATE TEMP TABLE routing_persistence_tmp (x int)",
+    "CREATE VIEW public.routing_persistence_view AS SELECT 1 AS x",
+    "CREATE SEQUENCE public.routing_persistence_seq",
+    "CREATE TYPE public.routing_persistence_type AS (x int)",
+    "CREATE FUNCTION public.routing_persistence_fn() RETURNS int LANGUAGE sql AS 'SELECT 1'",
+]
+
+
+async def _try_all(conn: asyncpg.Connection, statements: list[str]) -> dict[str, str]:
+    """SQLSTATE per statement ("ok" when it succeeded), each in a transaction rolled back."""
+    outcome: dict[str, str] = {}
+    for sql in statements:
+        tx = conn.transaction()
+        await tx.start()
+        try:
+            await conn.execute(sql)
+        except asyncpg.PostgresError as exc:
+            outcome[sql] = exc.sqlstate
+        else:
+            outcome[sql] = "ok"
+        finally:
+            await tx.rollback()
+    return outcome
+
+
+async def _login(owner: asyncpg.Connection, database: Database) -> asyncpg.Connection:
+    """A new session of the role (a new password set by ``owner`` for it)."""
+    password = secrets.token_urlsafe(16)
+    await owner.execute(f"ALTER ROLE {ROLE} PASSWORD '{password}'")
+    return await asyncpg.connect(_as_role(database.url, password))
+
+
+async def test_the_role_inherits_no_right_to_create_objects_through_public(
+    role_connection: asyncpg.Connection, empty_database: Database
+) -> None:
+    """With PUBLIC's pre-15 defaults back on the database (an older server, or one upgraded
+    with pg_upgrade), the role could create tables, temporary tables, views, types and
+    functions; after grants.sql none of them, and its own work still goes through."""
+    owner = await empty_database.connect()
+    try:
+        await owner.execute("GRANT CREATE ON SCHEMA public TO PUBLIC")
+        await owner.execute(f'GRANT TEMPORARY ON DATABASE "{empty_database.name}" TO PUBLIC')
+        role = await _login(owner, empty_database)
+        try:
+            before = await _try_all(role, CREATIONS)
+        finally:
+            await role.close()
+        await owner.execute(GRANTS.read_text())
+        await owner.execute(CREATE_ROWS.read_text())  # the most the role is ever granted
+        role = await _login(owner, empty_database)
+    finally:
+        await owner.close()
+    try:
+        after = await _try_all(role, CREATIONS)
+        # Its job still works: the consumer's upsert as the role.
+        t0 = datetime(2026, 1, 1, tzinfo=UTC)
+        written = await role.fetch(
+            UPSERT_SNAPSHOTS, ["req-2"], ["t-2"], ['{"snapshotId": "s"}'], [t0], [uuid.uuid4()]
+        )
+    finally:
+        await role.close()
+    # The setup is what it claims: through PUBLIC alone, each of these worked.
+    assert before == dict.fromkeys(CREATIONS, "ok")
+    assert after == dict.fromkeys(CREATIONS, "42501")
+    assert [r["requestId"] for r in written] == ["req-2"]

@@ -18,7 +18,6 @@ import asyncio
 import contextlib
 import time
 from collections.abc import Callable
-from typing import Final
 
 from aiokafka import AIOKafkaConsumer
 from aiokafka.errors import (
@@ -39,9 +38,6 @@ from consumer.settings import Settings
 __all__ = ["OffsetCommitter"]
 
 _log = get_logger(__name__)
-
-#: A commit that has not returned after this long (broker unreachable) is retried.
-_COMMIT_TIMEOUT_S: Final = 30.0
 
 
 class OffsetCommitter:
@@ -65,6 +61,8 @@ class OffsetCommitter:
         self._on_committed = on_committed
         #: Offsets handed over and not yet committed (newest per partition).
         self._to_commit: dict[TopicPartition, int] = {}
+        #: The newest offset handed over per partition (committed or not).
+        self._handed: dict[TopicPartition, int] = {}
         self._task: asyncio.Task[None] | None = None
 
     def hand(self, offsets: dict[TopicPartition, int]) -> None:
@@ -79,8 +77,23 @@ class OffsetCommitter:
             task.result()
         # Batches finish in fetch order, so per partition the newest offset is the greatest.
         self._to_commit.update(offsets)
+        self._handed.update(offsets)
         if self._task is None and self._to_commit:
             self._task = asyncio.create_task(self._commit_until_drained())
+
+    def hand_positions(self, positions: dict[TopicPartition, int]) -> None:
+        """Hand the consumer's positions of partitions where they passed what batches handed.
+
+        A position moves past records no batch returns: those of aborted transactions and the
+        transaction markers. Without this, a partition whose last records are such (every
+        transactional producer ends with a marker) keeps a committed offset below its end,
+        a lag that never goes away. Call it only with no batch in hand: everything before a
+        position has then been handled.
+        """
+        # A position of 0 has passed nothing: no commit of an empty partition.
+        ahead = {tp: at for tp, at in positions.items() if at > self._handed.get(tp, 0)}
+        if ahead:
+            self.hand(ahead)
 
     async def drain(self) -> None:
         """Wait until everything handed so far is committed (or dropped as no longer ours)."""
@@ -95,6 +108,7 @@ class OffsetCommitter:
         """Drop what was handed for ``partitions`` (revoked): the new owner rereads them."""
         for tp in partitions:
             self._to_commit.pop(tp, None)
+            self._handed.pop(tp, None)
 
     async def close(self, *, timeout_s: float) -> None:
         """Drain within ``timeout_s``; what could not be committed is logged, then given up."""
@@ -140,7 +154,9 @@ class OffsetCommitter:
 
     async def _commit_once(self, offsets: dict[TopicPartition, int]) -> None:
         try:
-            await asyncio.wait_for(self._consumer.commit(offsets), _COMMIT_TIMEOUT_S)
+            await asyncio.wait_for(
+                self._consumer.commit(offsets), self._settings.kafka_commit_timeout_s
+            )
         except FATAL_KAFKA_ERRORS as exc:
             raise ConfigurationError(f"Kafka refused the offset commit: {exc!r}") from exc
         except (CommitFailedError, RebalanceInProgressError, IllegalStateError) as exc:
@@ -149,7 +165,12 @@ class OffsetCommitter:
                 f"offset commit refused during a rebalance: {describe_error(exc)}",
                 operation="commit",
             ) from exc
-        except (KafkaError, TimeoutError, OSError) as exc:
+        except TimeoutError as exc:
+            raise BrokerUnavailable(
+                f"offset commit not answered within {self._settings.kafka_commit_timeout_s} s",
+                operation="commit",
+            ) from exc
+        except (KafkaError, OSError) as exc:
             raise BrokerUnavailable(
                 f"offset commit failed: {describe_error(exc)}", operation="commit"
             ) from exc

@@ -75,7 +75,10 @@ class LagGauges:
         while True:
             try:
                 await self.refresh()
-            except (KafkaError, TimeoutError, OSError) as exc:
+            except TimeoutError:
+                self._health.is_broker_reachable = False
+                _log.warning("lag.refresh_failed", error=f"no answer within {_PROBE_TIMEOUT_S} s")
+            except (KafkaError, OSError) as exc:
                 self._health.is_broker_reachable = False
                 _log.warning("lag.refresh_failed", error=describe_error(exc))
             except Exception:  # a bug here must not stop the gauges for good, nor the service

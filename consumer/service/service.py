@@ -36,6 +36,7 @@ from consumer.errors import (
     ConfigurationError,
     TransientError,
     describe_error,
+    sqlstate_of,
 )
 from consumer.kafka import (
     FATAL_KAFKA_ERRORS,
@@ -63,6 +64,9 @@ _T = TypeVar("_T")
 #: Bound on each database probe; the probe runs at least this often.
 _PROBE_TIMEOUT_S: Final = 5.0
 _DB_CHECK_MAX_INTERVAL_S: Final = 5.0
+#: How often the consumer's positions are compared with what batches handed for commit.
+_POSITIONS_INTERVAL_S: Final = 1.0
+_POSITION_WAIT_S: Final = 0.1
 #: Closing a client never takes longer than this.
 _CLOSE_TIMEOUT_S: Final = 10.0
 
@@ -97,6 +101,10 @@ class Service:
         self._gauges: LagGauges | None = None
         #: What the last database signal said (None: nothing yet); changes are logged.
         self._database_state: bool | None = None
+        #: A batch's transaction is being retried for a fault that makes this instance unready
+        #: (a lock held elsewhere, a read-only server): until that batch commits, a probe that
+        #: can connect does not make the instance ready again.
+        self._is_batch_blocked = False
 
     def request_stop(self) -> None:
         """Stop fetching and shut down gracefully; a second call abandons the batch in hand."""
@@ -114,6 +122,7 @@ class Service:
         if operation == "database":
             self.metrics.db_retries.inc()
             if isinstance(error, TransientError) and error.is_unready:
+                self._is_batch_blocked = True
                 self._set_database_writable(False)
         elif operation == "dead_letter":
             self.health.can_dead_letter = False
@@ -149,7 +158,18 @@ class Service:
                 _log.critical("consumer.fatal", kind="retries_exhausted", error=str(exc))
                 return 1
             except Exception as exc:
-                _log.critical("consumer.fatal", kind="bug", error=repr(exc), exc_info=True)
+                if (sqlstate := sqlstate_of(exc)) is not None:
+                    # PostgreSQL refused a statement for good (a missing privilege or column):
+                    # its SQLSTATE and message name the table. No traceback: SQLAlchemy's text
+                    # of it carries the statement, and the driver's may quote its parameters.
+                    _log.critical(
+                        "consumer.fatal",
+                        kind="database",
+                        sqlstate=sqlstate,
+                        error=describe_error(exc),
+                    )
+                else:
+                    _log.critical("consumer.fatal", kind="bug", error=repr(exc), exc_info=True)
                 return 1
             finally:
                 self.health.is_stopping = True
@@ -235,9 +255,13 @@ class Service:
         releasing = asyncio.create_task(held.run_forever())
         timers.append(releasing)
         _log.info("consumer.started", group=settings.group_id)
+        positions_at = time.monotonic()
         while not self._stop.is_set():
             if releasing.done():
                 releasing.result()  # it only ends by raising what is not transient
+            if time.monotonic() - positions_at >= _POSITIONS_INTERVAL_S:
+                await self._hand_positions(consumer, assignment)
+                positions_at = time.monotonic()
             batch = await self._fetch(consumer)
             if not batch:
                 continue
@@ -283,6 +307,7 @@ class Service:
         self.health.tick()
         self.health.can_dead_letter = True
         if result.wrote_database:
+            self._is_batch_blocked = False
             self._set_database_writable(True)
         metrics = self.metrics
         metrics.batch_size.observe(size)
@@ -294,6 +319,21 @@ class Service:
         self._committer.hand(result.commit_offsets)
         _log.debug("batch.handled", records=size, dead_letters=result.dead_letters, seconds=elapsed)
 
+    async def _hand_positions(self, consumer: AIOKafkaConsumer, assignment: Assignment) -> None:
+        """Commit positions that passed records no batch returns (see the committer)."""
+        assert self._committer is not None
+        if assignment.is_rebalancing:
+            return  # what was fetched is being dropped: the positions may be past unhandled records
+        tps = [tp for tp in sorted(assignment.assigned) if assignment.is_ours(tp)]
+        # A known position is returned at once; one being reset (after a rebalance, the broker
+        # away) would wait for the broker: skipped, never stalling the loop.
+        found = await asyncio.gather(
+            *(asyncio.wait_for(consumer.position(tp), _POSITION_WAIT_S) for tp in tps),
+            return_exceptions=True,
+        )
+        positions = {tp: at for tp, at in zip(tps, found, strict=True) if isinstance(at, int)}
+        self._committer.hand_positions(positions)
+
     async def _drain_commits(self) -> None:
         if self._committer is not None:
             await self._committer.drain()
@@ -304,23 +344,32 @@ class Service:
         if self._gauges is not None:
             self._gauges.forget(partitions)
 
-    def _set_database_writable(self, ok: bool) -> None:
+    def _set_database_writable(self, ok: bool, *, reason: str | None = None) -> None:
         if ok is not self._database_state:  # log changes only (the first state included)
             if ok:
                 _log.info("database.available")
             else:
-                _log.warning("database.unavailable")
+                _log.warning("database.unavailable", error=reason)
         self._database_state = ok
         self.health.is_database_writable = ok
 
     async def _check_database(self, engine: AsyncEngine) -> None:
-        self._set_database_writable(await is_database_writable(engine, timeout_s=_PROBE_TIMEOUT_S))
+        writable = await is_database_writable(engine, timeout_s=_PROBE_TIMEOUT_S)
+        if writable and self._is_batch_blocked:
+            return  # the probe reaches the server, the blocked batch does not: still not ready
+        self._set_database_writable(writable)
 
     async def _check_database_forever(self, engine: AsyncEngine) -> None:
         interval = min(self.settings.lag_refresh_interval_s, _DB_CHECK_MAX_INTERVAL_S)
         while True:
             await asyncio.sleep(interval)
-            await self._check_database(engine)
+            try:
+                await self._check_database(engine)
+            except ConfigurationError as exc:
+                # Only at start-up does a refusal stop the process. Later (a password rotated,
+                # the database dropped or still being created) it means not ready, said once,
+                # and probed again; it used to end this loop silently, /readyz left as it was.
+                self._set_database_writable(False, reason=str(exc))
 
     async def _serve(self) -> HealthServer | None:
         if not self._serve_http:
@@ -378,6 +427,13 @@ class Service:
 async def _quietly(closing: Awaitable[Any]) -> None:
     try:
         await asyncio.wait_for(closing, _CLOSE_TIMEOUT_S)
+    except asyncio.CancelledError:
+        # aiokafka's consumer.stop() lets the cancellation of its own fetch task escape when the
+        # broker is away; it is not ours (then re-raise), and the other clients still close.
+        task = asyncio.current_task()
+        if task is not None and task.cancelling():
+            raise
+        _log.warning("consumer.close_failed", error="CancelledError")
     except Exception as exc:  # closing is best effort; the process is exiting anyway
         _log.warning("consumer.close_failed", error=describe_error(exc))
 

@@ -34,6 +34,17 @@
 --             FOR UPDATE (the release locks the rows it works on); a held row is never updated.
 -- Nothing else: no DELETE, TRUNCATE, REFERENCES, TRIGGER, no other column of Projects A and C,
 -- no CREATE in any schema.
+--
+-- Nor what every role inherits through PUBLIC and this one does not need. PostgreSQL has no
+-- "deny" for one role: what PUBLIC holds, every role holds, so these are revoked from PUBLIC in
+-- this database (a role of another team that needs them gets them granted by name):
+--   TEMPORARY on the database (PUBLIC's by default): no temporary tables;
+--   CREATE on schema public and on the service's schema (PUBLIC's by default before
+--   PostgreSQL 15, and still after pg_upgrade from an older server): no tables, views,
+--   sequences, types or functions of its own.
+-- PUBLIC keeps CONNECT (other roles log in too), USAGE on the schema and EXECUTE on functions
+-- (built-ins the statements call). Other databases of the cluster are not this script's: revoke
+-- CONNECT there from PUBLIC if the role must not log in to them.
 
 BEGIN;
 
@@ -56,8 +67,17 @@ ALTER ROLE routing_persistence WITH LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NO
 
 DO $grants$
 BEGIN
+    -- Start from nothing on the database and the schema too, then what it needs.
+    EXECUTE format('REVOKE ALL ON DATABASE %I FROM routing_persistence', current_database());
+    EXECUTE format('REVOKE ALL ON SCHEMA %I FROM routing_persistence', current_schema());
     EXECUTE format('GRANT CONNECT ON DATABASE %I TO routing_persistence', current_database());
     EXECUTE format('GRANT USAGE ON SCHEMA %I TO routing_persistence', current_schema());
+    -- What PUBLIC would hand it (see the header).
+    EXECUTE format('REVOKE TEMPORARY ON DATABASE %I FROM PUBLIC', current_database());
+    EXECUTE format('REVOKE CREATE ON SCHEMA %I FROM PUBLIC', current_schema());
+    IF EXISTS (SELECT FROM pg_catalog.pg_namespace WHERE nspname = 'public') THEN
+        REVOKE CREATE ON SCHEMA public FROM PUBLIC;
+    END IF;
 END
 $grants$;
 

@@ -81,7 +81,11 @@ async def test_postgres_cpu_includes_backends_that_exit_inside_the_window(
     # This database only: the backend alive at the end; the one that left is not attributable.
     assert delta.postgres_database_s is not None
     assert delta.postgres_database_s >= staying_cpu - tick
-    assert delta.machine_busy_s >= delta.postgres_s - tick
+    # The machine's counter is sampled per CPU at each tick, a process's time is its precise run
+    # time rounded once: on a loaded machine the two disagree by a few per cent (0.71 s against
+    # 0.74 s in one CI run), so the bound allows that much and no more.
+    slack = (os.cpu_count() or 1) * tick + 0.10 * delta.postgres_s
+    assert delta.machine_busy_s >= delta.postgres_s - slack
     figures = breakdown(delta, own_s=0.0, events=1000, seconds=1.0)
     assert figures["postgres_us_per_event"] == round(delta.postgres_s * 1000, 2)
 

@@ -1,0 +1,276 @@
+"""Why the cost per event grows within a long run: what changes from one tenth of it to the next.
+
+:class:`EventMix` counts, per tenth of the backlog in the order it was produced, what the events
+ask of a consumer (new rows, newer versions of existing rows, stale or duplicate versions, by
+type). :class:`TenthProbe` follows a timed consumer (:func:`bench.systems.watch_group`) and, each
+time its committed offsets cross a tenth of the window's records, snapshots the CPU of the
+service (user and system apart), PostgreSQL, the broker and the machine, the target tables'
+statistics (``pg_stat_user_tables``, ``pg_statio_user_tables``, sizes), WAL and checkpoints, and
+the service's own batch counters (``/metrics``); at every poll it also notes whether an
+autovacuum worker runs (``pg_stat_activity``). :meth:`TenthProbe.tenths` turns the snapshots
+into per-tenth figures. Each partition is read at about the same pace, so a tenth of the
+committed records is about a tenth of the produced order.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+
+from bench.cpu import CpuSample, StackCpu
+from bench.workload import Event
+from schemas import EventType
+
+__all__ = ["EventMix", "TenthProbe", "process_times"]
+
+_CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+def process_times(pid: int) -> tuple[float, float]:
+    """User and system CPU seconds of ``pid`` so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return int(fields[11]) / _CLK_TCK, int(fields[12]) / _CLK_TCK
+
+
+class EventMix:
+    """Per tenth of ``total`` produced events: what each asks of a consumer (see module doc)."""
+
+    def __init__(self, total: int) -> None:
+        self.total = total
+        self.seen = 0
+        self.newest: dict[tuple[EventType, str], tuple[Any, ...]] = {}
+        self.rows: set[str] = set()
+        self.ids: set[object] = set()
+        self.tenths: list[dict[str, int]] = [{} for _ in range(10)]
+
+    def add(self, event: Event) -> None:
+        """Account for the next produced event."""
+        tenth = self.tenths[min(9, self.seen * 10 // max(1, self.total))]
+        self.seen += 1
+        kind = event.type.value
+        tenth[kind] = tenth.get(kind, 0) + 1
+        if event.event_id in self.ids:
+            what = "duplicate"
+        else:
+            self.ids.add(event.event_id)
+            key = (event.type, event.row_key)
+            current = self.newest.get(key)
+            if current is not None and event.version < current:
+                what = "stale"
+            else:
+                self.newest[key] = event.version
+                if event.type is EventType.POLICY:
+                    what = "newer"
+                elif event.row_key not in self.rows:
+                    self.rows.add(event.row_key)
+                    what = "new_row"
+                else:
+                    what = "newer"
+        tenth[what] = tenth.get(what, 0) + 1
+
+    def as_list(self) -> list[dict[str, float]]:
+        """Per tenth, each count as a share of the tenth's events."""
+        out = []
+        for counts in self.tenths:
+            n = sum(counts.get(t.value, 0) for t in EventType) or 1
+            out.append({k: round(v / n, 4) for k, v in sorted(counts.items())} | {"events": n})
+        return out
+
+
+_TABLE_SQL = """
+SELECT s.relname, s.n_live_tup, s.n_dead_tup, s.n_tup_ins, s.n_tup_upd, s.n_tup_hot_upd,
+       s.autovacuum_count, s.autoanalyze_count, pg_table_size(s.relid) AS table_bytes,
+       pg_indexes_size(s.relid) AS index_bytes,
+       io.heap_blks_read, io.heap_blks_hit, io.idx_blks_read, io.idx_blks_hit,
+       coalesce(io.toast_blks_read, 0) AS toast_blks_read,
+       coalesce(io.toast_blks_hit, 0) AS toast_blks_hit
+FROM pg_stat_user_tables s JOIN pg_statio_user_tables io USING (relid)
+WHERE s.relname IN ('ExecutionRecord', 'Tenant')
+"""
+_SERVER_SQL = """
+SELECT w.wal_records, w.wal_fpi, w.wal_bytes::bigint AS wal_bytes,
+       b.checkpoints_timed + b.checkpoints_req AS checkpoints, b.buffers_backend,
+       b.buffers_clean, b.buffers_checkpoint
+FROM pg_stat_wal w, pg_stat_bgwriter b
+"""
+_AUTOVACUUM_SQL = "SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'autovacuum worker'"
+_METRICS = (
+    "routing_consumer_batch_size_count",
+    "routing_consumer_batch_size_sum",
+    "routing_consumer_events_total",
+)
+
+
+@dataclass
+class _Snapshot:
+    at: float
+    done: int
+    user: float
+    system: float
+    cpu: CpuSample
+    tables: dict[str, dict[str, int]]
+    server: dict[str, int]
+    metrics: dict[str, float]
+    autovacuum_polls: int
+    polls: int
+
+
+def _scrape(ports: list[int]) -> dict[str, float]:
+    out: dict[str, float] = {}
+    for port in ports:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2) as resp:
+                text = resp.read().decode()
+        except OSError:
+            continue
+        for line in text.splitlines():
+            if line.startswith(_METRICS):
+                metric, _, value = line.rpartition(" ")
+                out[metric] = out.get(metric, 0.0) + float(value)
+    return out
+
+
+@dataclass
+class TenthProbe:
+    """Snapshots of a consumer's window at each tenth of its records (see the module doc)."""
+
+    database_url: str
+    pids: list[int]
+    metrics_ports: list[int]
+    stack: StackCpu
+    snapshots: list[_Snapshot] = field(default_factory=list)
+    _conn: asyncpg.Connection | None = None
+    _base: int | None = None
+    _span: int = 0
+    _autovacuum_polls: int = 0
+    _polls: int = 0
+
+    async def start(self) -> None:
+        """Connect (before the window opens: the connection is not part of it)."""
+        self._conn = await asyncpg.connect(self.database_url)
+
+    async def close(self) -> None:
+        """Disconnect."""
+        if self._conn is not None:
+            await self._conn.close()
+
+    async def poll(self, done: int, first_done: int, total: int) -> None:
+        """One poll of the window (``done`` records committed, ``first_done`` at its start)."""
+        assert self._conn is not None
+        self._polls += 1
+        self._autovacuum_polls += bool(await self._conn.fetchval(_AUTOVACUUM_SQL))
+        if self._base is None:
+            self._base, self._span = first_done, total - first_done
+            await self._snap(done)
+            return
+        due = self._base + len(self.snapshots) * self._span / 10
+        if done >= due or done >= total:
+            await self._snap(done)
+
+    async def _snap(self, done: int) -> None:
+        assert self._conn is not None
+        user = system = 0.0
+        for pid in self.pids:
+            u, s = process_times(pid)
+            user, system = user + u, system + s
+        cpu = self.stack.sample()
+        tables = {r["relname"]: dict(r) for r in await self._conn.fetch(_TABLE_SQL)}
+        server = dict(await self._conn.fetchrow(_SERVER_SQL) or {})
+        self.snapshots.append(
+            _Snapshot(
+                time.perf_counter(),
+                done,
+                user,
+                system,
+                cpu,
+                tables,
+                server,
+                _scrape(self.metrics_ports),
+                self._autovacuum_polls,
+                self._polls,
+            )
+        )
+
+    def tenths(self) -> list[dict[str, Any]]:
+        """Per interval between consecutive snapshots: per-event costs and what changed."""
+        out = []
+        for a, b in zip(self.snapshots, self.snapshots[1:], strict=False):
+            events = b.done - a.done
+            if events <= 0:
+                continue
+            delta = StackCpu.between(a.cpu, b.cpu)
+
+            def us(seconds: float | None, n: int = events) -> float | None:
+                return None if seconds is None else round(seconds * 1e6 / n, 2)
+
+            er_a, er_b = a.tables.get("ExecutionRecord", {}), b.tables.get("ExecutionRecord", {})
+
+            def er(name: str, er_a: dict[str, int] = er_a, er_b: dict[str, int] = er_b) -> int:
+                return int(er_b.get(name, 0)) - int(er_a.get(name, 0))
+
+            batches = b.metrics.get("routing_consumer_batch_size_count", 0) - a.metrics.get(
+                "routing_consumer_batch_size_count", 0
+            )
+            batch_records = b.metrics.get("routing_consumer_batch_size_sum", 0) - a.metrics.get(
+                "routing_consumer_batch_size_sum", 0
+            )
+            polls = b.polls - a.polls
+            out.append(
+                {
+                    "events": events,
+                    "seconds": round(b.at - a.at, 3),
+                    "events_per_s": round(events / (b.at - a.at)) if b.at > a.at else None,
+                    "service_user_us": us(b.user - a.user),
+                    "service_system_us": us(b.system - a.system),
+                    "service_us": us(b.user - a.user + b.system - a.system),
+                    "postgres_us": us(delta.postgres_s),
+                    "broker_us": us(delta.broker_s),
+                    "machine_us": us(delta.machine_busy_s),
+                    "machine_busy_cores": round(delta.machine_busy_s / (b.at - a.at), 2)
+                    if b.at > a.at
+                    else None,
+                    "mean_batch": round(batch_records / batches) if batches else None,
+                    "er_inserts_per_event": round(er("n_tup_ins") / events, 3),
+                    "er_updates_per_event": round(er("n_tup_upd") / events, 3),
+                    "er_hot_share": round(er("n_tup_hot_upd") / er("n_tup_upd"), 3)
+                    if er("n_tup_upd") > 0
+                    else None,
+                    "er_live_rows_end": er_b.get("n_live_tup"),
+                    "er_dead_rows_end": er_b.get("n_dead_tup"),
+                    "er_table_mib_end": round(er_b.get("table_bytes", 0) / 2**20, 1),
+                    "er_index_mib_end": round(er_b.get("index_bytes", 0) / 2**20, 1),
+                    "er_autovacuums": er("autovacuum_count"),
+                    "er_autoanalyzes": er("autoanalyze_count"),
+                    "autovacuum_running_share": round(
+                        (b.autovacuum_polls - a.autovacuum_polls) / polls, 2
+                    )
+                    if polls
+                    else None,
+                    "er_blocks_read_per_event": round(
+                        (er("heap_blks_read") + er("idx_blks_read") + er("toast_blks_read"))
+                        / events,
+                        3,
+                    ),
+                    "er_blocks_hit_per_event": round(
+                        (er("heap_blks_hit") + er("idx_blks_hit") + er("toast_blks_hit")) / events,
+                        2,
+                    ),
+                    "wal_bytes_per_event": round(
+                        (b.server.get("wal_bytes", 0) - a.server.get("wal_bytes", 0)) / events
+                    ),
+                    "wal_fpi_per_1000": round(
+                        (b.server.get("wal_fpi", 0) - a.server.get("wal_fpi", 0)) * 1000 / events,
+                        2,
+                    ),
+                    "checkpoints": b.server.get("checkpoints", 0) - a.server.get("checkpoints", 0),
+                    "buffers_written_by_backends": b.server.get("buffers_backend", 0)
+                    - a.server.get("buffers_backend", 0),
+                }
+            )
+        return out

@@ -7,16 +7,24 @@ time its committed offsets cross a tenth of the window's records, snapshots the 
 service (user and system apart), PostgreSQL, the broker and the machine, the target tables'
 statistics (``pg_stat_user_tables``, ``pg_statio_user_tables``, sizes), WAL and checkpoints, and
 the service's own batch counters (``/metrics``); at every poll it also notes whether an
-autovacuum worker runs (``pg_stat_activity``). :meth:`TenthProbe.tenths` turns the snapshots
-into per-tenth figures. Each partition is read at about the same pace, so a tenth of the
-committed records is about a tenth of the produced order.
+autovacuum worker runs (``pg_stat_activity``) and times a *canary*: the same fixed piece of work
+(the consumer's decoder on 100 realistic records) in this process. The canary's CPU per record
+does not depend on the run; if it grows along with the service's, the machine (shared caches,
+the other vCPU's load) explains the service's growth, not the service's work.
+With ``profile_dir`` (``bench.run --profile``), py-spy samples the (first) service process
+tenth by tenth, one file per tenth: which frames grow. :meth:`TenthProbe.tenths` turns the
+snapshots into per-tenth figures. Each partition is read
+at about the same pace, so a tenth of the committed records is about a tenth of the produced
+order.
 """
 
 from __future__ import annotations
 
+import asyncio
 import os
 import time
 import urllib.request
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,10 +32,13 @@ from typing import Any
 import asyncpg
 
 from bench.cpu import CpuSample, StackCpu
-from bench.workload import Event
+from bench.oracle import payload_text
+from bench.profile import Profiler
+from bench.workload import Event, generate, tenant_ids
+from consumer.pipeline.decode import decode_event
 from schemas import EventType
 
-__all__ = ["EventMix", "TenthProbe", "process_times"]
+__all__ = ["EventMix", "TenthProbe", "prefill", "process_times", "remove_prefill"]
 
 _CLK_TCK = os.sysconf("SC_CLK_TCK")
 
@@ -107,6 +118,31 @@ _METRICS = (
 )
 
 
+def _samples(raw: Path) -> tuple[int, Counter[str]]:
+    """py-spy's raw samples: their total and the count per frame on top of the stack."""
+    own: Counter[str] = Counter()
+    total = 0
+    for line in raw.read_text().splitlines():
+        stack, _, n = line.rpartition(" ")
+        if stack and n.isdigit():
+            total += int(n)
+            own[stack.rsplit(";", 1)[-1]] += int(n)
+    return total, own
+
+
+_CANARY_RECORDS = [
+    e.value for e in generate(100, seed=1, tenants=tenant_ids(10), workload="realistic")
+]
+
+
+def _canary() -> float:
+    """CPU seconds (this thread) of decoding the canary's 100 records once."""
+    started = time.thread_time()
+    for value in _CANARY_RECORDS:
+        decode_event(value)
+    return time.thread_time() - started
+
+
 @dataclass
 class _Snapshot:
     at: float
@@ -119,6 +155,7 @@ class _Snapshot:
     metrics: dict[str, float]
     autovacuum_polls: int
     polls: int
+    canary_s: float
 
 
 def _scrape(ports: list[int]) -> dict[str, float]:
@@ -150,13 +187,19 @@ class TenthProbe:
     _span: int = 0
     _autovacuum_polls: int = 0
     _polls: int = 0
+    _canary_s: float = 0.0
+    profile_dir: Path | None = None
+    _profiler: Profiler | None = None
 
     async def start(self) -> None:
         """Connect (before the window opens: the connection is not part of it)."""
         self._conn = await asyncpg.connect(self.database_url)
 
     async def close(self) -> None:
-        """Disconnect."""
+        """Disconnect (and stop the profiler)."""
+        if self._profiler is not None:
+            await asyncio.to_thread(self._profiler.stop)
+            self._profiler = None
         if self._conn is not None:
             await self._conn.close()
 
@@ -165,6 +208,7 @@ class TenthProbe:
         assert self._conn is not None
         self._polls += 1
         self._autovacuum_polls += bool(await self._conn.fetchval(_AUTOVACUUM_SQL))
+        self._canary_s += _canary()
         if self._base is None:
             self._base, self._span = first_done, total - first_done
             await self._snap(done)
@@ -194,13 +238,19 @@ class TenthProbe:
                 _scrape(self.metrics_ports),
                 self._autovacuum_polls,
                 self._polls,
+                self._canary_s,
             )
         )
+        if self.profile_dir is not None:
+            if self._profiler is not None:
+                await asyncio.to_thread(self._profiler.stop)
+            n = len(self.snapshots)
+            self._profiler = Profiler(self.pids[0], self.profile_dir / f"tenth{n}.txt")
 
     def tenths(self) -> list[dict[str, Any]]:
         """Per interval between consecutive snapshots: per-event costs and what changed."""
         out = []
-        for a, b in zip(self.snapshots, self.snapshots[1:], strict=False):
+        for n, (a, b) in enumerate(zip(self.snapshots, self.snapshots[1:], strict=False)):
             events = b.done - a.done
             if events <= 0:
                 continue
@@ -232,6 +282,24 @@ class TenthProbe:
                     "postgres_us": us(delta.postgres_s),
                     "broker_us": us(delta.broker_s),
                     "machine_us": us(delta.machine_busy_s),
+                    "canary_us_per_record": round(
+                        (b.canary_s - a.canary_s) * 1e6 / (polls * len(_CANARY_RECORDS)), 2
+                    )
+                    if polls
+                    else None,
+                    "other_work_cores": round(
+                        (
+                            delta.machine_busy_s
+                            - (b.user - a.user + b.system - a.system)
+                            - (delta.postgres_s or 0.0)
+                            - (delta.broker_s or 0.0)
+                            - (delta.harness_s or 0.0)
+                        )
+                        / (b.at - a.at),
+                        2,
+                    )
+                    if b.at > a.at
+                    else None,
                     "machine_busy_cores": round(delta.machine_busy_s / (b.at - a.at), 2)
                     if b.at > a.at
                     else None,
@@ -272,5 +340,64 @@ class TenthProbe:
                     "buffers_written_by_backends": b.server.get("buffers_backend", 0)
                     - a.server.get("buffers_backend", 0),
                 }
+                | self._profile_of(n + 1, events)
             )
         return out
+
+    def _profile_of(self, tenth: int, events: int) -> dict[str, Any]:
+        """The tenth's py-spy samples per 1,000 events (total and the top frames)."""
+        if self.profile_dir is None or not (self.profile_dir / f"tenth{tenth}.txt").exists():
+            return {}
+        total, own = _samples(self.profile_dir / f"tenth{tenth}.txt")
+        per = 1000 / events
+        return {
+            "profile_samples_per_1000": round(total * per, 2),
+            "profile_self_per_1000": [
+                [frame, round(count * per, 3)] for frame, count in own.most_common(12)
+            ],
+        }
+
+
+_PREFIX = "pre-"
+_PREFILL = """
+INSERT INTO "ExecutionRecord" (id, "requestId", "tenantId",
+    "routingSnapshot", "routingSnapshotOccurredAt", "routingSnapshotEventId")
+SELECT $1 || g, $1 || g, $2, ($3::text[])[1 + g % cardinality($3)]::jsonb,
+    now() - interval '1 day', gen_random_uuid()
+FROM generate_series(1, $4) AS g
+"""
+_PREFILL_COST = """
+UPDATE "ExecutionRecord" SET "actualCost" = ($1::text[])[1 + (random() * 999)::int]::jsonb,
+    "actualCostOccurredAt" = now() - interval '1 day', "actualCostEventId" = gen_random_uuid()
+WHERE "requestId" LIKE $2
+"""
+
+
+async def prefill(database_url: str, rows: int, tenant: str) -> None:
+    """Grow ``"ExecutionRecord"`` by ``rows`` rows of realistic payloads, as a run leaves them.
+
+    Each row is inserted with a snapshot, then updated with a cost (one dead version each, as
+    the run's rows have), then ``VACUUM ANALYZE``: a table of the size a long run ends with,
+    without its pending dead rows. Keys start with ``pre-``: no event of the workload touches
+    them, and :func:`remove_prefill` takes them out before the rows are checked.
+    """
+    samples: dict[str, list[str]] = {"routing.snapshot": [], "routing.cost": []}
+    for event in generate(3_000, seed=3, tenants=[tenant], workload="realistic"):
+        if event.type.value in samples:
+            samples[event.type.value].append(payload_text(event.value))
+    conn = await asyncpg.connect(database_url)
+    try:
+        await conn.execute(_PREFILL, _PREFIX, tenant, samples["routing.snapshot"], rows)
+        await conn.execute(_PREFILL_COST, samples["routing.cost"], _PREFIX + "%")
+        await conn.execute('VACUUM ANALYZE "ExecutionRecord"')
+    finally:
+        await conn.close()
+
+
+async def remove_prefill(database_url: str) -> None:
+    """Delete the rows :func:`prefill` added."""
+    conn = await asyncpg.connect(database_url)
+    try:
+        await conn.execute('DELETE FROM "ExecutionRecord" WHERE "requestId" LIKE $1', _PREFIX + "%")
+    finally:
+        await conn.close()

@@ -31,6 +31,7 @@ from typing import Any
 
 import asyncpg
 
+from bench import growth
 from bench.growth import EventMix
 from bench.infra import ROOT, Stack, TopicSet, produce
 from bench.oracle import Oracle, check_rows
@@ -124,6 +125,12 @@ def _add_fairness_options(parser: argparse.ArgumentParser) -> None:
         default=[0.5, 0.8],
         help="live rates as shares of the one-process median events/s (default 0.5,0.8); "
         "the peer runs at the same absolute rates",
+    )
+    parser.add_argument(
+        "--scale-prefill",
+        default="",
+        help="per scale run (comma-separated, aligned with --scale-events), ExecutionRecord "
+        "rows to grow the table by before it starts: tells table size from run progress",
     )
 
 
@@ -296,8 +303,11 @@ class Run:
         instances: int = 1,
         checkout: Path | None = None,
         diagnose: bool = False,
+        prefill: int = 0,
     ) -> Measured:
         url = await self.database(key)
+        if prefill:
+            await growth.prefill(url, prefill, self.tenants[0])
         measured = await run_service_backlog(
             self.stack,
             topics,
@@ -313,6 +323,11 @@ class Run:
             checkout=checkout,
             diagnose=diagnose,
         )
+        if prefill:
+            await growth.remove_prefill(url)
+            measured.notes.append(
+                f'"ExecutionRecord" grown by {prefill:,} rows (then vacuumed) before the start'
+            )
         measured.check = await check_rows(url, oracle, self.tenants)
         await self.release(url)
         dead = await self.dlq_count(topics)
@@ -346,6 +361,16 @@ class Run:
         args = self.args
         await self.make_template()
         systems = self.round_systems()
+        if systems or self.wants("naive"):
+            await self.rounds(systems)
+        if self.wants("latency"):
+            await self.latency()
+        if not args.no_scale and self.wants("scale"):
+            await self.scale()
+
+    async def rounds(self, systems: list[str]) -> None:
+        """The main backlog, then ``--repeat`` rounds of ``systems`` (and the naive port once)."""
+        args = self.args
         peer = any(k.startswith("debezium") for k in systems)
         topics, oracle, events, mix = await self.produce_backlog(
             "main", args.events, keep_events=peer
@@ -369,11 +394,12 @@ class Run:
             peer_sent = await produce_flattened(self.stack, peer_topics, events)
             events.clear()
 
-        for r in range(args.repeat):
-            shift = r % len(systems) if systems else 0
+        for r in range(args.repeat if systems else 0):
+            shift = r % len(systems)
             order = systems[shift:] + systems[:shift]
             print(f"bench: round {r + 1}/{args.repeat}: {', '.join(order)}", flush=True)
             for key in order:
+                measured: dict[str, dict[str, Any] | None]
                 try:
                     measured = await self.measure(key, r, topics, oracle, peer_topics, peer_sent)
                 except Exception as exc:
@@ -381,20 +407,16 @@ class Run:
                     self.results["errors"].append(message)
                     self.failed.append(message)
                     print(f"bench: {message}", flush=True)
-                    measured = {}
+                    # A broken run keeps its place: ratios pair runs of the same round.
+                    measured = dict.fromkeys(("limit", "reader") if key == "limit" else (key,))
                 for name, run in measured.items():
                     self.runs.setdefault(name, []).append(run)
         self.results["runs"] = self.runs
         self.results["systems"] = {
             key: summary for key, runs in self.runs.items() if (summary := summarise(runs))
         }
-
         if self.wants("naive"):
             await self.naive(topics, oracle)
-        if self.wants("latency"):
-            await self.latency()
-        if not args.no_scale and self.wants("scale"):
-            await self.scale()
 
     async def measure(
         self,
@@ -551,14 +573,25 @@ class Run:
 
     async def scale(self) -> None:
         counts = [int(x) for x in self.args.scale_events.split(",") if x]
-        for i, count in enumerate(counts):
-            key = f"scale{count}" if counts.count(count) == 1 else f"scale{count}_{i}"
-            topics, oracle, _, mix = await self.produce_backlog(key, count, keep_events=False)
-            measured = await self.service_on(
-                key, f"this service ({count:,})", topics, oracle, diagnose=True
-            )
+        prefills = [int(x) for x in self.args.scale_prefill.split(",") if x]
+        prefills += [0] * (len(counts) - len(prefills))
+        backlogs: dict[int, tuple[TopicSet, Oracle, EventMix]] = {}
+        for i, (count, rows) in enumerate(zip(counts, prefills, strict=False)):
+            label = f"{count}" + (f"+{rows}" if rows else "")
+            if label in self.results["scale"]:  # a repeat: the first keeps the plain label
+                label += f"#{i + 1}"
+            key = f"scale{i}_{count}"
+            if count not in backlogs:  # another variant reads the same backlog again
+                topics, oracle, _, mix = await self.produce_backlog(key, count, keep_events=False)
+                backlogs[count] = (topics, oracle, mix)
+            topics, oracle, mix = backlogs[count]
+            name = f"this service ({count:,})"
+            if rows:
+                name = f"this service ({count:,}, the table grown by {rows:,} rows first)"
+            measured = await self.service_on(key, name, topics, oracle, diagnose=True, prefill=rows)
             measured.extra["mix_by_tenth"] = mix.as_list()
-            self.results["scale"][str(count)] = self.record(key, measured)
+            self.results["scale"][label] = self.record(key, measured)
+        for topics, _, _ in backlogs.values():
             await self.stack.delete_topics(topics.all)
 
 

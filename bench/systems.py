@@ -331,7 +331,7 @@ async def run_service_backlog(
     profilers: list[Profiler] = []
 
     def profile() -> None:  # from the first commit on: startup (imports) is not the hot path
-        if profile_path is not None:
+        if profile_path is not None and not diagnose:  # (the probe profiles tenth by tenth)
             profilers.append(Profiler(procs[0].pid, profile_path))
 
     async def all_hold_partitions() -> bool:
@@ -347,8 +347,14 @@ async def run_service_backlog(
             [p.pid for p in procs],
             ports,
             StackCpu.for_addresses(
-                stack.bootstrap, stack.pg_host_port[1], database_url=database_url
+                stack.bootstrap,
+                stack.pg_host_port[1],
+                harness_pid=os.getpid(),
+                database_url=database_url,
             ),
+            profile_dir=profile_path.parent / f"{profile_path.stem}.tenths"
+            if profile_path is not None
+            else None,
         )
         await probe.start()
     try:

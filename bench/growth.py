@@ -118,6 +118,29 @@ _METRICS = (
 )
 
 
+def _consumed(before: dict[str, float], after: dict[str, float]) -> dict[str, Any]:
+    """What the service itself handled between two scrapes, from its ``events_total`` counters:
+    the share of each event type and of stale events (the order the topics are read in decides
+    this, not the order they were produced in)."""
+    by_type: dict[str, float] = {}
+    stale = 0.0
+    for key, value in after.items():
+        if not key.startswith("routing_consumer_events_total{"):
+            continue
+        n = value - before.get(key, 0.0)
+        kind = key.split('type="', 1)[1].split('"', 1)[0] if 'type="' in key else "?"
+        by_type[kind] = by_type.get(kind, 0.0) + n
+        if 'outcome="stale"' in key:
+            stale += n
+    total = sum(by_type.values())
+    if not total:
+        return {}
+    return {
+        "consumed_shares": {k: round(v / total, 3) for k, v in sorted(by_type.items())},
+        "consumed_stale_share": round(stale / total, 3),
+    }
+
+
 def _samples(raw: Path) -> tuple[int, Counter[str]]:
     """py-spy's raw samples: their total and the count per frame on top of the stack."""
     own: Counter[str] = Counter()
@@ -340,6 +363,7 @@ class TenthProbe:
                     "buffers_written_by_backends": b.server.get("buffers_backend", 0)
                     - a.server.get("buffers_backend", 0),
                 }
+                | _consumed(a.metrics, b.metrics)
                 | self._profile_of(n + 1, events)
             )
         return out

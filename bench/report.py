@@ -310,24 +310,24 @@ def _latency_table(results: dict[str, Any]) -> list[str]:
 def _tenths_table(scale: dict[str, Any]) -> list[str]:
     """What changes along a long run, per tenth of it (:mod:`bench.growth`)."""
     tenths = scale.get("tenths") or []
-    mix = scale.get("mix_by_tenth") or []
     if not tenths:
         return []
     lines = [
         "| tenth | events/s | service us/event (user + system) | PostgreSQL us/event "
         "| broker us/event | canary us/record | other work on the machine (cores) "
-        "| mean batch | new rows / newer / stale / duplicate (% of events) "
+        "| mean batch | read: snapshots / costs / policies, stale (% of the tenth's events) "
         "| ER inserts + updates per event, HOT share | ER table + indexes at end (MiB) "
         "| ER dead rows at end | autovacuum running (share of polls) "
         "| blocks read from the OS per event | WAL bytes per event |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for n, t in enumerate(tenths):
-        m = mix[n] if n < len(mix) else {}
+        read = t.get("consumed_shares") or {}
 
-        def pct(key: str, m: dict[str, Any] = m) -> str:
-            return f"{m.get(key, 0) * 100:.0f}"
+        def pct(key: str, read: dict[str, Any] = read) -> str:
+            return f"{read.get(key, 0) * 100:.0f}"
 
+        stale = t.get("consumed_stale_share")
         hot = t.get("er_hot_share")
         lines.append(
             f"| {n + 1} | {_num(t['events_per_s'])} | {_num(t['service_us'], '.1f')} "
@@ -335,7 +335,8 @@ def _tenths_table(scale: dict[str, Any]) -> list[str]:
             f"{_num(t['postgres_us'], '.1f')} | {_num(t['broker_us'], '.1f')} | "
             f"{_num(t.get('canary_us_per_record'), '.2f')} | "
             f"{_num(t.get('other_work_cores'), '.2f')} | {_num(t['mean_batch'])} | "
-            f"{pct('new_row')} / {pct('newer')} / {pct('stale')} / {pct('duplicate')} | "
+            f"{pct('routing.snapshot')} / {pct('routing.cost')} / {pct('tenant.policy')}, "
+            f"{'-' if stale is None else f'{stale * 100:.0f}'} | "
             f"{t['er_inserts_per_event']:.2f} + {t['er_updates_per_event']:.2f}, "
             f"{'-' if hot is None else f'{hot:.2f}'} | "
             f"{t['er_table_mib_end']:.0f} + {t['er_index_mib_end']:.0f} | "

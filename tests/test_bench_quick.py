@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 
+from bench.growth import EventMix
 from bench.latency import template_events
 from bench.limit import final_versions
 from bench.oracle import Oracle
@@ -192,3 +193,18 @@ def test_live_records_of_the_realistic_workload_are_valid_once_stamped() -> None
     )
     assert flat["payload"][f"{column}EventId"] == str(events[0].event_id)
     assert flat["payload"][f"{column}OccurredAt"] == "1999-12-31T23:59:59.999999+00:00"
+
+
+def test_the_event_mix_by_tenth_is_what_the_workload_description_says() -> None:
+    events = list(generate(10_000, seed=2, tenants=TENANTS, workload="realistic"))
+    mix = EventMix(len(events))
+    for event in events:
+        mix.add(event)
+    tenths = mix.as_list()
+    assert len(tenths) == 10
+    assert sum(t["events"] for t in tenths) == len(events)
+    for tenth in tenths[1:]:  # the first fills the window late versions are drawn from
+        assert 0.07 < tenth["duplicate"] < 0.13
+        assert 0.05 < tenth["stale"] < 0.2
+        new_or_newer = tenth["new_row"] + tenth["newer"]
+        assert abs(new_or_newer + tenth["stale"] + tenth["duplicate"] - 1) < 1e-3

@@ -38,7 +38,18 @@ from bench.workload import Event, generate, tenant_ids
 from consumer.pipeline.decode import decode_event
 from schemas import EventType
 
-__all__ = ["EventMix", "TenthProbe", "prefill", "process_times", "remove_prefill"]
+__all__ = [
+    "TYPES",
+    "EventMix",
+    "TenthProbe",
+    "fit_by_type",
+    "prefill",
+    "process_times",
+    "remove_prefill",
+]
+
+#: The event types, in the order :func:`fit_by_type` reports them.
+TYPES = ("routing.snapshot", "routing.cost", "tenant.policy")
 
 _CLK_TCK = os.sysconf("SC_CLK_TCK")
 
@@ -425,3 +436,42 @@ async def remove_prefill(database_url: str) -> None:
         await conn.execute('DELETE FROM "ExecutionRecord" WHERE "requestId" LIKE $1', _PREFIX + "%")
     finally:
         await conn.close()
+
+
+def fit_by_type(tenths: list[dict[str, Any]], figure: str) -> dict[str, float] | None:
+    """``figure`` (e.g. ``service_us``) per event of each type: least squares over the tenths.
+
+    Each tenth's figure is modelled as the mix of types it read (``consumed_shares``) times a
+    cost per type, weighted by the tenth's events; no constant term. With ``max_residual``: the
+    largest gap between a tenth's figure and the model's. ``None`` without three tenths with
+    a mix.
+    """
+    rows = [
+        ([t["consumed_shares"].get(k, 0.0) for k in TYPES], float(t[figure]), float(t["events"]))
+        for t in tenths
+        if t.get("consumed_shares") and t.get(figure) is not None
+    ]
+    if len(rows) < 3:
+        return None
+    n = len(TYPES)
+    # Normal equations A c = b, solved by Gauss-Jordan elimination with partial pivoting.
+    m = [[0.0] * (n + 1) for _ in range(n)]
+    for x, y, w in rows:
+        for i in range(n):
+            m[i][n] += w * x[i] * y
+            for j in range(n):
+                m[i][j] += w * x[i] * x[j]
+    for i in range(n):
+        pivot = max(range(i, n), key=lambda r: abs(m[r][i]))
+        m[i], m[pivot] = m[pivot], m[i]
+        if abs(m[i][i]) < 1e-12:
+            return None  # a type never read: its cost is not determined
+        for r in range(n):
+            if r != i:
+                f = m[r][i] / m[i][i]
+                m[r] = [a - f * b for a, b in zip(m[r], m[i], strict=True)]
+    cost = [m[i][n] / m[i][i] for i in range(n)]
+    residual = max(abs(y - sum(c * v for c, v in zip(cost, x, strict=True))) for x, y, _ in rows)
+    return {k: round(c, 2) for k, c in zip(TYPES, cost, strict=True)} | {
+        "max_residual": round(residual, 2)
+    }

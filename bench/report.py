@@ -17,6 +17,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from bench.growth import fit_by_type
 from bench.infra import ROOT
 from bench.summary import events_per_s, events_per_stack_cpu_s, paired_ratio
 
@@ -347,6 +348,22 @@ def _tenths_table(scale: dict[str, Any]) -> list[str]:
     return lines
 
 
+def _fit_lines(tenths: list[dict[str, Any]]) -> list[str]:
+    """Cost per event of each type, fitted over the tenths (:func:`bench.growth.fit_by_type`)."""
+    out = []
+    for figure, name in (("service_us", "the service's CPU"), ("postgres_us", "PostgreSQL's CPU")):
+        fit = fit_by_type(tenths, figure)
+        if fit is None:
+            continue
+        out.append(
+            f"{name}, us per event of each type read (least squares over the tenths): "
+            f"snapshot {fit['routing.snapshot']:.1f}, cost {fit['routing.cost']:.1f}, "
+            f"policy {fit['tenant.policy']:.1f}; the largest gap between a tenth and this "
+            f"model: {fit['max_residual']:.1f}."
+        )
+    return ["", *(f"- {line}" for line in out)] if out else []
+
+
 def render_markdown(results: dict[str, Any], results_path: str) -> str:
     """The generated part of ``bench/RESULTS.md`` for one run."""
     m = results["machine"]
@@ -409,10 +426,11 @@ def render_markdown(results: dict[str, Any], results_path: str) -> str:
                 f"{_num(s['cpu_s_per_1000_events'], '.4f')} | {_mib(s['peak_rss_bytes'])} | "
                 f"{'yes' if rows.get('ok') else '**no**'} |"
             )
-        for count, s in results["scale"].items():
+        for label, s in results["scale"].items():
             table = _tenths_table(s)
             if table:
-                lines += ["", f"Along the {int(count):,}-event run, per tenth of it:", "", *table]
+                lines += ["", f"Along the run `{label}`, per tenth of it:", "", *table]
+                lines += _fit_lines(s.get("tenths") or [])
     load_end = m.get("load_average_at_end") or []
     lines += ["", "#### Machine", ""]
     lines.append(

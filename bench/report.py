@@ -41,6 +41,14 @@ _PAIRED: dict[str, tuple[str, str, Any, str | None, float | None, str]] = {
         1.6,
         "one process vs the baseline checkout (today's main), events/s",
     ),
+    "service_vs_baseline_per_cpu": (
+        "service",
+        "baseline",
+        events_per_stack_cpu_s,
+        None,
+        None,
+        "the same A/B in events per CPU-second of service + PostgreSQL + broker",
+    ),
     "service_fraction_of_limit": (
         "service",
         "limit",

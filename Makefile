@@ -15,13 +15,14 @@ TS := typescript
 # outside the npm registry; esbuild's binary comes as an optional dependency).
 TS_STAMP := $(TS)/node_modules/.installed
 
-.PHONY: help venv lint fmt typecheck test test-only ts-deps ts-test promtool run demo stack-up stack-down stack-status bench bench-quick fuzz constraints clean
+.PHONY: help venv lint fmt typecheck test test-only ts-deps ts-test promtool run demo stack-up stack-down stack-status bench bench-quick bench-baseline bench-fair fuzz constraints clean
 
 help:
 	@echo "make run      set up everything, start the consumer, feed it sample events, show the outcome"
 	@echo "make test     venv + local stack + ruff + mypy --strict + pytest + the TypeScript package; stops the stack after"
 	@echo "make ts-test  the TypeScript package alone: npm ci, Prisma client, tsc --noEmit, node --test (E2E included)"
 	@echo "make bench    the full benchmark (bench/run); make bench-quick for the short one"
+	@echo "make bench-baseline bench-fair   issue 16's A/B against a baseline commit (BENCH_BASELINE_COMMIT)"
 	@echo "make stack-up / stack-down / stack-status   the local Kafka + PostgreSQL"
 
 $(STAMP): pyproject.toml constraints.txt
@@ -106,6 +107,28 @@ bench: $(STAMP)
 
 bench-quick: $(STAMP)
 	@$(STACK) up >/dev/null && eval "$$($(STACK) env)" && $(PY) -m bench.run --quick
+
+# The fair benchmark of issue 16 (bench/RESULTS.md): 3 interleaved rounds on each workload (300,000
+# events: every window holds >= 200,000, two processes' too, whose window opens late), this
+# checkout's service A/B against a baseline checkout (make bench-baseline: an exported tree of
+# BENCH_BASELINE_COMMIT with its own .venv under .local/). The scale runs on the realistic one.
+BENCH_BASELINE_COMMIT ?= main
+BENCH_BASELINE ?= .local/baseline-$(shell git rev-parse --short $(BENCH_BASELINE_COMMIT) 2>/dev/null)
+
+bench-baseline:
+	rm -rf $(BENCH_BASELINE) && mkdir -p $(BENCH_BASELINE)
+	git archive $(BENCH_BASELINE_COMMIT) | tar -x -C $(BENCH_BASELINE)
+	git rev-parse $(BENCH_BASELINE_COMMIT) >$(BENCH_BASELINE)/.bench-commit
+	$(MAKE) -C $(BENCH_BASELINE) venv
+
+bench-fair: $(STAMP)
+	@test -x $(BENCH_BASELINE)/.venv/bin/routing-persistence || { \
+	  echo "no baseline at $(BENCH_BASELINE): run make bench-baseline first"; exit 1; }
+	@$(STACK) up >/dev/null && eval "$$($(STACK) env)" && \
+	  $(PY) -m bench.run --workload realistic --events 300000 --repeat 3 \
+	    --baseline $(BENCH_BASELINE) $(BENCH_ARGS) && \
+	  $(PY) -m bench.run --workload benchmark --events 300000 --repeat 3 \
+	    --baseline $(BENCH_BASELINE) --no-scale $(BENCH_ARGS)
 
 fuzz: $(STAMP)
 	$(PY) -m bench.fuzz $(FUZZ_ARGS)

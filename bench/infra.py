@@ -20,6 +20,7 @@ from urllib.parse import urlsplit, urlunsplit
 import asyncpg
 from aiokafka import AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import GroupCoordinatorNotAvailableError
 
 from bench.workload import Event
 from schemas import EventType
@@ -253,16 +254,36 @@ class GroupProgress:
         if self._admin is not None:
             await self._admin.close()
 
+    async def members(self, group: str) -> int:
+        """How many members ``group`` has once it is stable (0 while it rebalances or is empty)."""
+        assert self._admin is not None
+        try:
+            (response,) = await self._admin.describe_consumer_groups([group])
+        except GroupCoordinatorNotAvailableError:
+            return 0
+        for described in response.groups:
+            # (error_code, group, state, protocol_type, protocol, members[, operations])
+            if described[1] == group and described[2] == "Stable":
+                return len(described[5])
+        return 0
+
     async def committed(self) -> int:
         """Total committed offset of the groups on the topics (0 before any commit)."""
         return sum((await self.per_partition()).values())
 
     async def per_partition(self) -> dict[str, int]:
-        """Committed offset per ``topic:partition`` of the groups (only those committed)."""
+        """Committed offset per ``topic:partition`` of the groups (only those committed).
+
+        A broker whose offsets topic is still being created (a fresh stack) answers that no
+        coordinator is available: nothing is committed yet.
+        """
         assert self._admin is not None
         out: dict[str, int] = {}
         for group in self._groups:
-            offsets = await self._admin.list_consumer_group_offsets(group)
+            try:
+                offsets = await self._admin.list_consumer_group_offsets(group)
+            except GroupCoordinatorNotAvailableError:
+                continue
             for tp, meta in offsets.items():
                 if tp.topic in self._topics and meta.offset > 0:
                     out[f"{tp.topic}:{tp.partition}"] = meta.offset

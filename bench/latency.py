@@ -1,11 +1,12 @@
-"""End-to-end latency of the service at a fixed produce rate, observed from PostgreSQL.
+"""End-to-end latency of a live system at a fixed produce rate, observed from PostgreSQL.
 
-:func:`measure_latency` runs the real service live, produces at ``rate`` events/s with
-``occurredAt`` set to the moment each record is handed to the producer (:func:`produce_at_rate`,
-a cheap generator of pre-rendered values), and records for a systematic sample of events the
-time until a reader of PostgreSQL sees the row carrying that version. It returns a
-:class:`LatencyResult` with percentiles and the CPU of everyone involved. Method and bounds:
-``bench/RESULTS.md``, "Method".
+:func:`measure_latency` runs the real service (or, with ``peer_tasks``, the Debezium JDBC sink
+on the flattened copy of the same events, :mod:`bench.peer`) live, produces at ``rate``
+events/s with ``occurredAt`` set to the moment each record is handed to the producer
+(:func:`produce_at_rate`, a cheap generator of pre-rendered values), and records for a
+systematic sample of events the time until a reader of PostgreSQL sees the row carrying that
+version. It returns a :class:`LatencyResult` with percentiles and the CPU of everyone involved.
+Method and bounds: ``bench/RESULTS.md``, "Method".
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import asyncio
 import os
 import queue
 import random
+import re
 import threading
 import time
 import urllib.request
@@ -32,7 +34,7 @@ from bench.cpu import StackCpu, breakdown
 from bench.infra import Stack, TopicSet, cpu_seconds, free_port
 from bench.profile import Profiler
 from bench.systems import service_env, start_service, stop_service
-from bench.workload import Event, make_event
+from bench.workload import Event, Workload, make_event
 from schemas import EventType, format_rfc3339
 
 __all__ = [
@@ -94,9 +96,9 @@ class LatencyResult:
         )
 
     def as_dict(self) -> dict[str, Any]:
-        """JSON-ready summary plus the CDF (up to 200 quantile points)."""
+        """JSON-ready summary plus the CDF (up to 50 quantile points)."""
         lat = sorted(self.latencies)
-        points = min(200, len(lat))
+        points = min(50, len(lat))
         cdf = (
             [
                 [round(lat[int(i * (len(lat) - 1) / (points - 1))], 5), i / (points - 1)]
@@ -138,31 +140,45 @@ class LatencyResult:
         }
 
 
-def template_events(count: int, tenants: list[str], seed: int, prefix: str) -> list[Event]:
-    """The latency stream: snapshot then cost per request, ~10 % policies; occurredAt blank."""
+_OCCURRED_AT = re.compile(rb'"occurredAt":"[^"]*"')
+
+
+def template_events(
+    count: int, tenants: list[str], seed: int, prefix: str, workload: Workload = "benchmark"
+) -> list[Event]:
+    """The latency stream: snapshot then cost per request, ~10 % policies; occurredAt blank.
+
+    Records of ``workload``'s shape; their ``occurredAt`` is the sentinel that
+    :func:`produce_at_rate` replaces with the send time (UTC, microseconds, whatever the
+    workload's own format: the time must be exact to the microsecond to be told apart).
+    """
     rng = random.Random(seed)
     events: list[Event] = []
     request = 0
     pending_cost: list[tuple[str, str]] = []
+
+    def event(kind: EventType, tenant: str, rid: str | None) -> Event:
+        made = make_event(
+            rng, kind, tenant=tenant, request_id=rid, at=_SENTINEL_AT, workload=workload
+        )
+        if made.occurred_at == _SENTINEL_AT:
+            return made
+        # A realistic record is written to the millisecond, in some offset: put the sentinel in.
+        value = _OCCURRED_AT.sub(b'"occurredAt":"' + _SENTINEL + b'"', made.value, count=1)
+        return Event(kind, made.key, value, made.event_id, _SENTINEL_AT, tenant, made.row_key)
+
     while len(events) < count:
         roll = rng.random()
         if roll < 0.10:
-            tenant = rng.choice(tenants)
-            events.append(
-                make_event(rng, EventType.POLICY, tenant=tenant, request_id=None, at=_SENTINEL_AT)
-            )
+            events.append(event(EventType.POLICY, rng.choice(tenants), None))
         elif pending_cost and roll < 0.55:
             rid, tenant = pending_cost.pop(0)
-            events.append(
-                make_event(rng, EventType.COST, tenant=tenant, request_id=rid, at=_SENTINEL_AT)
-            )
+            events.append(event(EventType.COST, tenant, rid))
         else:
             request += 1
             rid, tenant = f"{prefix}-{request:08d}", rng.choice(tenants)
             pending_cost.append((rid, tenant))
-            events.append(
-                make_event(rng, EventType.SNAPSHOT, tenant=tenant, request_id=rid, at=_SENTINEL_AT)
-            )
+            events.append(event(EventType.SNAPSHOT, tenant, rid))
     return events
 
 
@@ -190,7 +206,8 @@ _FAMILIES = (
 
 
 def _read_histogram(port: int) -> dict[str, float]:
-    """The service's own histograms (latency, batch size, batch duration) from ``/metrics``."""
+    """The service's own histograms from ``/metrics``: latency (with its buckets), batch size
+    and batch duration (count and sum: their buckets would only make the results file long)."""
     try:
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as resp:
             text = resp.read().decode()
@@ -198,9 +215,12 @@ def _read_histogram(port: int) -> dict[str, float]:
         return {}
     out: dict[str, float] = {}
     for line in text.splitlines():
-        if line.startswith(_FAMILIES) and "_created" not in line:
-            metric, _, value = line.rpartition(" ")
-            out[metric.removeprefix("routing_consumer_")] = float(value)
+        if not line.startswith(_FAMILIES) or "_created" in line:
+            continue
+        if "_bucket" in line and not line.startswith(_FAMILIES[0]):
+            continue
+        metric, _, value = line.rpartition(" ")
+        out[metric.removeprefix("routing_consumer_")] = float(value)
     return out
 
 
@@ -216,18 +236,29 @@ async def measure_latency(
     seed: int,
     log_path: Path,
     profile_path: Path | None = None,
+    workload: Workload = "benchmark",
+    checkout: Path | None = None,
+    peer_tasks: int | None = None,
 ) -> LatencyResult:
-    """Run the service, produce at ``rate`` events/s for ``seconds``, observe the latencies.
+    """Run the system, produce at ``rate`` events/s for ``seconds``, observe the latencies.
 
-    With ``profile_path``, py-spy samples the service while the load runs.
+    The system is the service (of ``checkout``, see :func:`bench.systems.service_command`), or
+    with ``peer_tasks`` the Debezium JDBC sink with that many tasks, fed the flattened copy of
+    the same events (connector ``<group>``). With ``profile_path``, py-spy samples the service
+    while the load runs.
     """
+    count = int(rate * seconds)
+    events = template_events(count, tenants, seed, prefix=f"lat{int(rate)}", workload=workload)
+    if peer_tasks is not None:
+        return await _peer_latency(
+            stack, topics, database_url, group, events, rate, log_path, peer_tasks
+        )
     port = free_port()
-    proc = start_service(service_env(stack, topics, database_url, group, port), log_path)
+    env = service_env(stack, topics, database_url, group, port)
+    proc = start_service(env, log_path, checkout)
     profiler: Profiler | None = None
     try:
         await _wait_ready(port, lambda: proc.poll() is None)
-        count = int(rate * seconds)
-        events = template_events(count, tenants, seed, prefix=f"lat{int(rate)}")
         if profile_path is not None:
             profiler = Profiler(proc.pid, profile_path)
         stats, poller, cpu = await _drive(stack, topics, database_url, events, rate, proc.pid)
@@ -244,6 +275,53 @@ async def measure_latency(
         poller.unresolved,
         histogram,
         code,
+        stats,
+        poller.cpu_seconds,
+        poller.seconds,
+        cpu,
+    )
+
+
+async def _peer_latency(
+    stack: Stack,
+    topics: TopicSet,
+    database_url: str,
+    name: str,
+    events: list[Event],
+    rate: float,
+    log_path: Path,
+    tasks: int,
+) -> LatencyResult:
+    """:func:`measure_latency` of the Debezium JDBC sink (see there)."""
+    from bench.peer import ConnectPeer, ensure_jars, flatten
+
+    flat = [
+        Event(e.type, e.key, flatten(e), e.event_id, e.occurred_at, e.tenant_id, e.row_key)
+        for e in events
+    ]
+    peer = ConnectPeer(
+        stack,
+        topics,
+        database_url,
+        name=name,
+        tasks=tasks,
+        work=log_path.parent / f"connect-{name}",
+        log_path=log_path,
+    )
+    proc = peer.start(await ensure_jars())
+    try:
+        await peer.wait_ready()
+        stats, poller, cpu = await _drive(stack, topics, database_url, flat, rate, proc.pid)
+    finally:
+        code = await asyncio.to_thread(peer.stop)
+    return LatencyResult(
+        rate,
+        stats.sent / stats.seconds if stats.seconds else 0.0,
+        stats.sent,
+        poller.latencies,
+        poller.unresolved,
+        {},
+        0 if code in (0, 143) else code,
         stats,
         poller.cpu_seconds,
         poller.seconds,

@@ -1,10 +1,12 @@
 """The peer: the Debezium JDBC sink on Kafka Connect standalone, writing the same rows.
 
-:func:`run_debezium` resolves the Connect and Debezium jars (:func:`ensure_jars`, Maven), produces
-a flattened, schema'd copy of the workload (:func:`flatten`) sorted by version (the connector has
-no version guard), runs two connectors (one per table), times them by their groups' committed
-offsets and checks their rows. Versions, configuration and fairness: ``bench/RESULTS.md``,
-"Method".
+:func:`produce_flattened` writes a flattened, schema'd copy of the workload (:func:`flatten`)
+sorted by version (the connector has no version guard); :class:`ConnectPeer` runs one JDBC sink
+connector over the three topics with ``tasks`` tasks (a ``RegexRouter`` sends each topic to its
+table), so N tasks read the same partitions in one group as N service processes do;
+:func:`run_debezium` times it on a backlog by its group's committed offsets and checks its rows.
+The jars come from Maven (:func:`ensure_jars`). Versions, configuration and fairness:
+``bench/RESULTS.md``, "Method".
 """
 
 from __future__ import annotations
@@ -17,17 +19,32 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
-from bench.infra import ROOT, Stack, TopicSet, free_port, produce
+from bench.infra import ROOT, GroupProgress, Stack, TopicSet, free_port, produce
 from bench.oracle import Oracle, check_rows, payload_text
 from bench.systems import Measured, stop_service, watch_group
 from bench.workload import Event
-from schemas import EventType
+from schemas import EventType, format_rfc3339
 
-__all__ = ["CONNECT_LIBS", "ensure_jars", "flatten", "run_debezium"]
+__all__ = [
+    "CONNECT_LIBS",
+    "OFFSET_FLUSH_MS",
+    "ConnectPeer",
+    "ensure_jars",
+    "flatten",
+    "produce_flattened",
+    "run_debezium",
+]
 
 CONNECT_POM = ROOT / "deploy" / "local" / "connect" / "pom.xml"
 CONNECT_LIBS = ROOT / ".local" / "connect" / "libs"
 _JSON = "io.debezium.data.Json"
+_ZONED = "io.debezium.time.ZonedTimestamp"
+_UUID = "io.debezium.data.Uuid"
+#: Connect commits a sink's offsets (after flushing it) this often: small next to the timed
+#: window (and to the service's commit after every batch), so the window ends within ~0.1 s of
+#: the last row, as the service's does.
+OFFSET_FLUSH_MS = 100
+VERSION = "Kafka Connect 4.1.1 standalone + debezium-connector-jdbc 3.3.1.Final"
 
 
 async def ensure_jars() -> Path:
@@ -59,10 +76,10 @@ async def ensure_jars() -> Path:
     return CONNECT_LIBS
 
 
-def _field(name: str, *, optional: bool, json_type: bool = False) -> dict[str, Any]:
+def _field(name: str, *, optional: bool, logical: str | None = None) -> dict[str, Any]:
     spec: dict[str, Any] = {"field": name, "type": "string", "optional": optional}
-    if json_type:
-        spec["name"] = _JSON
+    if logical is not None:
+        spec["name"] = logical
     return spec
 
 
@@ -70,66 +87,62 @@ def _schema(name: str, fields: list[dict[str, Any]]) -> dict[str, Any]:
     return {"type": "struct", "name": name, "optional": False, "fields": fields}
 
 
+def _versioned(column: str) -> list[dict[str, Any]]:
+    """A JSON column and its two version columns (occurredAt, eventId), as the service writes."""
+    return [
+        _field(column, optional=True, logical=_JSON),
+        _field(f"{column}OccurredAt", optional=True, logical=_ZONED),
+        _field(f"{column}EventId", optional=True, logical=_UUID),
+    ]
+
+
+_KEYS = [
+    _field("id", optional=False),
+    _field("requestId", optional=False),
+    _field("tenantId", optional=True),
+]
 _SCHEMAS = {
     EventType.SNAPSHOT: _schema(
-        "bench.ExecutionRecordSnapshot",
-        [
-            _field("id", optional=False),
-            _field("requestId", optional=False),
-            _field("tenantId", optional=True),
-            _field("routingSnapshot", optional=True, json_type=True),
-        ],
+        "bench.ExecutionRecordSnapshot", _KEYS + _versioned("routingSnapshot")
     ),
-    EventType.COST: _schema(
-        "bench.ExecutionRecordCost",
-        [
-            _field("id", optional=False),
-            _field("requestId", optional=False),
-            _field("tenantId", optional=True),
-            _field("actualCost", optional=True, json_type=True),
-        ],
-    ),
+    EventType.COST: _schema("bench.ExecutionRecordCost", _KEYS + _versioned("actualCost")),
     EventType.POLICY: _schema(
-        "bench.TenantPolicy",
-        [_field("id", optional=False), _field("routingPolicy", optional=True, json_type=True)],
+        "bench.TenantPolicy", [_field("id", optional=False), *_versioned("routingPolicy")]
     ),
+}
+_COLUMN = {
+    EventType.SNAPSHOT: "routingSnapshot",
+    EventType.COST: "actualCost",
+    EventType.POLICY: "routingPolicy",
 }
 
 
-def flatten(event: Event) -> bytes:
-    """The peer's record value for ``event``: schema'd JSON of the flattened row."""
-    payload = payload_text(event.value)
-    if event.type is EventType.POLICY:
-        row: dict[str, Any] = {"id": event.tenant_id, "routingPolicy": payload}
-    else:
-        column = "routingSnapshot" if event.type is EventType.SNAPSHOT else "actualCost"
-        row = {
-            "id": event.row_key,
-            "requestId": event.row_key,
-            "tenantId": event.tenant_id,
-            column: payload,
-        }
+def flatten(event: Event, payload: str | None = None) -> bytes:
+    """The peer's record value for ``event``: schema'd JSON of the flattened row.
+
+    The row carries the event's version as the service stores it (``<column>OccurredAt`` as
+    RFC 3339 with microseconds, ``<column>EventId``), so the peer writes the same columns and its
+    rows are checked like the service's. ``payload`` is the payload's JSON text (default: taken
+    from the event's record).
+    """
+    column = _COLUMN[event.type]
+    row: dict[str, Any] = {"id": event.row_key}
+    if event.type is not EventType.POLICY:
+        row |= {"requestId": event.row_key, "tenantId": event.tenant_id}
+    row |= {
+        column: payload_text(event.value) if payload is None else payload,
+        f"{column}OccurredAt": format_rfc3339(event.occurred_at),
+        f"{column}EventId": str(event.event_id),
+    }
     return json.dumps({"schema": _SCHEMAS[event.type], "payload": row}).encode()
 
 
-def _properties(values: dict[str, Any]) -> str:
-    return "".join(f"{k}={v}\n" for k, v in values.items())
+async def produce_flattened(stack: Stack, topics: TopicSet, events: list[Event]) -> int:
+    """Produce the flattened copy of ``events`` to ``topics``, sorted by version; return the count.
 
-
-async def run_debezium(
-    stack: Stack,
-    topics: TopicSet,
-    events: list[Event],
-    oracle: Oracle,
-    database_url: str,
-    *,
-    tenants: list[str],
-    log_dir: Path,
-    name_prefix: str,
-) -> Measured:
-    """Produce the flattened copy to ``topics``, run Connect standalone with two JDBC sinks
-    (``<name_prefix>-er``, ``<name_prefix>-tenant``), time them and check their rows."""
-    libs = await ensure_jars()
+    Sorted because the connector has no version guard: in delivery order a late event would
+    overwrite a newer row.
+    """
     ordered = sorted(events, key=lambda e: e.version)
     flat = {id(e): flatten(e) for e in ordered}
     sent, seconds = await produce(
@@ -138,114 +151,214 @@ async def run_debezium(
         lambda e: topics.for_type(e.type),
         value_of=lambda e: flat[id(e)],
     )
-    flat.clear()
     print(f"bench: produced {sent:,} flattened events for the peer in {seconds:.1f} s", flush=True)
+    return sent
 
-    work = log_dir / "connect"
-    work.mkdir(parents=True, exist_ok=True)
-    host, port = stack.pg_host_port
-    db = database_url.rsplit("/", 1)[1]
-    names = {"er": f"{name_prefix}-er", "tenant": f"{name_prefix}-tenant"}
-    (work / "worker.properties").write_text(
-        _properties(
-            {
-                "bootstrap.servers": stack.bootstrap,
-                "key.converter": "org.apache.kafka.connect.storage.StringConverter",
-                "value.converter": "org.apache.kafka.connect.json.JsonConverter",
-                "value.converter.schemas.enable": "true",
-                "offset.storage.file.filename": work / "offsets",
-                "offset.flush.interval.ms": 1000,
-                "listeners": f"http://127.0.0.1:{free_port()}",
-                "consumer.auto.offset.reset": "earliest",
-                "consumer.max.poll.records": 2000,
-            }
+
+def _properties(values: dict[str, Any]) -> str:
+    return "".join(f"{k}={v}\n" for k, v in values.items())
+
+
+class ConnectPeer:
+    """One Kafka Connect standalone JVM running one JDBC sink with ``tasks`` tasks.
+
+    The connector reads the three topics of ``topics`` in group ``connect-<name>``; two
+    ``RegexRouter`` transforms send snapshots and costs to ``"ExecutionRecord"`` and policies to
+    ``"Tenant"`` (the connector's default table name is the topic's).
+    """
+
+    def __init__(
+        self,
+        stack: Stack,
+        topics: TopicSet,
+        database_url: str,
+        *,
+        name: str,
+        tasks: int,
+        work: Path,
+        log_path: Path,
+    ) -> None:
+        self.stack = stack
+        self.topics = topics
+        self.database_url = database_url
+        self.name = name
+        self.tasks = tasks
+        self.work = work
+        self.log_path = log_path
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def group(self) -> str:
+        """The consumer group of the connector's tasks."""
+        return f"connect-{self.name}"
+
+    def configuration(self) -> dict[str, Any]:
+        """The connector's properties."""
+        host, port = self.stack.pg_host_port
+        db = self.database_url.rsplit("/", 1)[1]
+        return {
+            "name": self.name,
+            "connector.class": "io.debezium.connector.jdbc.JdbcSinkConnector",
+            "tasks.max": self.tasks,
+            "topics": ",".join(self.topics.sources),
+            "transforms": "er,tenant",
+            "transforms.er.type": "org.apache.kafka.connect.transforms.RegexRouter",
+            "transforms.er.regex": ".*[.](snapshots|costs)",
+            "transforms.er.replacement": "ExecutionRecord",
+            "transforms.tenant.type": "org.apache.kafka.connect.transforms.RegexRouter",
+            "transforms.tenant.regex": ".*[.]policies",
+            "transforms.tenant.replacement": "Tenant",
+            "connection.url": f"jdbc:postgresql://{host}:{port}/{db}",
+            "connection.username": self.stack.pg_user,
+            "connection.password": "",
+            "insert.mode": "upsert",
+            "primary.key.mode": "record_value",
+            "primary.key.fields": "id",
+            "schema.evolution": "none",
+            "quote.identifiers": "true",
+            "batch.size": 2000,
+            "use.reduction.buffer": "true",
+        }
+
+    def start(self, libs: Path) -> subprocess.Popen[bytes]:
+        """Write the configuration and start the JVM (it joins the group by itself)."""
+        self.work.mkdir(parents=True, exist_ok=True)
+        (self.work / "worker.properties").write_text(
+            _properties(
+                {
+                    "bootstrap.servers": self.stack.bootstrap,
+                    "key.converter": "org.apache.kafka.connect.storage.StringConverter",
+                    "value.converter": "org.apache.kafka.connect.json.JsonConverter",
+                    "value.converter.schemas.enable": "true",
+                    "offset.storage.file.filename": self.work / "offsets",
+                    "offset.flush.interval.ms": OFFSET_FLUSH_MS,
+                    "listeners": f"http://127.0.0.1:{free_port()}",
+                    "consumer.auto.offset.reset": "earliest",
+                    "consumer.max.poll.records": 2000,
+                }
+            )
         )
-    )
-    common = {
-        "connector.class": "io.debezium.connector.jdbc.JdbcSinkConnector",
-        "tasks.max": 1,
-        "connection.url": f"jdbc:postgresql://{host}:{port}/{db}",
-        "connection.username": stack.pg_user,
-        "connection.password": "",
-        "insert.mode": "upsert",
-        "primary.key.mode": "record_value",
-        "primary.key.fields": "id",
-        "schema.evolution": "none",
-        "quote.identifiers": "true",
-        "batch.size": 2000,
-        "use.reduction.buffer": "true",
-    }
-    (work / "er.properties").write_text(
-        _properties(
-            common
-            | {
-                "name": names["er"],
-                "topics": f"{topics.snapshots},{topics.costs}",
-                "collection.name.format": "ExecutionRecord",
-            }
+        (self.work / "sink.properties").write_text(_properties(self.configuration()))
+        (self.work / "log4j2.properties").write_text(
+            "status = warn\nappender.out.type = Console\nappender.out.name = OUT\n"
+            "appender.out.layout.type = PatternLayout\n"
+            "appender.out.layout.pattern = [%d] %p %m (%c)%n\n"
+            "rootLogger.level = WARN\nrootLogger.appenderRef.out.ref = OUT\n"
         )
-    )
-    (work / "tenant.properties").write_text(
-        _properties(
-            common
-            | {
-                "name": names["tenant"],
-                "topics": topics.policies,
-                "collection.name.format": "Tenant",
-            }
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        with self.log_path.open("wb") as log:
+            self.proc = subprocess.Popen(
+                [
+                    "java",
+                    "-Xms256m",
+                    "-Xmx1g",
+                    f"-Dlog4j2.configurationFile={self.work / 'log4j2.properties'}",
+                    "-cp",
+                    f"{libs}/*",
+                    "org.apache.kafka.connect.cli.ConnectStandalone",
+                    str(self.work / "worker.properties"),
+                    str(self.work / "sink.properties"),
+                ],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                cwd=self.work,
+            )
+        return self.proc
+
+    async def all_tasks_hold_partitions(self, progress: GroupProgress) -> bool:
+        """Whether the group is stable with one member per task (start-up rebalances over)."""
+        return await progress.members(self.group) >= self.tasks
+
+    async def wait_ready(self, within_s: float = 120.0) -> None:
+        """Wait until every task is a member of the stable group (for live runs)."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + within_s
+        async with GroupProgress(self.stack.bootstrap, [self.group], []) as progress:
+            while loop.time() < deadline:
+                if self.proc is not None and self.proc.poll() is not None:
+                    raise RuntimeError(f"Kafka Connect exited early; see {self.log_path}")
+                if await self.all_tasks_hold_partitions(progress):
+                    return
+                await asyncio.sleep(0.2)
+        raise RuntimeError(f"the connector's {self.tasks} tasks did not join their group")
+
+    def stop(self) -> int:
+        """Stop the JVM; its exit code (143 after SIGTERM is normal for Connect)."""
+        return 0 if self.proc is None else stop_service(self.proc)
+
+    def note(self) -> str:
+        """How the peer ran, for the results."""
+        return (
+            f"{VERSION}, -Xmx1g, one connector, tasks.max={self.tasks} over the three topics "
+            f"(RegexRouter: topic -> table), batch.size=2000, use.reduction.buffer=true, "
+            f"offset.flush.interval.ms={OFFSET_FLUSH_MS}"
         )
+
+
+async def run_debezium(
+    stack: Stack,
+    topics: TopicSet,
+    sent: int,
+    oracle: Oracle,
+    database_url: str,
+    *,
+    tenants: list[str],
+    log_dir: Path,
+    name: str,
+    tasks: int,
+) -> Measured:
+    """Run the connector with ``tasks`` tasks on the flattened backlog already in ``topics``
+    (:func:`produce_flattened`, ``sent`` records), time it and check its rows."""
+    libs = await ensure_jars()
+    peer = ConnectPeer(
+        stack,
+        topics,
+        database_url,
+        name=name,
+        tasks=tasks,
+        work=log_dir / f"connect-{name}",
+        log_path=log_dir / f"{name}.log",
     )
-    (work / "log4j2.properties").write_text(
-        "status = warn\nappender.out.type = Console\nappender.out.name = OUT\n"
-        "appender.out.layout.type = PatternLayout\n"
-        "appender.out.layout.pattern = [%d] %p %m (%c)%n\n"
-        "rootLogger.level = WARN\nrootLogger.appenderRef.out.ref = OUT\n"
-    )
-    log_path = log_dir / "debezium.log"
-    with log_path.open("wb") as log:
-        proc = subprocess.Popen(  # noqa: ASYNC220 - one JVM per run
-            [
-                "java",
-                "-Xms256m",
-                "-Xmx1g",
-                f"-Dlog4j2.configurationFile={work / 'log4j2.properties'}",
-                "-cp",
-                f"{libs}/*",
-                "org.apache.kafka.connect.cli.ConnectStandalone",
-                str(work / "worker.properties"),
-                str(work / "er.properties"),
-                str(work / "tenant.properties"),
-            ],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            cwd=work,
-        )
+    proc = peer.start(libs)
+    progress_for_ready = GroupProgress(stack.bootstrap, [peer.group], [])
+    await progress_for_ready.__aenter__()
+
+    async def ready() -> bool:
+        return await peer.all_tasks_hold_partitions(progress_for_ready)
+
     try:
         window = await watch_group(
             stack,
             [proc],
-            [f"connect-{n}" for n in names.values()],
+            [peer.group],
             list(topics.sources),
             sent,
             stall_timeout=240.0,
             database_url=database_url,
+            ready=ready if tasks > 1 else None,
         )
     finally:
-        code = await asyncio.to_thread(stop_service, proc)
+        await progress_for_ready.__aexit__(None, None, None)
+        code = await asyncio.to_thread(peer.stop)
+    notes = [
+        peer.note(),
+        "fed the same events sorted by version (it has no version guard: in delivery "
+        "order late events would overwrite newer rows); schema'd JSON input with the version "
+        "columns, as the service writes them",
+    ]
+    if tasks > 1:
+        notes.append(
+            "timed from the first commit after every task is a member of the stable group "
+            "(the start-up rebalances are outside the window)"
+        )
     measured = Measured(
-        "Debezium JDBC sink",
+        f"Debezium JDBC sink ({tasks} task{'s' if tasks > 1 else ''})",
         window.events,
         window.seconds,
         window.cpu_seconds,
         window.peak_rss_bytes,
-        notes=[
-            "Kafka Connect 4.1.1 standalone + debezium-connector-jdbc 3.3.1.Final, -Xmx1g, "
-            "2 tasks (one per table), batch.size=2000, use.reduction.buffer=true",
-            "fed the same events sorted by version (it has no version guard: in delivery "
-            "order late events would overwrite newer rows); schema'd JSON input",
-            "rows checked on keys, tenantId and payloads (it keeps no version columns)",
-        ],
-        extra={"exit_code": code, "backlog": sent, "cpu": window.cpu_breakdown()},
+        notes=notes,
+        extra={"exit_code": code, "backlog": sent, "tasks": tasks, "cpu": window.cpu_breakdown()},
     )
-    measured.check = await check_rows(database_url, oracle, tenants, versions=False)
+    measured.check = await check_rows(database_url, oracle, tenants)
     return measured

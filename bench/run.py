@@ -1,10 +1,16 @@
-"""The benchmark's entry point: ``python -m bench.run [--events N] [--quick] [--only ...]``.
+"""The benchmark's entry point: ``python -m bench.run [--workload W] [--repeat N] [--quick] ...``.
 
-One run on the local stack: a seeded workload produced once, each system on it with its rows
-checked against the oracle, the service's latency, the scale runs, then the results
-(``bench/results/<timestamp>.json``, ``bench/RESULTS.md``, ``bench/charts/``). ``--quick`` (what
-``make test`` runs) is a few thousand events without peer or scale runs. Exit 1 when a system
-wrote wrong rows or the run broke, never because of speed. The run removes what it created.
+One run on the local stack: a seeded workload (``realistic`` by default) produced once, then
+``--repeat`` rounds in which every system reads it once, the systems interleaved (their order
+rotates from round to round), each with its rows checked against the oracle: this service with
+one and two processes, the service of another checkout (``--baseline``: A/B in one run), the
+Debezium JDBC sink with as many tasks as the service has processes, and L (a limit a consumer
+can reach, :mod:`bench.limit`); then live latency of the service and the peer at the same
+absolute rates, the scale runs (100k and 1M, with per-tenth diagnostics), and the results
+(``bench/results/<timestamp>.json`` with every run, ``bench/RESULTS.md``, ``bench/charts/``).
+Headline figures are medians over the rounds with their min-max. ``--quick`` (what ``make test``
+runs) is a few thousand events without peer or scale runs. Exit 1 when a system wrote wrong rows
+or the run broke, never because of speed. The run removes what it created.
 """
 
 from __future__ import annotations
@@ -12,8 +18,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import platform
 import secrets
+import subprocess
 import sys
 import time
 from datetime import UTC, datetime
@@ -23,27 +31,26 @@ from typing import Any
 
 import asyncpg
 
-from bench.cpu import StackCpu
+from bench import growth
+from bench.growth import EventMix
 from bench.infra import ROOT, Stack, TopicSet, produce
 from bench.oracle import Oracle, check_rows
 from bench.profile import top_frames
-from bench.systems import (
-    Measured,
-    pg_ceiling,
-    run_kafka_ceiling,
-    run_naive,
-    run_service_backlog,
-)
-from bench.workload import Event, generate, tenant_ids
+from bench.summary import spread, summarise
+from bench.systems import Measured, run_limit, run_naive, run_service_backlog
+from bench.workload import WORKLOADS, Event, Workload, generate, tenant_ids
 
 __all__ = ["main"]
 
 PARTITIONS = 6
 TENANTS = 1_000
+#: The systems of a round, in the order of round 1 (later rounds rotate it).
+ROUND_SYSTEMS = ("service", "baseline", "service2", "debezium1", "debezium2", "limit")
 
 
 def _parse(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__.split("\n")[0])
+    _add_fairness_options(parser)
     parser.add_argument("--events", type=int, default=200_000, help="backlog size (default 200000)")
     parser.add_argument("--quick", action="store_true", help="a few thousand events, no peer/scale")
     parser.add_argument("--seed", type=int, default=7)
@@ -62,12 +69,12 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--latency-rates",
         default="",
-        help="fixed produce rates (events/s, comma-separated) instead of 50 %%/90 %% of the max",
+        help="fixed produce rates (events/s, comma-separated) instead of --latency-shares",
     )
     parser.add_argument(
         "--only",
         default="",
-        help="comma-separated subset of service,service2,kafka,pg,naive,latency,peer,scale",
+        help="comma-separated subset of service,baseline,service2,peer,limit,naive,latency,scale",
     )
     parser.add_argument("--out", type=Path, default=None, help="results JSON path")
     parser.add_argument("--keep", action="store_true", help="keep topics and databases")
@@ -87,7 +94,64 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
         args.no_scale = True
         args.latency_seconds = min(args.latency_seconds, 3.0)
         args.naive_events = min(args.naive_events, 1_000)
+        args.repeat = 1
+        args.latency_shares = args.latency_shares[:1]
     return args
+
+
+def _add_fairness_options(parser: argparse.ArgumentParser) -> None:
+    """The options of issue 16's fair measurement (kept apart so other options merge cleanly)."""
+    parser.add_argument(
+        "--workload",
+        choices=WORKLOADS,
+        default="realistic",
+        help="the records' shape (default realistic; benchmark: the compact ASCII one)",
+    )
+    parser.add_argument(
+        "--repeat",
+        type=int,
+        default=1,
+        help="rounds: every system runs once per round, interleaved; figures are medians",
+    )
+    parser.add_argument(
+        "--baseline",
+        type=Path,
+        default=None,
+        help="another checkout (with its own .venv) whose service runs beside this one (A/B)",
+    )
+    parser.add_argument(
+        "--latency-shares",
+        type=lambda text: [float(x) for x in text.split(",") if x],
+        default=[0.5, 0.8],
+        help="live rates as shares of the one-process median events/s (default 0.5,0.8); "
+        "the peer runs at the same absolute rates",
+    )
+    parser.add_argument(
+        "--scale-prefill",
+        default="",
+        help="per scale run (comma-separated, aligned with --scale-events), ExecutionRecord "
+        "rows to grow the table by before it starts: tells table size from run progress",
+    )
+
+
+def _checkout_commit(path: Path) -> str | None:
+    """The commit of a checkout: its ``.bench-commit`` file (an exported tree), else git's."""
+    marker = path / ".bench-commit"
+    if marker.exists():
+        return marker.read_text().strip()
+
+    def git(*args: str) -> str:
+        return subprocess.run(
+            ["git", "-C", str(path), *args], check=True, capture_output=True, text=True
+        ).stdout.strip()
+
+    try:
+        if Path(git("rev-parse", "--show-toplevel")).resolve() != path.resolve():
+            return None  # a directory inside some other checkout
+        dirty = git("status", "--porcelain", "--untracked-files=no")
+        return git("rev-parse", "HEAD") + ("+changes" if dirty else "")
+    except (OSError, subprocess.CalledProcessError):
+        return None
 
 
 class Run:
@@ -104,7 +168,15 @@ class Run:
         self.template = f"bench_{self.id}_tmpl"
         self.log_dir = ROOT / ".local" / "bench" / self.id
         self.tenants = tenant_ids(TENANTS)
-        self.results: dict[str, Any] = {"systems": {}, "latency": {}, "scale": {}, "errors": []}
+        self.results: dict[str, Any] = {
+            "systems": {},
+            "runs": {},
+            "latency": {},
+            "scale": {},
+            "errors": [],
+        }
+        #: Per system, one entry per round (``None``: the run broke).
+        self.runs: dict[str, list[dict[str, Any] | None]] = {}
         self.failed: list[str] = []
 
     # --- resources ------------------------------------------------------------------------------
@@ -119,6 +191,15 @@ class Run:
         db = f"bench_{self.id}_{name}"
         self.databases_made.append(db)
         return await self.stack.create_database(db, template=self.template)
+
+    async def release(self, url: str) -> None:
+        """Drop a system's database once its rows are checked (a 200k run leaves ~0.3 GB)."""
+        if self.args.keep:
+            return
+        db = url.rsplit("/", 1)[1]
+        await self.stack.drop_database(db)
+        if db in self.databases_made:
+            self.databases_made.remove(db)
 
     def group(self, name: str) -> str:
         return f"bench-{self.id}-{name}"
@@ -155,8 +236,8 @@ class Run:
 
     # --- steps ----------------------------------------------------------------------------------
 
-    def record(self, key: str, measured: Measured) -> None:
-        self.results["systems"][key] = measured.as_dict()
+    def record(self, key: str, measured: Measured) -> dict[str, Any]:
+        """Print one run's figures, note wrong rows as a failure; its JSON form."""
         if not measured.counts and measured.check is not None:
             c = measured.check
             self.failed.append(
@@ -164,7 +245,9 @@ class Run:
                 f"{c.expected_execution_records:,} ExecutionRecord, {c.wrong_tenants:,} of "
                 f"{c.expected_tenants:,} Tenant (e.g. {'; '.join(c.examples[:3])})"
             )
-        rate = f"{measured.events_per_s:,.0f} events/s"
+        as_dict = measured.as_dict()
+        eps = as_dict.get("limit_events_per_s", measured.events_per_s)
+        rate = f"{eps:,.0f} events/s"
         cpu = measured.cpu_per_1000
         cpu_s = "" if cpu is None else f", {cpu:.3f} CPU s/1000"
         rss = measured.peak_rss_bytes
@@ -174,36 +257,57 @@ class Run:
         )
         line = f"bench: {measured.name}: {rate}{cpu_s}{rss_s};{rows}"
         print(line + _cpu_line(measured.extra), flush=True)
+        return as_dict
 
     async def produce_backlog(
         self, name: str, count: int, *, keep_events: bool, prefix: str = "req"
-    ) -> tuple[TopicSet, Oracle, list[Event]]:
+    ) -> tuple[TopicSet, Oracle, list[Event], EventMix]:
         topics = await self.topics(name)
         oracle = Oracle()
+        mix = EventMix(count)
         kept: list[Event] = []
 
         def seen(event: Event) -> None:
             oracle.add(event)
+            mix.add(event)
             if keep_events:
                 kept.append(event)
 
+        workload: Workload = self.args.workload
         sent, seconds = await produce(
             self.stack.bootstrap,
-            generate(count, seed=self.args.seed, tenants=self.tenants, request_prefix=prefix),
+            generate(
+                count,
+                seed=self.args.seed,
+                tenants=self.tenants,
+                request_prefix=prefix,
+                workload=workload,
+            ),
             lambda e: topics.for_type(e.type),
             on_event=seen,
         )
         print(f"bench: produced {sent:,} events to {name} in {seconds:.1f} s", flush=True)
-        return topics, oracle, kept
+        return topics, oracle, kept, mix
 
     async def dlq_count(self, topics: TopicSet) -> int:
         ends = await self.stack.end_offsets([topics.dlq])
         return sum(ends.values())
 
     async def service_on(
-        self, key: str, name: str, topics: TopicSet, oracle: Oracle, *, instances: int = 1
+        self,
+        key: str,
+        name: str,
+        topics: TopicSet,
+        oracle: Oracle,
+        *,
+        instances: int = 1,
+        checkout: Path | None = None,
+        diagnose: bool = False,
+        prefill: int = 0,
     ) -> Measured:
         url = await self.database(key)
+        if prefill:
+            await growth.prefill(url, prefill, self.tenants[0])
         measured = await run_service_backlog(
             self.stack,
             topics,
@@ -216,8 +320,16 @@ class Run:
             if self.args.profile and instances == 1
             else None,
             instances=instances,
+            checkout=checkout,
+            diagnose=diagnose,
         )
+        if prefill:
+            await growth.remove_prefill(url)
+            measured.notes.append(
+                f'"ExecutionRecord" grown by {prefill:,} rows (then vacuumed) before the start'
+            )
         measured.check = await check_rows(url, oracle, self.tenants)
+        await self.release(url)
         dead = await self.dlq_count(topics)
         measured.extra["dead_lettered"] = dead
         if dead:
@@ -231,13 +343,40 @@ class Run:
         """Whether ``--only`` (empty: everything) includes ``step``."""
         return not self.args.only or step in self.args.only
 
+    def round_systems(self) -> list[str]:
+        """The systems every round runs (see :data:`ROUND_SYSTEMS`)."""
+        args = self.args
+        peer = not args.no_peer and self.wants("peer")
+        chosen = {
+            "service": self.wants("service"),
+            "baseline": args.baseline is not None and self.wants("baseline"),
+            "service2": self.wants("service2") and not args.quick,
+            "debezium1": peer and self.wants("service"),
+            "debezium2": peer and self.wants("service2"),
+            "limit": self.wants("limit"),
+        }
+        return [key for key in ROUND_SYSTEMS if chosen[key]]
+
     async def main(self) -> None:
         args = self.args
         await self.make_template()
-        topics, oracle, events = await self.produce_backlog(
-            "main", args.events, keep_events=not args.no_peer
+        systems = self.round_systems()
+        if systems or self.wants("naive"):
+            await self.rounds(systems)
+        if self.wants("latency"):
+            await self.latency()
+        if not args.no_scale and self.wants("scale"):
+            await self.scale()
+
+    async def rounds(self, systems: list[str]) -> None:
+        """The main backlog, then ``--repeat`` rounds of ``systems`` (and the naive port once)."""
+        args = self.args
+        peer = any(k.startswith("debezium") for k in systems)
+        topics, oracle, events, mix = await self.produce_backlog(
+            "main", args.events, keep_events=peer
         )
         self.results["workload"] = {
+            "name": args.workload,
             "events": oracle.events,
             "by_type": oracle.by_type,
             "execution_records": oracle.request_count,
@@ -245,41 +384,89 @@ class Run:
             "tenants_with_policy": len(oracle.policies),
             "partitions_per_topic": PARTITIONS,
             "seed": args.seed,
+            "mix_by_tenth": mix.as_list(),
         }
+        peer_topics, peer_sent = None, 0
+        if peer:
+            from bench.peer import produce_flattened
 
-        service = None
-        if self.wants("service"):
-            service = await self.service_on("service", "this service", topics, oracle)
-            self.record("service", service)
-        if self.wants("service2") and not args.quick:
-            # One process per core, as the service is deployed (it scales by partitions); the
-            # Debezium peer also runs two tasks on two threads.
-            pair = await self.service_on(
-                "service2", "this service, 2 processes", topics, oracle, instances=2
-            )
-            self.record("service2", pair)
-        if self.wants("kafka"):
-            self.record("kafka_ceiling", await run_kafka_ceiling(self.stack, topics, self.log_dir))
-        if self.wants("pg"):
-            pg_url = await self.database("pg_ceiling")
-            pg = await pg_ceiling(
-                pg_url,
-                oracle,
-                self.tenants,
-                StackCpu.for_addresses(
-                    self.stack.bootstrap, self.stack.pg_host_port[1], database_url=pg_url
-                ),
-            )
-            pg.check = await check_rows(pg_url, oracle, self.tenants)
-            self.record("pg_ceiling", pg)
+            peer_topics = await self.topics("peer")
+            peer_sent = await produce_flattened(self.stack, peer_topics, events)
+            events.clear()
+
+        for r in range(args.repeat if systems else 0):
+            shift = r % len(systems)
+            order = systems[shift:] + systems[:shift]
+            print(f"bench: round {r + 1}/{args.repeat}: {', '.join(order)}", flush=True)
+            for key in order:
+                measured: dict[str, dict[str, Any] | None]
+                try:
+                    measured = await self.measure(key, r, topics, oracle, peer_topics, peer_sent)
+                except Exception as exc:
+                    message = f"{key} (round {r + 1}) failed: {type(exc).__name__}: {exc}"
+                    self.results["errors"].append(message)
+                    self.failed.append(message)
+                    print(f"bench: {message}", flush=True)
+                    # A broken run keeps its place: ratios pair runs of the same round.
+                    measured = dict.fromkeys(("limit", "reader") if key == "limit" else (key,))
+                for name, run in measured.items():
+                    self.runs.setdefault(name, []).append(run)
+        self.results["runs"] = self.runs
+        self.results["systems"] = {
+            key: summary for key, runs in self.runs.items() if (summary := summarise(runs))
+        }
         if self.wants("naive"):
             await self.naive(topics, oracle)
-        if service is not None and self.wants("latency"):
-            await self.latency(service)
-        if not args.no_peer and self.wants("peer"):
-            await self.peer(events, oracle)
-        if not args.no_scale and self.wants("scale"):
-            await self.scale()
+
+    async def measure(
+        self,
+        key: str,
+        r: int,
+        topics: TopicSet,
+        oracle: Oracle,
+        peer_topics: TopicSet | None,
+        peer_sent: int,
+    ) -> dict[str, dict[str, Any] | None]:
+        """One run of system ``key`` in round ``r``: its JSON form (two for ``limit``)."""
+        name = f"{key}_r{r + 1}"
+        if key in ("service", "baseline", "service2"):
+            label = {
+                "service": "this service",
+                "baseline": "baseline service",
+                "service2": "this service, 2 processes",
+            }[key]
+            measured = await self.service_on(
+                name,
+                label,
+                topics,
+                oracle,
+                instances=2 if key == "service2" else 1,
+                checkout=self.args.baseline if key == "baseline" else None,
+            )
+            return {key: self.record(key, measured)}
+        if key.startswith("debezium"):
+            from bench.peer import run_debezium
+
+            assert peer_topics is not None
+            url = await self.database(name)
+            measured = await run_debezium(
+                self.stack,
+                peer_topics,
+                peer_sent,
+                oracle,
+                url,
+                tenants=self.tenants,
+                log_dir=self.log_dir,
+                name=f"bench-{self.id}-{name}",
+                tasks=int(key.removeprefix("debezium")),
+            )
+            await self.release(url)
+            return {key: self.record(key, measured)}
+        url = await self.database(name)
+        limit, reader = await run_limit(self.stack, topics, url, self.log_dir / name)
+        limit.check = await check_rows(url, oracle, self.tenants)
+        await self.release(url)
+        return {"limit": self.record("limit", limit), "reader": self.record("reader", reader)}
 
     async def naive(self, topics: TopicSet, oracle: Oracle) -> None:
         args = self.args
@@ -287,7 +474,7 @@ class Run:
             naive_topics, naive_oracle = topics, oracle
             note = "same backlog as the others"
         else:
-            naive_topics, naive_oracle, _ = await self.produce_backlog(
+            naive_topics, naive_oracle, _, _ = await self.produce_backlog(
                 "naive", args.naive_events, keep_events=False
             )
             note = (
@@ -297,89 +484,135 @@ class Run:
         url = await self.database("naive")
         measured = await run_naive(self.stack, naive_topics, url, self.group("naive"), self.log_dir)
         measured.check = await check_rows(url, naive_oracle, self.tenants)
+        await self.release(url)
         measured.notes.append(note)
-        self.record("naive", measured)
+        self.results["systems"]["naive"] = summarise([self.record("naive", measured)])
+        self.results["runs"]["naive"] = [measured.as_dict()]
 
-    async def latency(self, service: Measured) -> None:
+    def latency_plan(self) -> list[tuple[str, float]]:
+        """(label, events/s) of each live run: shares of the one-process median, or fixed."""
+        if self.args.latency_rates:
+            return [(f"{float(x):,.0f}/s", float(x)) for x in self.args.latency_rates.split(",")]
+        service = self.results["systems"].get("service")
+        if not service or not service["counts"] or not service["events_per_s"]["median"]:
+            return []
+        base = float(service["events_per_s"]["median"])
+        plan = [(f"{share:.0%}", base * share) for share in self.args.latency_shares]
+        if self.args.quick:
+            plan = [(label, min(rate, 1_000.0)) for label, rate in plan]
+        return plan
+
+    async def latency(self) -> None:
         from bench.latency import measure_latency
 
-        if not service.counts or service.events_per_s <= 0:
+        plan = self.latency_plan()
+        if not plan:
             self.results["errors"].append("latency skipped: no valid service throughput")
             return
-        # 50 % and 90 % are the issue's points; 10 % shows the floor (the pipeline's own delay).
-        shares = (0.5,) if self.args.quick else (0.1, 0.5, 0.9)
-        plan = [(share, service.events_per_s * share) for share in shares]
-        if self.args.latency_rates:
-            plan = [
-                (float(r) / service.events_per_s, float(r))
-                for r in self.args.latency_rates.split(",")
-            ]
-        for share, planned in plan:
-            rate = min(planned, 1_000.0) if self.args.quick else planned
-            key = f"lat{int(rate)}"
-            topics = await self.topics(key)
-            url = await self.database(key)
-            result = await measure_latency(
-                self.stack,
-                topics,
-                url,
-                self.group(key),
-                rate=rate,
-                seconds=self.args.latency_seconds,
-                tenants=self.tenants,
-                seed=self.args.seed + int(share * 100),
-                log_path=self.log_dir / f"{key}.log",
-                profile_path=self.log_dir / f"{key}.pyspy.txt" if self.args.profile else None,
-            )
-            summary = result.as_dict() | {"share_of_max": share}
-            if self.args.profile:
-                summary["profile"] = top_frames(self.log_dir / f"{key}.pyspy.txt")
-            self.results["latency"][f"{share:.0%}"] = summary
-            if result.exit_code != 0:
-                self.failed.append(f"latency run {key}: service exit code {result.exit_code}")
-            print(
-                f"bench: latency at {share:.0%} ({summary['achieved_rate']:,.0f} events/s): "
-                f"p50 {summary['p50_ms']} ms, p99 {summary['p99_ms']} ms, "
-                f"max {summary['max_ms']} ms, unresolved {summary['unresolved']}; "
-                f"generator {summary['producer']['cpu_s_per_1000_events'] * 1000:.2f} ms CPU "
-                f"per 1,000 events ({summary['producer']['cores']} cores), poller "
-                f"{summary['poller']['cores']} cores; "
-                f"service batch mean {_mean_batch(summary['service_histogram'])}"
-                f"{_cpu_line(summary)}",
-                flush=True,
-            )
-
-    async def peer(self, events: list[Event], oracle: Oracle) -> None:
-        from bench.peer import run_debezium
-
-        url = await self.database("debezium")
-        try:
-            measured = await run_debezium(
-                self.stack,
-                await self.topics("peer"),
-                events,
-                oracle,
-                url,
-                tenants=self.tenants,
-                log_dir=self.log_dir,
-                name_prefix=f"bench-{self.id}",
-            )
-        except Exception as exc:
-            self.results["errors"].append(f"debezium peer failed: {exc}")
-            print(f"bench: debezium peer failed: {exc}", flush=True)
-            return
-        self.record("debezium", measured)
+        systems = ["service"]
+        if not self.args.no_peer and self.wants("peer") and not self.args.quick:
+            systems.append("debezium1")
+        runs: dict[str, dict[str, list[dict[str, Any] | None]]] = {
+            label: {key: [] for key in systems} for label, _ in plan
+        }
+        for r in range(self.args.repeat):
+            order = systems[r % len(systems) :] + systems[: r % len(systems)]
+            for n, (label, rate) in enumerate(plan):
+                for key in order:
+                    name = f"lat{n}_{key}_r{r + 1}"
+                    topics = await self.topics(name)
+                    url = await self.database(name)
+                    try:
+                        result = await measure_latency(
+                            self.stack,
+                            topics,
+                            url,
+                            self.group(name),
+                            rate=rate,
+                            seconds=self.args.latency_seconds,
+                            tenants=self.tenants,
+                            seed=self.args.seed + 100 * n + r,
+                            log_path=self.log_dir / f"{name}.log",
+                            profile_path=self.log_dir / f"{name}.pyspy.txt"
+                            if self.args.profile and key == "service"
+                            else None,
+                            workload=self.args.workload,
+                            peer_tasks=1 if key == "debezium1" else None,
+                        )
+                    except Exception as exc:
+                        message = f"latency {key} at {label} (round {r + 1}) failed: {exc}"
+                        self.results["errors"].append(message)
+                        self.failed.append(message)
+                        print(f"bench: {message}", flush=True)
+                        runs[label][key].append(None)
+                        continue
+                    finally:
+                        await self.release(url)
+                        await self.stack.delete_topics(topics.all)
+                    summary = result.as_dict() | {"system": key}
+                    if self.args.profile and key == "service":
+                        summary["profile"] = top_frames(self.log_dir / f"{name}.pyspy.txt")
+                    if result.exit_code != 0:
+                        self.failed.append(f"latency run {name}: exit code {result.exit_code}")
+                    runs[label][key].append(summary)
+                    print(
+                        f"bench: latency of {key} at {label} ({summary['achieved_rate']:,.0f} "
+                        f"events/s): p50 {summary['p50_ms']} ms, p99 {summary['p99_ms']} ms, "
+                        f"max {summary['max_ms']} ms, unresolved {summary['unresolved']}; "
+                        f"generator {summary['producer']['cpu_s_per_1000_events'] * 1000:.2f} "
+                        f"ms CPU per 1,000 events, poller {summary['poller']['cores']} cores; "
+                        f"service batch mean {_mean_batch(summary['service_histogram'])}"
+                        f"{_cpu_line(summary)}",
+                        flush=True,
+                    )
+        for label, rate in plan:
+            self.results["latency"][label] = {
+                "rate": round(rate, 1),
+                "systems": {key: _latency_summary(runs[label][key]) for key in systems},
+            }
 
     async def scale(self) -> None:
         counts = [int(x) for x in self.args.scale_events.split(",") if x]
-        for i, count in enumerate(counts):
-            key = f"scale{count}" if counts.count(count) == 1 else f"scale{count}_{i}"
-            topics, oracle, _ = await self.produce_backlog(key, count, keep_events=False)
-            measured = await self.service_on(key, f"this service ({count:,})", topics, oracle)
-            self.results["scale"][str(count)] = measured.as_dict()
-            self.record(key, measured)
-            self.results["systems"].pop(key, None)
+        prefills = [int(x) for x in self.args.scale_prefill.split(",") if x]
+        prefills += [0] * (len(counts) - len(prefills))
+        backlogs: dict[int, tuple[TopicSet, Oracle, EventMix]] = {}
+        for i, (count, rows) in enumerate(zip(counts, prefills, strict=False)):
+            label = f"{count}" + (f"+{rows}" if rows else "")
+            if label in self.results["scale"]:  # a repeat: the first keeps the plain label
+                label += f"#{i + 1}"
+            key = f"scale{i}_{count}"
+            if count not in backlogs:  # another variant reads the same backlog again
+                topics, oracle, _, mix = await self.produce_backlog(key, count, keep_events=False)
+                backlogs[count] = (topics, oracle, mix)
+            topics, oracle, mix = backlogs[count]
+            name = f"this service ({count:,})"
+            if rows:
+                name = f"this service ({count:,}, the table grown by {rows:,} rows first)"
+            measured = await self.service_on(key, name, topics, oracle, diagnose=True, prefill=rows)
+            measured.extra["mix_by_tenth"] = mix.as_list()
+            self.results["scale"][label] = self.record(key, measured)
+        for topics, _, _ in backlogs.values():
             await self.stack.delete_topics(topics.all)
+
+
+def _latency_summary(runs: list[dict[str, Any] | None]) -> dict[str, Any]:
+    """Medians and min-max of one system's live runs at one rate (every run kept)."""
+    done = [r for r in runs if r is not None]
+    return {
+        "runs": runs,
+        "achieved_rate": spread([r["achieved_rate"] for r in done], 0),
+        "p50_ms": spread([r["p50_ms"] for r in done], 1),
+        "p99_ms": spread([r["p99_ms"] for r in done], 1),
+        "max_ms": spread([r["max_ms"] for r in done], 1),
+        "unresolved": spread([r["unresolved"] for r in done], 0),
+        "own_us_per_event": spread([(r.get("cpu") or {}).get("own_us_per_event") for r in done]),
+        "stack_us_per_event": spread(
+            [(r.get("cpu") or {}).get("stack_us_per_event") for r in done]
+        ),
+        "machine_busy_cores": spread(
+            [(r.get("cpu") or {}).get("machine_busy_cores") for r in done]
+        ),
+    }
 
 
 def _cpu_line(extra: dict[str, Any]) -> str:
@@ -421,7 +654,6 @@ def machine(stack_pg_version: str) -> dict[str, Any]:
     for line in Path("/proc/meminfo").read_text().splitlines():
         if line.startswith("MemTotal:"):
             mem_kib = int(line.split()[1])
-    import os
 
     def version(dist: str) -> str | None:
         try:
@@ -442,8 +674,23 @@ def machine(stack_pg_version: str) -> dict[str, Any]:
             for d in ("routing-persistence", "aiokafka", "asyncpg", "sqlalchemy", "pydantic")
         },
         "load_average_at_start": list(os.getloadavg()),
+        "cores_busy_before": _busy_cores(),
         "note": "shared 2-core machine: other work may run at the same time; compare ratios",
     }
+
+
+def _busy_cores(seconds: float = 1.0) -> float:
+    """The machine's busy cores over ``seconds`` (``/proc/stat``): the load before the run."""
+
+    def busy() -> tuple[float, float]:
+        with open("/proc/stat") as stat:
+            fields = [int(x) for x in stat.readline().split()[1:9]]
+        return sum(fields[:3]) + fields[5] + fields[6], sum(fields)
+
+    b0, t0 = busy()
+    time.sleep(seconds)
+    b1, t1 = busy()
+    return round((b1 - b0) / (t1 - t0) * (os.cpu_count() or 1), 2) if t1 > t0 else 0.0
 
 
 async def _amain(args: argparse.Namespace) -> int:
@@ -455,9 +702,18 @@ async def _amain(args: argparse.Namespace) -> int:
         "started_at": run.stamp,
         "command": "python -m bench.run " + " ".join(sys.argv[1:]),
         "quick": args.quick,
+        "repeat": args.repeat,
         "machine": machine(await stack.server_version()),
+        "checkout": {"path": str(ROOT), "commit": _checkout_commit(ROOT)},
+        "baseline": None
+        if args.baseline is None
+        else {"path": str(args.baseline), "commit": _checkout_commit(args.baseline)},
     }
-    print(f"bench: run {run.id} ({args.events:,} events, seed {args.seed})", flush=True)
+    print(
+        f"bench: run {run.id} ({args.events:,} {args.workload} events, seed {args.seed}, "
+        f"{args.repeat} round{'s' if args.repeat > 1 else ''})",
+        flush=True,
+    )
     try:
         await run.main()
     except Exception as exc:
@@ -467,6 +723,7 @@ async def _amain(args: argparse.Namespace) -> int:
     finally:
         await run.cleanup()
     run.results["duration_s"] = round(time.perf_counter() - started, 1)
+    run.results["machine"]["load_average_at_end"] = list(os.getloadavg())
     run.results["failures"] = run.failed
 
     from bench.report import ratios, write_results

@@ -1,4 +1,4 @@
-"""Running each measured system on a backlog: this service, the naive port, the two ceilings.
+"""Running each measured system on a backlog: this service (any checkout), the naive port, L.
 
 Each system gets a fresh database (a copy of the run's migrated template) and a fresh group and
 reads a backlog produced before it starts. The service runs as the real ``routing-persistence
@@ -21,9 +21,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import asyncpg
-
 from bench.cpu import CpuDelta, StackCpu, breakdown
+from bench.growth import TenthProbe
 from bench.infra import (
     ROOT,
     GroupProgress,
@@ -33,13 +32,14 @@ from bench.infra import (
     free_port,
     peak_rss_bytes,
 )
-from bench.oracle import CheckResult, Oracle, payload_text
+from bench.limit import BATCH_RECORDS
+from bench.oracle import CheckResult
 from bench.profile import Profiler, top_frames
 
 __all__ = [
+    "POLL_INTERVAL_S",
     "Measured",
-    "pg_ceiling",
-    "run_kafka_ceiling",
+    "run_limit",
     "run_naive",
     "run_service_backlog",
     "service_command",
@@ -99,14 +99,18 @@ class Measured:
         }
 
 
-def service_command() -> list[str]:
+#: How often a window's committed offsets are polled: the window's ends are known to this.
+POLL_INTERVAL_S = 0.1
+
+
+def service_command(checkout: Path | None = None) -> list[str]:
     """The console script of the service under test (``routing-persistence``).
 
-    This checkout's venv, or the one of ``$BENCH_SERVICE_CHECKOUT`` (another checkout with its
-    own ``.venv``): the same harness then measures another version of the service, for A/B
-    comparisons in one run of interleaved invocations.
+    ``checkout``'s venv (another checkout with its own ``.venv``: ``bench.run --baseline``), else
+    the one of ``$BENCH_SERVICE_CHECKOUT``, else this checkout's: the same harness then measures
+    another version of the service, for A/B comparisons in one run of interleaved invocations.
     """
-    other = os.environ.get("BENCH_SERVICE_CHECKOUT")
+    other = str(checkout) if checkout is not None else os.environ.get("BENCH_SERVICE_CHECKOUT")
     bin_dir = Path(other) / ".venv" / "bin" if other else Path(sys.executable).parent
     script = bin_dir / "routing-persistence"
     if script.exists():
@@ -147,12 +151,15 @@ def service_env(
     return env | (extra or {})
 
 
-def start_service(env: dict[str, str], log_path: Path) -> subprocess.Popen[bytes]:
-    """Start ``routing-persistence run`` with ``env``, output to ``log_path``."""
+def start_service(
+    env: dict[str, str], log_path: Path, checkout: Path | None = None
+) -> subprocess.Popen[bytes]:
+    """Start ``routing-persistence run`` (of ``checkout``, see :func:`service_command`) with
+    ``env``, output to ``log_path``."""
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with log_path.open("wb") as log:
         return subprocess.Popen(
-            [*service_command(), "run"],
+            [*service_command(checkout), "run"],
             env=env,
             stdout=log,
             stderr=subprocess.STDOUT,
@@ -224,10 +231,11 @@ async def watch_group(
     total: int,
     *,
     stall_timeout: float = 180.0,
-    poll_interval: float = 0.2,
+    poll_interval: float = POLL_INTERVAL_S,
     on_first: Callable[[], None] | None = None,
     database_url: str | None = None,
     ready: Callable[[], Awaitable[bool]] | None = None,
+    probe: TenthProbe | None = None,
 ) -> Window:
     """Poll ``groups``' committed offsets until they reach ``total``; time that window.
 
@@ -238,7 +246,8 @@ async def watch_group(
 
     With ``ready``, the window opens at the first commit seen once ``ready()`` is true (several
     processes: once every one of them holds partitions, so the group's start-up rebalances are
-    not timed).
+    not timed). With ``probe``, each poll of the window is also handed to it
+    (:class:`bench.growth.TenthProbe`: what changes along the run).
     """
     spawned = time.perf_counter()
     first: tuple[float, int, float] | None = None
@@ -269,6 +278,8 @@ async def watch_group(
                     on_first()
             if first is not None:
                 samples.append((now - first[0], done, cpu))
+                if probe is not None:
+                    await probe.poll(done, first[1], total)
             if done >= total:
                 delta = StackCpu.between(machine0, stack_cpu.sample())
                 peak = max(peak_rss_bytes(proc.pid) for proc in procs)
@@ -310,13 +321,18 @@ async def run_service_backlog(
     profile_path: Path | None = None,
     instances: int = 1,
     env: dict[str, str] | None = None,
+    checkout: Path | None = None,
+    diagnose: bool = False,
 ) -> Measured:
     """``routing-persistence run`` catching up on a backlog of ``total`` records (see above).
 
     ``instances`` > 1 runs that many processes in the one group (how the service scales: by
-    partitions); their CPU is summed, the peak RSS is per process. With ``profile_path``,
-    py-spy samples the (first) process during the catch-up (:mod:`bench.profile`) and the top
-    frames land in ``extra["profile"]``. ``env`` adds to :func:`service_env`.
+    partitions); their CPU is summed, the peak RSS is per process. ``checkout``: the service of
+    another checkout (:func:`service_command`). With ``profile_path``, py-spy samples the
+    (first) process during the catch-up (:mod:`bench.profile`) and the top frames land in
+    ``extra["profile"]``. With ``diagnose``, :class:`bench.growth.TenthProbe` follows the window
+    and its per-tenth figures land in ``extra["tenths"]``. ``env`` adds to
+    :func:`service_env`.
     """
     procs = []
     ports = []
@@ -324,11 +340,11 @@ async def run_service_backlog(
         ports.append(free_port())
         environment = service_env(stack, topics, database_url, group, ports[-1], env)
         path = log_path if n == 0 else log_path.with_suffix(f".{n}.log")
-        procs.append(start_service(environment, path))
+        procs.append(start_service(environment, path, checkout))
     profilers: list[Profiler] = []
 
     def profile() -> None:  # from the first commit on: startup (imports) is not the hot path
-        if profile_path is not None:
+        if profile_path is not None and not diagnose:  # (the probe profiles tenth by tenth)
             profilers.append(Profiler(procs[0].pid, profile_path))
 
     async def all_hold_partitions() -> bool:
@@ -337,6 +353,23 @@ async def run_service_backlog(
         held = [await asyncio.to_thread(_assigned_partitions, port) for port in ports]
         return all(held)
 
+    probe = None
+    if diagnose:
+        probe = TenthProbe(
+            database_url,
+            [p.pid for p in procs],
+            ports,
+            StackCpu.for_addresses(
+                stack.bootstrap,
+                stack.pg_host_port[1],
+                harness_pid=os.getpid(),
+                database_url=database_url,
+            ),
+            profile_dir=profile_path.parent / f"{profile_path.stem}.tenths"
+            if profile_path is not None
+            else None,
+        )
+        await probe.start()
     try:
         window = await watch_group(
             stack,
@@ -347,8 +380,11 @@ async def run_service_backlog(
             on_first=profile,
             database_url=database_url,
             ready=all_hold_partitions if instances > 1 else None,
+            probe=probe,
         )
     finally:
+        if probe is not None:
+            await probe.close()
         for profiler in profilers:
             await asyncio.to_thread(profiler.stop)
         for n, port in enumerate(ports):  # the service's own view, kept beside its log
@@ -385,9 +421,26 @@ async def run_service_backlog(
                 _round(window.cpu_per_1000_in(i / 10, (i + 1) / 10)) for i in range(10)
             ],
             "cpu": window.cpu_breakdown(),
+            "mean_batch": _mean_batch(log_path, instances),
         }
-        | ({"profile": top_frames(profile_path)} if profile_path else {}),
+        | ({"profile": top_frames(profile_path)} if profile_path else {})
+        | ({"tenths": probe.tenths()} if probe is not None else {}),
     )
+
+
+def _mean_batch(log_path: Path, instances: int) -> float | None:
+    """Mean records per batch of the service's processes (from the metrics saved at the end)."""
+    count = total = 0.0
+    for n in range(instances):
+        path = log_path.with_suffix(f".{n}.metrics.txt")
+        if not path.exists():
+            continue
+        for line in path.read_text().splitlines():
+            if line.startswith("routing_consumer_batch_size_count "):
+                count += float(line.split()[1])
+            elif line.startswith("routing_consumer_batch_size_sum "):
+                total += float(line.split()[1])
+    return round(total / count, 1) if count else None
 
 
 def _round(value: float | None) -> float | None:
@@ -459,23 +512,6 @@ def _worker_args(stack: Stack, topics: TopicSet) -> list[str]:
     ]
 
 
-async def run_kafka_ceiling(stack: Stack, topics: TopicSet, log_dir: Path) -> Measured:
-    """aiokafka reading the backlog and nothing else (no group, no commits, no decoding)."""
-    report = await run_worker(
-        ["kafka-ceiling", *_worker_args(stack, topics)],
-        log_dir / "kafka-ceiling.log",
-    )
-    return Measured(
-        "kafka ceiling",
-        report["events"],
-        report["seconds"],
-        report["cpu_seconds"],
-        report["peak_rss_bytes"],
-        notes=["aiokafka getmany() to the end offsets; no group, no decoding, no database"],
-        extra={"cpu": _worker_cpu(report)},
-    )
-
-
 async def run_naive(
     stack: Stack, topics: TopicSet, database_url: str, group: str, log_dir: Path
 ) -> Measured:
@@ -505,95 +541,63 @@ async def run_naive(
     )
 
 
-_PG_CEILING_ER = """
-INSERT INTO "ExecutionRecord" AS r (id, "requestId", "tenantId",
-    "routingSnapshot", "routingSnapshotOccurredAt", "routingSnapshotEventId",
-    "actualCost", "actualCostOccurredAt", "actualCostEventId")
-SELECT rid, rid, tid, snap::jsonb, snap_at, snap_id, cost::jsonb, cost_at, cost_id FROM _in_er
-ON CONFLICT ("requestId") DO UPDATE SET
-    "routingSnapshot" = EXCLUDED."routingSnapshot",
-    "routingSnapshotOccurredAt" = EXCLUDED."routingSnapshotOccurredAt",
-    "routingSnapshotEventId" = EXCLUDED."routingSnapshotEventId",
-    "actualCost" = EXCLUDED."actualCost",
-    "actualCostOccurredAt" = EXCLUDED."actualCostOccurredAt",
-    "actualCostEventId" = EXCLUDED."actualCostEventId"
-"""
-_PG_CEILING_T = """
-UPDATE "Tenant" t SET "routingPolicy" = p.pol::jsonb, "routingPolicyOccurredAt" = p.pol_at,
-       "routingPolicyEventId" = p.pol_id
-FROM _in_t p WHERE t.id = p.id
-"""
+async def run_limit(
+    stack: Stack, topics: TopicSet, database_url: str, log_dir: Path
+) -> tuple[Measured, Measured]:
+    """L (``bench.workers limit``, :mod:`bench.limit`) on ``topics``: (L, its read phase).
 
-
-async def pg_ceiling(
-    database_url: str, oracle: Oracle, tenants: list[str], stack_cpu: StackCpu | None = None
-) -> Measured:
-    """PostgreSQL writing the backlog's final rows from memory: COPY + one upsert per table.
-
-    The rows (payloads already extracted) are prepared before the clock starts; the timed part is
-    one transaction: ``COPY`` into temp tables, one ``INSERT ... ON CONFLICT`` into
-    ``"ExecutionRecord"``, one ``UPDATE ... FROM`` of ``"Tenant"``, ``COMMIT``. Its events/s is the
-    backlog's event count over that time. CPU is this (client) process's; with ``stack_cpu``,
-    the server's (and the machine's) over the same transaction are in ``extra["cpu"]``.
+    L's events/s is cores / (read CPU + broker CPU while reading + PostgreSQL CPU while
+    writing) per event; its ``extra["cpu"]`` holds the write phase's breakdown, ``extra["read"]``
+    and ``extra["write"]`` the raw figures of each phase. The read phase is also returned as a
+    system of its own (aiokafka alone, with the service's fetch settings).
     """
-    er_rows = []
-    for rid, tid, snap, snap_at, snap_id, cost, cost_at, cost_id in oracle.execution_rows():
-        er_rows.append(
-            (
-                rid,
-                tid,
-                payload_text(snap.encode()) if snap else None,
-                snap_at,
-                snap_id,
-                payload_text(cost.encode()) if cost else None,
-                cost_at,
-                cost_id,
-            )
-        )
-    t_rows = [
-        (tid, payload_text(pol.encode()), at, eid)
-        for tid, pol, at, eid in oracle.tenant_rows(tenants)
-        if pol is not None
-    ]
-    conn = await asyncpg.connect(database_url)
-    try:
-        machine0 = stack_cpu.sample() if stack_cpu is not None else None
-        started, cpu0 = time.perf_counter(), time.process_time()
-        async with conn.transaction():
-            await conn.execute(
-                "CREATE TEMP TABLE _in_er (rid text, tid text, snap text, snap_at timestamptz,"
-                " snap_id uuid, cost text, cost_at timestamptz, cost_id uuid) ON COMMIT DROP"
-            )
-            await conn.execute(
-                "CREATE TEMP TABLE _in_t (id text, pol text, pol_at timestamptz, pol_id uuid)"
-                " ON COMMIT DROP"
-            )
-            await conn.copy_records_to_table("_in_er", records=er_rows)
-            await conn.copy_records_to_table("_in_t", records=t_rows)
-            await conn.execute(_PG_CEILING_ER)
-            await conn.execute(_PG_CEILING_T)
-        seconds, cpu = time.perf_counter() - started, time.process_time() - cpu0
-        delta = (
-            StackCpu.between(machine0, stack_cpu.sample())
-            if stack_cpu is not None and machine0 is not None
-            else None
-        )
-    finally:
-        await conn.close()
-    return Measured(
-        "PostgreSQL ceiling",
-        oracle.events,
-        seconds,
-        cpu,
+    report = await run_worker(
+        ["limit", *_worker_args(stack, topics), "--database-url", database_url],
+        log_dir / "limit.log",
+    )
+    read, write = report["read"], report["write"]
+    events = read["events"]
+    read_cpu = _worker_cpu(read) or {}
+    write_delta = CpuDelta.from_dict(write["stack_cpu"])
+    write_cpu = breakdown(
+        write_delta, own_s=write["cpu_seconds"], events=events, seconds=write["seconds"]
+    )
+    parts = {
+        "read_us_per_event": read_cpu.get("own_us_per_event"),
+        "broker_us_per_event": read_cpu.get("broker_us_per_event"),
+        "postgres_us_per_event": write_cpu.get("postgres_us_per_event"),
+    }
+    known = [v for v in parts.values() if v is not None]
+    cores = report.get("cores") or os.cpu_count() or 1
+    limit_eps = cores * 1e6 / sum(known) if len(known) == 3 and sum(known) > 0 else 0.0
+    limit = Measured(
+        "L: a limit a consumer can reach",
+        events,
+        events / limit_eps if limit_eps else 0.0,
         None,
+        report.get("peak_rss_bytes"),
         notes=[
-            f"COPY of {len(er_rows)} + {len(t_rows)} final rows + one INSERT ... ON CONFLICT "
-            "and one UPDATE ... FROM, one transaction; events/s = backlog events / that time; "
-            "CPU is the client's (PostgreSQL's is in the CPU table)"
+            f"{cores} cores / (aiokafka's read CPU + the broker's while reading + PostgreSQL's "
+            f"writing, per batch of up to {BATCH_RECORDS} records, the newest version of "
+            "each row and field the batch touches, one guarded bulk statement per table, one "
+            f"transaction per batch): {read['batches']} batches, "
+            f"{write['execution_rows']:,} + {write['tenant_rows']:,} row writes"
         ],
         extra={
-            "cpu": None
-            if delta is None
-            else breakdown(delta, own_s=cpu, events=oracle.events, seconds=seconds)
+            "limit_events_per_s": round(limit_eps),
+            "us_per_event": parts | {"total": round(sum(known), 2) if known else None},
+            "read": read | {"cpu": read_cpu},
+            "write": write | {"cpu": write_cpu},
+            "prepare_seconds": report.get("prepare_seconds"),
         },
     )
+    reader = Measured(
+        "aiokafka alone (L's read phase)",
+        events,
+        read["seconds"],
+        read["cpu_seconds"],
+        report.get("peak_rss_bytes"),
+        notes=["getmany(max_records=2000), read_committed, no group, no decoding, no database"],
+        extra={"cpu": read_cpu},
+    )
+    return limit, reader

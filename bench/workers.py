@@ -1,9 +1,10 @@
 """Baseline consumers run as subprocesses by the benchmark (``python -m bench.workers ...``).
 
-``kafka-ceiling`` reads the topics to their end and does nothing else; ``naive`` is a direct
-translation of the B6 functions (one session, statement and ``COMMIT`` per record, plus an
-upsert and the version guard so its rows compare). Each prints one JSON line: ``events``,
-``seconds``, ``cpu_seconds``, ``peak_rss_bytes`` and ``stack_cpu`` (:mod:`bench.cpu`).
+``limit`` measures L, the CPU a correct consumer of the backlog cannot do without
+(:mod:`bench.limit`); ``naive`` is a direct translation of the B6 functions (one session,
+statement and ``COMMIT`` per record, plus an upsert and the version guard so its rows compare).
+Each prints one JSON line; ``naive``'s: ``events``, ``seconds``, ``cpu_seconds``,
+``peak_rss_bytes`` and ``stack_cpu`` (:mod:`bench.cpu`).
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import async_sessionmaker, create_async_engine
 
 from bench.cpu import CpuSample, StackCpu
+from bench.limit import measure_limit
 
 __all__ = ["main"]
 
@@ -74,38 +76,6 @@ async def _assigned_ends(
         parts += [TopicPartition(topic, p) for p in sorted(found)]
     ends: dict[TopicPartition, int] = await consumer.end_offsets(parts)
     return ends
-
-
-async def kafka_ceiling(bootstrap: str, topics: list[str], stack: StackCpu) -> None:
-    """Read every record of ``topics`` up to the end offsets taken at start; report."""
-    consumer = AIOKafkaConsumer(
-        bootstrap_servers=bootstrap,
-        enable_auto_commit=False,
-        auto_offset_reset="earliest",
-        max_partition_fetch_bytes=4 * 1024 * 1024,
-        fetch_max_bytes=64 * 1024 * 1024,
-    )
-    await consumer.start()
-    try:
-        ends = await _assigned_ends(consumer, topics)
-        consumer.assign(list(ends))
-        await consumer.seek_to_beginning()
-        remaining = {tp: end for tp, end in ends.items() if end > 0}
-        count = 0
-        # Timed from the first fetch on (connection and metadata are set up by now).
-        machine0 = stack.sample()
-        started, cpu0 = time.perf_counter(), time.process_time()
-        while remaining:
-            batch = await consumer.getmany(timeout_ms=1000, max_records=10_000)
-            for tp, records in batch.items():
-                if not records:
-                    continue
-                count += len(records)
-                if records[-1].offset + 1 >= remaining.get(tp, 0):
-                    remaining.pop(tp, None)
-        _report(count, time.perf_counter() - started, time.process_time() - cpu0, stack, machine0)
-    finally:
-        await consumer.stop()
 
 
 _SNAPSHOT = text("""
@@ -197,9 +167,9 @@ async def naive(
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point: ``python -m bench.workers {kafka-ceiling,naive} ...``."""
+    """Entry point: ``python -m bench.workers {limit,naive} ...``."""
     parser = argparse.ArgumentParser(prog="bench.workers")
-    parser.add_argument("worker", choices=["kafka-ceiling", "naive"])
+    parser.add_argument("worker", choices=["limit", "naive"])
     parser.add_argument("--bootstrap", required=True)
     parser.add_argument("--topics", required=True, help="comma-separated")
     parser.add_argument("--group", default="")
@@ -215,8 +185,9 @@ def main(argv: list[str] | None = None) -> int:
         harness_pid=os.getppid(),
         database_url=args.database_url or None,
     )
-    if args.worker == "kafka-ceiling":
-        asyncio.run(kafka_ceiling(args.bootstrap, topics, stack))
+    if args.worker == "limit":
+        report = asyncio.run(measure_limit(args.bootstrap, topics, args.database_url, stack))
+        print(json.dumps(report | {"peak_rss_bytes": _peak_rss()}), flush=True)
     else:
         url = args.database_url.replace("postgresql://", "postgresql+asyncpg://", 1)
         asyncio.run(naive(args.bootstrap, topics, args.group, url, stack))

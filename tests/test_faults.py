@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import Callable
 
@@ -136,13 +137,17 @@ async def test_shutdown_gives_up_on_a_stuck_batch_after_the_timeout_uncommitted(
         await _until(lambda: _retries(service) > 0, within=15)
         started = time.monotonic()
         service.request_stop()
-        code = await asyncio.wait_for(asyncio.shield(task), 15)
+        # The database stays down: a service that did not give up would never return. The upper
+        # bound is that, not a speed (on a loaded machine the closing alone took seconds).
+        code = await asyncio.wait_for(asyncio.shield(task), 45)
         elapsed = time.monotonic() - started
     finally:
-        if not task.done():
+        if not task.done():  # close its clients here, not in a later test's garbage collection
             task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
     assert code == 1
-    assert 2.0 <= elapsed < 8.0, elapsed
+    assert 2.0 <= elapsed < 30.0, elapsed
     assert await committed_offsets(settings) == before
 
 
@@ -194,8 +199,10 @@ async def test_broker_down_at_start_and_mid_stream(
         service.request_stop()
         assert await asyncio.wait_for(asyncio.shield(task), 30) == 0
     finally:
-        if not task.done():
+        if not task.done():  # close its clients here, not in a later test's garbage collection
             task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
     assert_same_state(
         await actual_state(database.url),
         expected_state(published, sample.tenants, sample.execution_records),

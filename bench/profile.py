@@ -72,7 +72,7 @@ class Profiler:
 
 
 def _short(frame: str) -> str:
-    # "apply_events (consumer/apply.py:359)" with the site-packages/venv prefix cut off.
+    # "apply_events (consumer/pipeline/apply.py:77)" with the site-packages/venv prefix cut off.
     name, _, where = frame.partition(" (")
     where = where.rstrip(")")
     for marker in ("site-packages/", "/lib/python3."):

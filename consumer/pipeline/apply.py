@@ -30,17 +30,10 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from consumer.db import translate_error
 from consumer.logs import get_logger
 from consumer.outcomes import Outcome
+from consumer.pipeline.columns import APPLIED, HELD, STALE, Columns, EventResult, PendingEvent
 from consumer.pipeline.held import held_key, hold_events
-from consumer.pipeline.rounds import (
-    APPLIED,
-    HELD,
-    STALE,
-    Columns,
-    EventResult,
-    PendingEvent,
-    Refused,
-    Rounds,
-)
+from consumer.pipeline.rounds import Rounds
+from consumer.pipeline.statement import Refused
 from consumer.settings import MissingRowPolicy
 from consumer.tables import EXECUTION_RECORD, TENANT
 from schemas import EventType
@@ -129,7 +122,7 @@ async def settle_events(
     """The rounds of every table for ``events`` in the caller's transaction: each event's
     result (``held`` ones are not written anywhere here) and the statements run.
 
-    Raises :class:`~.rounds.Refused` for a record PostgreSQL refuses unless ``isolate``.
+    Raises :class:`~.statement.Refused` for a record PostgreSQL refuses unless ``isolate``.
     """
     results: list[EventResult | None] = [None] * len(events)
     cols = Columns.of(events)

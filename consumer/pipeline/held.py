@@ -25,7 +25,7 @@ from typing import Any, Final
 from aiokafka.structs import ConsumerRecord
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from consumer.pipeline.rounds import PendingEvent
+from consumer.pipeline.columns import PendingEvent
 from consumer.tables import EXECUTION_RECORD, HELD_SCHEMA, HELD_TABLE
 from schemas import EventType
 

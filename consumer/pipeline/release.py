@@ -33,10 +33,10 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from consumer.outcomes import Outcome
 from consumer.pipeline.apply import HELD, settle_events
+from consumer.pipeline.columns import PendingEvent
 from consumer.pipeline.deadletter import DeadLetter, DeadLetterWriter
 from consumer.pipeline.decode import decode_event
 from consumer.pipeline.held import HELD_COLUMNS, QUALIFIED_HELD_TABLE, HeldEvent
-from consumer.pipeline.rounds import PendingEvent
 from consumer.settings import Settings
 from schemas import ReasonCode, Rejection
 

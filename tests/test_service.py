@@ -7,6 +7,7 @@ import random
 from collections import Counter
 
 import pytest
+from aiokafka.admin import AIOKafkaAdminClient, NewPartitions
 
 from consumer.demo.sample import (
     SENDABLE_REASONS,
@@ -266,3 +267,38 @@ async def test_make_run_flow_accounts_for_every_record(
     letters = await dead_letters(settings)
     assert {letter.reason for letter in letters} == {str(code) for code in SENDABLE_REASONS}
     await wait_caught_up(settings, within=5)
+
+
+@pytest.mark.partitions(1)
+async def test_partitions_added_while_running_are_read_within_seconds(
+    settings: Settings, database: Database
+) -> None:
+    settings = _small_payload_limit(settings)
+    sample = make_sample(400, seed=12, tenants=4, max_payload_bytes=_MAX_PAYLOAD)
+    await seed_database(settings, sample)
+    async with running_service(settings):
+        published = await publish_sample(settings, sample.records[:100])
+        await wait_caught_up(settings)
+        # An operator scales the topics out (README, "How many partitions") while it runs.
+        topics = list(settings.source_topics)
+        admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap_servers)
+        await admin.start()
+        try:
+            await admin.create_partitions(
+                {topic: NewPartitions(total_count=3) for topic in settings.source_topics}
+            )
+            for _ in range(100):  # until the broker describes them
+                described = await admin.describe_topics(topics)
+                if sum(len(t["partitions"]) for t in described) == 9:
+                    break
+                await asyncio.sleep(0.1)
+        finally:
+            await admin.close()
+        published += await publish_sample(settings, sample.records[100:])
+        ends = await end_offsets(settings, settings.source_topics)
+        assert len(ends) == 9
+        assert all(ends.values()), ends  # the new partitions have records too
+        # aiokafka's default metadata age (5 min) left the new partitions unread that long.
+        await wait_caught_up(settings, within=45)
+    expected = expected_state(published, sample.tenants, sample.execution_records)
+    assert_same_state(await actual_state(database.url), expected)

@@ -69,6 +69,10 @@ _POSITIONS_INTERVAL_S: Final = 1.0
 _POSITION_WAIT_S: Final = 0.1
 #: Closing a client never takes longer than this.
 _CLOSE_TIMEOUT_S: Final = 10.0
+#: How old the consumer's topic metadata may get. A changed partition count is only seen at a
+#: refresh, and only then does the group rebalance: with aiokafka's default (5 min) partitions
+#: an operator adds, or source topics created after the start, went unread that long.
+_METADATA_MAX_AGE_MS: Final = 10_000
 
 
 class Service:
@@ -395,6 +399,7 @@ class Service:
             max_poll_records=settings.batch_max_records,
             session_timeout_ms=settings.kafka_session_timeout_ms,
             heartbeat_interval_ms=min(3000, settings.kafka_session_timeout_ms // 3),
+            metadata_max_age_ms=_METADATA_MAX_AGE_MS,
         )
 
     async def _start(self, make: Callable[[], _T], what: str) -> _T:

@@ -18,7 +18,7 @@ from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
-from aiokafka import AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import GroupCoordinatorNotAvailableError
 
@@ -330,3 +330,22 @@ async def produce(
     finally:
         await producer.stop()
     return count, time.perf_counter() - started
+
+
+async def partition_ends(
+    consumer: AIOKafkaConsumer, topics: list[str]
+) -> dict[TopicPartition, int]:
+    """Every partition of ``topics`` (waiting up to ~10 s for their metadata) and its end offset."""
+    parts: list[TopicPartition] = []
+    for topic in topics:
+        for _ in range(100):
+            found = consumer.partitions_for_topic(topic)
+            if found:
+                break
+            await consumer._client.force_metadata_update()
+            await asyncio.sleep(0.1)
+        else:
+            raise RuntimeError(f"no partitions for {topic}")
+        parts += [TopicPartition(topic, p) for p in sorted(found)]
+    ends: dict[TopicPartition, int] = await consumer.end_offsets(parts)
+    return ends

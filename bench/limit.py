@@ -21,7 +21,6 @@ system's. Method: ``bench/RESULTS.md``.
 
 from __future__ import annotations
 
-import asyncio
 import os
 import time
 import uuid
@@ -31,9 +30,10 @@ from typing import Any, Final
 
 import asyncpg
 import msgspec
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import AIOKafkaConsumer
 
 from bench.cpu import StackCpu
+from bench.infra import partition_ends
 
 __all__ = ["BATCH_RECORDS", "Batch", "final_versions", "measure_limit"]
 
@@ -167,19 +167,8 @@ async def _read(
     await consumer.start()
     batches: list[list[bytes]] = []
     try:
-        parts = []
-        for topic in topics:
-            for _ in range(100):
-                found = consumer.partitions_for_topic(topic)
-                if found:
-                    break
-                await consumer._client.force_metadata_update()
-                await asyncio.sleep(0.1)
-            else:
-                raise RuntimeError(f"no partitions for {topic}")
-            parts += [TopicPartition(topic, p) for p in sorted(found)]
-        ends: dict[TopicPartition, int] = await consumer.end_offsets(parts)
-        consumer.assign(parts)
+        ends = await partition_ends(consumer, topics)
+        consumer.assign(list(ends))
         await consumer.seek_to_beginning()
         remaining = {tp: end for tp, end in ends.items() if end > 0}
         count = 0

@@ -26,6 +26,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import async_sessionmaker, create_async_engine
 
 from bench.cpu import CpuSample, StackCpu
+from bench.infra import partition_ends
 from bench.limit import measure_limit
 
 __all__ = ["main"]
@@ -58,24 +59,6 @@ def _report(
         ),
         flush=True,
     )
-
-
-async def _assigned_ends(
-    consumer: AIOKafkaConsumer, topics: list[str]
-) -> dict[TopicPartition, int]:
-    parts: list[TopicPartition] = []
-    for topic in topics:
-        for _ in range(100):
-            found = consumer.partitions_for_topic(topic)
-            if found:
-                break
-            await consumer._client.force_metadata_update()
-            await asyncio.sleep(0.1)
-        else:
-            raise RuntimeError(f"no partitions for {topic}")
-        parts += [TopicPartition(topic, p) for p in sorted(found)]
-    ends: dict[TopicPartition, int] = await consumer.end_offsets(parts)
-    return ends
 
 
 _SNAPSHOT = text("""
@@ -129,7 +112,7 @@ async def naive(
     )
     await consumer.start()
     try:
-        ends = await _assigned_ends(consumer, topics)
+        ends = await partition_ends(consumer, topics)
         total = sum(ends.values())
         count = 0
         started = cpu0 = 0.0

@@ -56,6 +56,22 @@ def _one_fatal_line(consumer: ConsumerProcess) -> str:
     return str(fatal[0]["error"])
 
 
+async def _exits_2_at_once(
+    settings: Settings, url: str, tmp_path: Path
+) -> tuple[ConsumerProcess, str]:
+    """A consumer of database ``url`` exited 2 within FAIL_FAST_S: it and its fatal line."""
+    consumer = start_consumer(
+        settings.model_copy(update={"database_url": SecretStr(url)}), tmp_path
+    )
+    try:
+        code, took = await _exit_code(consumer, FAIL_FAST_S)
+    finally:
+        consumer.cleanup()
+    assert code == 2, consumer.tail()
+    assert took < FAIL_FAST_S
+    return consumer, _one_fatal_line(consumer)
+
+
 @pytest.fixture
 async def scram_stack(private_stack: PrivateStack) -> tuple[PrivateStack, str]:
     """A private PostgreSQL where SCRAM_ROLE must log in with its scram-sha-256 password."""
@@ -77,16 +93,7 @@ async def test_a_wrong_database_password_exits_2_at_once_without_showing_it(
     # The server does refuse it (not a test that passes on a server that lets anyone in).
     with pytest.raises(asyncpg.InvalidPasswordError):
         await asyncpg.connect(url)
-    consumer = start_consumer(
-        settings.model_copy(update={"database_url": SecretStr(url)}), tmp_path
-    )
-    try:
-        code, took = await _exit_code(consumer, FAIL_FAST_S)
-    finally:
-        consumer.cleanup()
-    assert code == 2, consumer.tail()
-    assert took < FAIL_FAST_S
-    line = _one_fatal_line(consumer)
+    consumer, line = await _exits_2_at_once(settings, url, tmp_path)
     assert "28P01" in line
     assert "password authentication failed" in line
     output = consumer.log_path.read_text()
@@ -99,16 +106,7 @@ async def test_a_database_that_does_not_exist_exits_2_at_once(
 ) -> None:
     missing = unique("nodb").replace("-", "_")
     url = database.url.rsplit("/", 1)[0] + f"/{missing}"
-    consumer = start_consumer(
-        settings.model_copy(update={"database_url": SecretStr(url)}), tmp_path
-    )
-    try:
-        code, took = await _exit_code(consumer, FAIL_FAST_S)
-    finally:
-        consumer.cleanup()
-    assert code == 2, consumer.tail()
-    assert took < FAIL_FAST_S
-    line = _one_fatal_line(consumer)
+    _, line = await _exits_2_at_once(settings, url, tmp_path)
     assert "3D000" in line
     assert missing in line
 

@@ -154,7 +154,8 @@ _WRONG_KINDS: dict[EventType, list[tuple[str, st.SearchStrategy[Any]]]] = {
         ("payload.tenantId", not_a_string),
         ("payload.primary", not_a_string),
         ("payload.primary.provider", not_a_string),
-        ("payload.fallbacks", not_a_string | st.just({})),
+        # Not a list of routes: an empty list is one (not_a_string draws lists of strings).
+        ("payload.fallbacks", not_a_string.filter(lambda v: v != []) | st.just({})),
     ],
     C: [
         ("payload.inputTokens", not_an_integer),

@@ -171,6 +171,11 @@ class Settings(BaseSettings):
     retry_initial_delay_s: float = Field(default=0.2, gt=0)
     retry_max_delay_s: float = Field(default=30.0, gt=0)
     db_pool_size: int = Field(default=4, ge=1, le=100)
+    #: A batch is applied as this many transactions at once, on as many connections, its
+    #: events split by row key (no two transactions share a row, so they never wait on each
+    #: other): Python builds one's statements while PostgreSQL runs another's. Capped at
+    #: ``db_pool_size - 1`` (:attr:`lanes`): one connection stays for the held-field release.
+    db_lanes: int = Field(default=2, ge=1, le=32)
     db_statement_timeout_ms: int = Field(default=60_000, ge=0)
     #: A statement waits at most this long for a row or table lock held by another session
     #: (a long transaction, another team's migration), then gives up and the batch is retried
@@ -194,6 +199,11 @@ class Settings(BaseSettings):
     held_chunk: int = Field(default=5000, ge=1, le=100_000)
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     log_format: Literal["json", "console", "auto"] = "auto"
+
+    @property
+    def lanes(self) -> int:
+        """How many transactions apply one batch at once (``db_lanes``, within the pool)."""
+        return max(1, min(self.db_lanes, self.db_pool_size - 1))
 
     @field_validator("database_url")
     @classmethod

@@ -4,8 +4,9 @@
 
 1. decode each record where its topic, partition and offset are known: a tombstone is
    ``ignored``, a rejection becomes a dead letter (:mod:`.decode`);
-2. apply the valid events in one transaction (:mod:`.apply`), retried while the database is
-   unavailable or the transaction lost a race; under ``ROUTING_MISSING_ROW_POLICY=park`` the
+2. apply the valid events in one transaction per lane (:mod:`.lanes`: split by row key, run
+   at once, ``ROUTING_DB_LANES``), each retried while the database is unavailable or the
+   transaction lost a race; under ``ROUTING_MISSING_ROW_POLICY=park`` the
    snapshots and costs whose row does not exist yet are held in the same transaction
    (:mod:`.held`; :mod:`.release` writes them once the row exists);
 3. the database's own rejections (``tenant_mismatch``, ``unknown_tenant``, ``db_rejected``)
@@ -22,6 +23,7 @@ valid events are counted ``valid``.
 
 from __future__ import annotations
 
+import asyncio
 import collections
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -33,14 +35,15 @@ from aiokafka.structs import ConsumerRecord, TopicPartition
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from consumer.outcomes import UNKNOWN_TYPE, Outcome
-from consumer.pipeline.apply import ApplyOutcome, PendingEvent, apply_events
+from consumer.pipeline.apply import STALE, ApplyOutcome, EventResult, PendingEvent, apply_events
 from consumer.pipeline.deadletter import DeadLetter, DeadLetterWriter, PendingDeadLetters
 from consumer.pipeline.decode import decode_event
+from consumer.pipeline.lanes import settle, split
 from consumer.retry import retrying
 from consumer.settings import Settings
 from schemas import Rejection
 
-__all__ = ["Batch", "BatchProcessor", "BatchResult"]
+__all__ = ["Batch", "BatchProcessor", "BatchResult", "Decoded"]
 
 #: What ``getmany()`` returns: records per partition, in offset order.
 Batch = Mapping[TopicPartition, Sequence[ConsumerRecord[Any, Any]]]
@@ -75,12 +78,23 @@ class BatchResult:
         return sum(self.dead_letter_reasons.values())
 
 
+@dataclass
+class Decoded:
+    """A batch decoded, nothing of it written yet: what :meth:`BatchProcessor.submit` takes."""
+
+    result: BatchResult = field(default_factory=BatchResult)
+    pending: list[PendingEvent] = field(default_factory=list)
+    #: The record of each pending event.
+    sources: list[ConsumerRecord[Any, Any]] = field(default_factory=list)
+    letters: list[DeadLetter] = field(default_factory=list)
+
+
 class BatchProcessor:
     """Processes one batch at a time (see the module docstring).
 
     ``producer`` is started by the caller and built by
     :func:`~consumer.pipeline.deadletter.new_dead_letter_producer`; it may be ``None`` only
-    for a dry run. One batch at a time per instance.
+    for a dry run. Batches may be in flight together (:meth:`submit`).
     """
 
     def __init__(
@@ -102,19 +116,72 @@ class BatchProcessor:
             else None
         )
         self._dry_run = dry_run
+        #: Per lane, the transaction submitted last: the next batch's waits for it.
+        self._tails: list[asyncio.Task[ApplyOutcome] | None] = [None] * settings.lanes
+        #: Every lane's transaction not ended yet (:meth:`abandon`).
+        self._running: set[asyncio.Task[ApplyOutcome]] = set()
 
     async def process(self, batch: Batch) -> BatchResult:
         """Handle every record of ``batch``; return once all of it is durable."""
-        result = BatchResult()
-        # 1. Bytes -> decision.
-        pending, sources, letters = self._decode(batch, result)
+        return await self.submit(self.decode(batch))
+
+    def decode(self, batch: Batch) -> Decoded:
+        """Step 1 for all of ``batch``: CPU only, nothing written."""
+        decoded = Decoded()
+        for tp, records in batch.items():
+            if records:
+                decoded.result.commit_offsets[tp] = records[-1].offset + 1
+                self._decode_into(decoded, records)
+        return decoded
+
+    async def decode_yielding(self, batch: Batch, *, every: int) -> Decoded:
+        """:meth:`decode`, letting other tasks (the batches in the database) run after each
+        ``every`` records."""
+        decoded = Decoded()
+        for tp, records in batch.items():
+            if records:
+                decoded.result.commit_offsets[tp] = records[-1].offset + 1
+                for start in range(0, len(records), every):
+                    self._decode_into(decoded, records[start : start + every])
+                    await asyncio.sleep(0)
+        return decoded
+
+    def submit(self, decoded: Decoded) -> asyncio.Task[BatchResult]:
+        """Steps 2 to 5 for a decoded batch, started now; the task's result is the batch's.
+
+        Batches may be in flight together: each lane of this batch starts its transaction
+        after the same lane of the batch submitted before it has ended, so every row sees its
+        transactions in submission order (submit in the order the batches were fetched).
+        """
+        lanes: list[tuple[list[int], asyncio.Task[ApplyOutcome]]] = []
+        if decoded.pending and not self._dry_run:
+            lanes = self._queue_lanes(decoded.pending)
+        return asyncio.ensure_future(self._finish(decoded, lanes))
+
+    async def abandon(self) -> None:
+        """Cancel every transaction in flight and wait for it to end (rolled back)."""
+        running = list(self._running)
+        for task in running:
+            task.cancel()
+        if running:
+            await asyncio.wait(running)
+
+    async def _finish(
+        self, decoded: Decoded, lanes: list[tuple[list[int], asyncio.Task[ApplyOutcome]]]
+    ) -> BatchResult:
+        result, pending, sources, letters = (
+            decoded.result,
+            decoded.pending,
+            decoded.sources,
+            decoded.letters,
+        )
         if self._dry_run:
             for record, item in zip(sources, pending, strict=True):
                 result.outcomes[(record.topic, item.event.type.value, Outcome.VALID)] += 1
         else:
-            # 2. Decision -> SQL, one transaction.
+            # 2. Decision -> SQL, one transaction per lane.
             if pending:
-                applied = await self._apply(pending)
+                applied = await self._results(len(pending), lanes)
                 result.wrote_database = True
                 # 3. What the database refused joins the dead letters.
                 letters += self._tally(sources, pending, applied, result)
@@ -124,36 +191,58 @@ class BatchProcessor:
         # 5. The caller commits result.commit_offsets.
         return result
 
-    def _decode(
-        self, batch: Batch, result: BatchResult
-    ) -> tuple[list[PendingEvent], list[ConsumerRecord[Any, Any]], list[DeadLetter]]:
-        pending: list[PendingEvent] = []
-        sources: list[ConsumerRecord[Any, Any]] = []  # the record of each pending event
-        letters: list[DeadLetter] = []
-        outcomes = result.outcomes
+    def _decode_into(self, decoded: Decoded, records: Sequence[ConsumerRecord[Any, Any]]) -> None:
+        pending, sources, letters = decoded.pending, decoded.sources, decoded.letters
+        outcomes = decoded.result.outcomes
         max_bytes = self._settings.max_payload_bytes
-        for tp, records in batch.items():
-            if not records:
+        decoded.result.records += len(records)
+        for record in records:
+            value = record.value
+            if value is None:
+                outcomes[(record.topic, UNKNOWN_TYPE, Outcome.IGNORED)] += 1
                 continue
-            result.commit_offsets[tp] = records[-1].offset + 1
-            result.records += len(records)
-            for record in records:
-                value = record.value
-                if value is None:
-                    outcomes[(record.topic, UNKNOWN_TYPE, Outcome.IGNORED)] += 1
-                    continue
-                decoded = decode_event(value, max_bytes=max_bytes)
-                if isinstance(decoded, Rejection):
-                    letters.append(DeadLetter(record, str(decoded.reason), decoded.message))
-                    kind = decoded.event_type
-                    label = UNKNOWN_TYPE if kind is None else kind.value
-                    outcomes[(record.topic, label, Outcome.DEAD_LETTERED)] += 1
-                    continue
-                pending.append(PendingEvent.of(decoded, value, record))
-                sources.append(record)
-        return pending, sources, letters
+            event = decode_event(value, max_bytes=max_bytes)
+            if isinstance(event, Rejection):
+                letters.append(DeadLetter(record, str(event.reason), event.message))
+                kind = event.event_type
+                label = UNKNOWN_TYPE if kind is None else kind.value
+                outcomes[(record.topic, label, Outcome.DEAD_LETTERED)] += 1
+                continue
+            pending.append(PendingEvent.of(event, value, record))
+            sources.append(record)
 
-    async def _apply(self, pending: list[PendingEvent]) -> ApplyOutcome:
+    def _queue_lanes(
+        self, pending: list[PendingEvent]
+    ) -> list[tuple[list[int], asyncio.Task[ApplyOutcome]]]:
+        """Start each lane's transaction behind the same lane's previous one (:mod:`.lanes`)."""
+        queued: list[tuple[list[int], asyncio.Task[ApplyOutcome]]] = []
+        for n, lane in enumerate(split(pending, len(self._tails))):
+            if not lane:
+                continue
+            events = [pending[i] for i in lane]
+            task = asyncio.ensure_future(self._apply_lane(self._tails[n], events))
+            self._tails[n] = task
+            self._running.add(task)
+            task.add_done_callback(self._running.discard)
+            queued.append((lane, task))
+        return queued
+
+    async def _results(
+        self, size: int, lanes: list[tuple[list[int], asyncio.Task[ApplyOutcome]]]
+    ) -> list[EventResult]:
+        """Each event's result once every lane has committed (the first failure propagates)."""
+        outcomes = await settle([task for _, task in lanes])
+        results: list[EventResult] = [STALE] * size
+        for (lane, _), outcome in zip(lanes, outcomes, strict=True):
+            for i, result in zip(lane, outcome.results, strict=True):
+                results[i] = result
+        return results
+
+    async def _apply_lane(
+        self, after: asyncio.Task[ApplyOutcome] | None, pending: list[PendingEvent]
+    ) -> ApplyOutcome:
+        if after is not None and not after.done():
+            await asyncio.wait({after})  # its outcome is its own batch's business
         async for attempt in retrying(self._settings):
             with attempt:
                 return await apply_events(
@@ -165,12 +254,12 @@ class BatchProcessor:
     def _tally(
         sources: list[ConsumerRecord[Any, Any]],
         pending: list[PendingEvent],
-        applied: ApplyOutcome,
+        applied: list[EventResult],
         result: BatchResult,
     ) -> list[DeadLetter]:
         letters: list[DeadLetter] = []
         outcomes, occurred = result.outcomes, result.applied_occurred_at
-        for record, item, verdict in zip(sources, pending, applied.results, strict=True):
+        for record, item, verdict in zip(sources, pending, applied, strict=True):
             outcome = verdict.outcome
             outcomes[(record.topic, item.event.type.value, outcome)] += 1
             if outcome is Outcome.APPLIED:

@@ -4,7 +4,9 @@ One :class:`Service` owns one aiokafka consumer (group ``settings.group_id``, ma
 ``read_committed``), one ``acks=all`` producer for dead letters, one database engine and the
 HTTP endpoint. Its loop fetches a bounded batch, has :class:`~consumer.pipeline.batch.
 BatchProcessor` make it durable, hands the offsets to the :class:`.committer.OffsetCommitter`
-and fetches the next. The parts that own state are apart: :class:`.assignment.Assignment`
+and fetches the next. In a backlog (records buffered already) batches overlap: up to two are in
+the database while the next is decoded, and they are handed over in the order fetched.
+The parts that own state are apart: :class:`.assignment.Assignment`
 (partitions, rebalances), :class:`.committer.OffsetCommitter`, :class:`.lag.LagGauges`,
 :class:`.health.HealthState`, and :class:`.held.HeldFieldsTimer`, which releases held fields
 beside the loop (a bug there stops the service like one in the loop).
@@ -18,10 +20,12 @@ committed. SIGTERM or SIGINT: a batch in hand is finished and committed, then th
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import signal
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any, Final, TypeVar
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
@@ -45,7 +49,7 @@ from consumer.kafka import (
     find_permanent_connect_error,
 )
 from consumer.logs import get_logger
-from consumer.pipeline.batch import Batch, BatchProcessor
+from consumer.pipeline.batch import Batch, BatchProcessor, BatchResult, Decoded
 from consumer.pipeline.deadletter import DeadLetterWriter, new_dead_letter_producer
 from consumer.retry import observing_retries, retrying
 from consumer.service.assignment import Assignment
@@ -73,6 +77,21 @@ _CLOSE_TIMEOUT_S: Final = 10.0
 #: refresh, and only then does the group rebalance: with aiokafka's default (5 min) partitions
 #: an operator adds, or source topics created after the start, went unread that long.
 _METADATA_MAX_AGE_MS: Final = 10_000
+#: Batches of a backlog in the database at once (each in its lanes), beside the one decoding.
+_IN_FLIGHT: Final = 2
+#: Records decoded between two turns of the event loop while batches are in flight.
+_DECODE_CHUNK: Final = 250
+#: Bound on taking buffered records (see :meth:`Service._buffered`).
+_BUFFERED_FETCH_S: Final = 0.05
+
+
+@dataclass(frozen=True, slots=True)
+class _InFlight:
+    """A batch submitted to the database, not handed over yet."""
+
+    task: asyncio.Task[BatchResult]
+    size: int  # records
+    started: float  # time.monotonic() at submission
 
 
 class Service:
@@ -274,7 +293,7 @@ class Service:
                     # Fetched for an assignment being revoked: the next one restarts every
                     # partition at its committed offset, so dropping these loses nothing.
                     continue
-                await self._handle(processor, batch)
+                await self._handle(processor, batch, consumer, assignment)
         await self._committer.drain()
         return 0
 
@@ -296,32 +315,89 @@ class Service:
         self.health.tick()
         return batch
 
-    async def _handle(self, processor: BatchProcessor, batch: Batch) -> None:
-        # Both are set by _consume before its loop starts.
-        assert self._committer is not None
-        assert self._gauges is not None
+    async def _handle(
+        self,
+        processor: BatchProcessor,
+        batch: Batch,
+        consumer: AIOKafkaConsumer,
+        assignment: Assignment,
+    ) -> None:
+        """Make ``batch`` durable and hand its offsets over; while more records are buffered
+        already (a backlog), take and handle those too, up to :data:`_IN_FLIGHT` batches in the
+        database at once and the next one decoding meanwhile, handed over in the order fetched.
+        Returns with nothing in flight, so the caller's batch lock frees."""
+        flight: collections.deque[_InFlight] = collections.deque()
+        decoded = processor.decode(batch)
+        try:
+            while True:
+                flight.append(self._submit(processor, batch, decoded))
+                if len(flight) >= _IN_FLIGHT:
+                    await self._hand(flight.popleft())
+                batch = await self._buffered(consumer, assignment)
+                if not batch:
+                    break
+                # Decoded in chunks: the batches in the database are served between them.
+                decoded = await processor.decode_yielding(batch, every=_DECODE_CHUNK)
+                while flight and flight[0].task.done():
+                    await self._hand(flight.popleft())
+            while flight:
+                await self._hand(flight.popleft())
+        except BaseException:
+            # Nothing more of these batches is handed over: their records come again.
+            for handling in flight:
+                handling.task.cancel()
+            await processor.abandon()
+            await asyncio.gather(*(h.task for h in flight), return_exceptions=True)
+            raise
+
+    def _submit(self, processor: BatchProcessor, batch: Batch, decoded: Decoded) -> _InFlight:
+        assert self._gauges is not None  # set by _consume before its loop starts
         size = 0
         for tp, records in batch.items():
             size += len(records)
             if records:
                 self._gauges.fetched(tp, records[0].timestamp)
-        started = time.monotonic()
-        result = await processor.process(batch)
-        elapsed = time.monotonic() - started
+        return _InFlight(processor.submit(decoded), size, time.monotonic())
+
+    async def _hand(self, handling: _InFlight) -> None:
+        """Wait for a batch in flight to be durable, then hand its offsets to the committer."""
+        assert self._committer is not None  # set by _consume before its loop starts
+        result = await handling.task
+        elapsed = time.monotonic() - handling.started
         self.health.tick()
         self.health.can_dead_letter = True
         if result.wrote_database:
             self._is_batch_blocked = False
             self._set_database_writable(True)
         metrics = self.metrics
-        metrics.batch_size.observe(size)
+        metrics.batch_size.observe(handling.size)
         metrics.batch_duration.observe(elapsed)
         metrics.count_outcomes(result.outcomes)
         for reason, count in result.dead_letter_reasons.items():
             metrics.dead_letters.labels(reason=reason).inc(count)
         metrics.observe_latencies(result.applied_occurred_at)
         self._committer.hand(result.commit_offsets)
-        _log.debug("batch.handled", records=size, dead_letters=result.dead_letters, seconds=elapsed)
+        _log.debug(
+            "batch.handled",
+            records=handling.size,
+            dead_letters=result.dead_letters,
+            seconds=elapsed,
+        )
+
+    async def _buffered(self, consumer: AIOKafkaConsumer, assignment: Assignment) -> Batch:
+        """The next batch if its records are buffered already, never waiting for the broker
+        (empty when there are none, or when stopping or rebalancing)."""
+        if self._stop.is_set() or assignment.is_rebalancing:
+            return {}
+        try:
+            # Bounded: while a rebalance starts, aiokafka's getmany waits for the next
+            # assignment, which waits for this batch lock.
+            return await asyncio.wait_for(
+                consumer.getmany(timeout_ms=0, max_records=self.settings.batch_max_records),
+                _BUFFERED_FETCH_S,
+            )
+        except (KafkaError, TimeoutError):
+            return {}  # the next regular fetch meets it again, and retries or stops
 
     async def _hand_positions(self, consumer: AIOKafkaConsumer, assignment: Assignment) -> None:
         """Commit positions that passed records no batch returns (see the committer)."""

@@ -171,10 +171,11 @@ class Settings(BaseSettings):
     retry_initial_delay_s: float = Field(default=0.2, gt=0)
     retry_max_delay_s: float = Field(default=30.0, gt=0)
     db_pool_size: int = Field(default=4, ge=1, le=100)
-    #: A batch is applied as this many transactions at once, on as many connections, its
-    #: events split by row key (no two transactions share a row, so they never wait on each
-    #: other): Python builds one's statements while PostgreSQL runs another's. Capped at
-    #: ``db_pool_size - 1`` (:attr:`lanes`): one connection stays for the held-field release.
+    #: A full batch (a backlog) is applied as this many transactions at once, on as many
+    #: connections, its events split by row key (no two transactions share a row, so they never
+    #: wait on each other): Python builds one's statements while PostgreSQL runs another's. A
+    #: smaller batch (live traffic) is one transaction. Capped at ``db_pool_size - 1``
+    #: (:attr:`lanes`): one connection stays for the held-field release.
     db_lanes: int = Field(default=2, ge=1, le=32)
     db_statement_timeout_ms: int = Field(default=60_000, ge=0)
     #: A statement waits at most this long for a row or table lock held by another session

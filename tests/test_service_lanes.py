@@ -154,3 +154,49 @@ async def test_hot_rows_in_every_batch_converge_without_deadlocks_or_retries(
                 await asyncio.gather(task, return_exceptions=True)
     finally:
         await conn.close()
+
+
+@pytest.mark.partitions(1)
+async def test_live_traffic_below_the_batch_bound_is_one_transaction_as_it_comes(
+    settings: Settings, database: Database
+) -> None:
+    # A batch smaller than ROUTING_BATCH_MAX_RECORDS is live traffic: one transaction (a second
+    # one costs more than it overlaps), so a lock on one of its rows holds all of it.
+    settings = settings.model_copy(update={"db_lanes": 2})
+    prefix, tenant = unique("live"), unique("tenant")
+    keys = [f"{prefix}-{i}" for i in range(40)]
+    await seed_rows(database.url, keys, tenant)
+    await publish(settings, snapshots(prefix, len(keys), tenant))
+    blocker = await asyncpg.connect(database.url)
+    service = Service(settings, metrics_port=0)
+    task: asyncio.Task[int] | None = None
+    try:
+        lock = blocker.transaction()
+        await lock.start()
+        await blocker.execute(
+            'SELECT 1 FROM "ExecutionRecord" WHERE "requestId" = $1 FOR UPDATE', keys[0]
+        )
+        task = asyncio.create_task(service.run())
+
+        async def fetched() -> bool:
+            metrics = parse_metrics(service.metrics.render().decode())
+            return metric_sum(metrics, "routing_consumer_retries_total") > 0 or bool(
+                await blocker.fetchval(
+                    "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
+                    "AND datname = current_database()"
+                )
+            )
+
+        await _until(fetched, task, "the batch waiting for the row lock")
+        await asyncio.sleep(1.0)
+        assert await _stored(blocker, prefix) == set()
+        await lock.rollback()
+        await wait_caught_up(settings)
+        assert await snapshots_stored(database.url, prefix) == len(keys)
+        service.request_stop()
+        assert await asyncio.wait_for(task, 60) == 0
+    finally:
+        await blocker.close()
+        if task is not None and not task.done():
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)

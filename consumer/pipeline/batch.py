@@ -123,7 +123,12 @@ class BatchProcessor:
 
     async def process(self, batch: Batch) -> BatchResult:
         """Handle every record of ``batch``; return once all of it is durable."""
-        return await self.submit(self.decode(batch))
+        decoded = self.decode(batch)
+        return await self.submit(decoded, in_lanes=self.is_full(decoded))
+
+    def is_full(self, decoded: Decoded) -> bool:
+        """Whether the batch is as large as a fetch may be (``batch_max_records``): a backlog."""
+        return decoded.result.records >= self._settings.batch_max_records
 
     def decode(self, batch: Batch) -> Decoded:
         """Step 1 for all of ``batch``: CPU only, nothing written."""
@@ -146,16 +151,19 @@ class BatchProcessor:
                     await asyncio.sleep(0)
         return decoded
 
-    def submit(self, decoded: Decoded) -> asyncio.Task[BatchResult]:
+    def submit(self, decoded: Decoded, *, in_lanes: bool) -> asyncio.Task[BatchResult]:
         """Steps 2 to 5 for a decoded batch, started now; the task's result is the batch's.
 
-        Batches may be in flight together: each lane of this batch starts its transaction
-        after the same lane of the batch submitted before it has ended, so every row sees its
-        transactions in submission order (submit in the order the batches were fetched).
+        ``in_lanes``: one transaction per lane (:mod:`.lanes`; meant for full batches, a
+        backlog), else one for the batch (live traffic: a second transaction costs more than
+        it overlaps). Batches may be in flight together: each lane of this batch starts after
+        the same lane of the batch submitted before it has ended (a batch in one transaction,
+        after all of them), so every row sees its transactions in submission order (submit in
+        the order the batches were fetched).
         """
         lanes: list[tuple[list[int], asyncio.Task[ApplyOutcome]]] = []
         if decoded.pending and not self._dry_run:
-            lanes = self._queue_lanes(decoded.pending)
+            lanes = self._queue_lanes(decoded.pending, in_lanes=in_lanes)
         return asyncio.ensure_future(self._finish(decoded, lanes))
 
     async def abandon(self) -> None:
@@ -212,20 +220,30 @@ class BatchProcessor:
             sources.append(record)
 
     def _queue_lanes(
-        self, pending: list[PendingEvent]
+        self, pending: list[PendingEvent], *, in_lanes: bool
     ) -> list[tuple[list[int], asyncio.Task[ApplyOutcome]]]:
-        """Start each lane's transaction behind the same lane's previous one (:mod:`.lanes`)."""
+        """Start each lane's transaction behind the same lane's previous one (:mod:`.lanes`);
+        without ``in_lanes``, one transaction behind every lane's, and every lane's next."""
+        tails = self._tails
+        if not in_lanes:
+            whole = self._start(list(tails), pending)  # a copy: tails is rebound next
+            tails[:] = [whole] * len(tails)
+            return [(list(range(len(pending))), whole)]
         queued: list[tuple[list[int], asyncio.Task[ApplyOutcome]]] = []
-        for n, lane in enumerate(split(pending, len(self._tails))):
-            if not lane:
-                continue
-            events = [pending[i] for i in lane]
-            task = asyncio.ensure_future(self._apply_lane(self._tails[n], events))
-            self._tails[n] = task
-            self._running.add(task)
-            task.add_done_callback(self._running.discard)
-            queued.append((lane, task))
+        for n, lane in enumerate(split(pending, len(tails))):
+            if lane:
+                task = self._start([tails[n]], [pending[i] for i in lane])
+                tails[n] = task
+                queued.append((lane, task))
         return queued
+
+    def _start(
+        self, after: Sequence[asyncio.Task[ApplyOutcome] | None], pending: list[PendingEvent]
+    ) -> asyncio.Task[ApplyOutcome]:
+        task = asyncio.ensure_future(self._apply_lane(after, pending))
+        self._running.add(task)
+        task.add_done_callback(self._running.discard)
+        return task
 
     async def _results(
         self, size: int, lanes: list[tuple[list[int], asyncio.Task[ApplyOutcome]]]
@@ -239,10 +257,11 @@ class BatchProcessor:
         return results
 
     async def _apply_lane(
-        self, after: asyncio.Task[ApplyOutcome] | None, pending: list[PendingEvent]
+        self, after: Sequence[asyncio.Task[ApplyOutcome] | None], pending: list[PendingEvent]
     ) -> ApplyOutcome:
-        if after is not None and not after.done():
-            await asyncio.wait({after})  # its outcome is its own batch's business
+        before = {task for task in after if task is not None and not task.done()}
+        if before:
+            await asyncio.wait(before)  # their outcomes are their own batches' business
         async for attempt in retrying(self._settings):
             with attempt:
                 return await apply_events(

@@ -4,8 +4,9 @@ One :class:`Service` owns one aiokafka consumer (group ``settings.group_id``, ma
 ``read_committed``), one ``acks=all`` producer for dead letters, one database engine and the
 HTTP endpoint. Its loop fetches a bounded batch, has :class:`~consumer.pipeline.batch.
 BatchProcessor` make it durable, hands the offsets to the :class:`.committer.OffsetCommitter`
-and fetches the next. In a backlog (records buffered already) batches overlap: up to two are in
-the database while the next is decoded, and they are handed over in the order fetched.
+and fetches the next. In a backlog (full batches, more records buffered already) batches overlap:
+up to two are in the database while the next is decoded, and they are handed over in the order
+fetched.
 The parts that own state are apart: :class:`.assignment.Assignment`
 (partitions, rebalances), :class:`.committer.OffsetCommitter`, :class:`.lag.LagGauges`,
 :class:`.health.HealthState`, and :class:`.held.HeldFieldsTimer`, which releases held fields
@@ -322,18 +323,22 @@ class Service:
         consumer: AIOKafkaConsumer,
         assignment: Assignment,
     ) -> None:
-        """Make ``batch`` durable and hand its offsets over; while more records are buffered
-        already (a backlog), take and handle those too, up to :data:`_IN_FLIGHT` batches in the
-        database at once and the next one decoding meanwhile, handed over in the order fetched.
-        Returns with nothing in flight, so the caller's batch lock frees."""
+        """Make ``batch`` durable and hand its offsets over; when it is full (a backlog) and
+        more records are buffered already, take and handle those too, up to :data:`_IN_FLIGHT`
+        batches in the database at once (each in lanes) and the next one decoding meanwhile,
+        handed over in the order fetched. Returns with nothing in flight, so the caller's batch
+        lock frees."""
         flight: collections.deque[_InFlight] = collections.deque()
         decoded = processor.decode(batch)
         try:
             while True:
-                flight.append(self._submit(processor, batch, decoded))
+                backlog = processor.is_full(decoded)
+                flight.append(self._submit(processor, batch, decoded, backlog))
                 if len(flight) >= _IN_FLIGHT:
                     await self._hand(flight.popleft())
-                batch = await self._buffered(consumer, assignment)
+                # Only a backlog is taken ahead; live traffic (smaller batches) is applied as
+                # it comes, one batch at a time, as fetched.
+                batch = await self._buffered(consumer, assignment) if backlog else {}
                 if not batch:
                     break
                 # Decoded in chunks: the batches in the database are served between them.
@@ -350,14 +355,16 @@ class Service:
             await asyncio.gather(*(h.task for h in flight), return_exceptions=True)
             raise
 
-    def _submit(self, processor: BatchProcessor, batch: Batch, decoded: Decoded) -> _InFlight:
+    def _submit(
+        self, processor: BatchProcessor, batch: Batch, decoded: Decoded, backlog: bool
+    ) -> _InFlight:
         assert self._gauges is not None  # set by _consume before its loop starts
         size = 0
         for tp, records in batch.items():
             size += len(records)
             if records:
                 self._gauges.fetched(tp, records[0].timestamp)
-        return _InFlight(processor.submit(decoded), size, time.monotonic())
+        return _InFlight(processor.submit(decoded, in_lanes=backlog), size, time.monotonic())
 
     async def _hand(self, handling: _InFlight) -> None:
         """Wait for a batch in flight to be durable, then hand its offsets to the committer."""

@@ -510,6 +510,8 @@ class Run:
             self.results["errors"].append("latency skipped: no valid service throughput")
             return
         systems = ["service"]
+        if self.args.baseline is not None and self.wants("baseline"):
+            systems.append("baseline")  # live p99 kept intact? the same rates, A/B
         if not self.args.no_peer and self.wants("peer") and not self.args.quick:
             systems.append("debezium1")
         runs: dict[str, dict[str, list[dict[str, Any] | None]]] = {
@@ -537,6 +539,7 @@ class Run:
                             if self.args.profile and key == "service"
                             else None,
                             workload=self.args.workload,
+                            checkout=self.args.baseline if key == "baseline" else None,
                             peer_tasks=1 if key == "debezium1" else None,
                         )
                     except Exception as exc:

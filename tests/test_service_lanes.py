@@ -10,13 +10,15 @@ successive batches converge without lock waits between the lanes.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 import asyncpg
 import pytest
+from asyncpg.transaction import Transaction
 
 from consumer.pipeline.lanes import lane_of
 from consumer.service.service import Service
@@ -49,6 +51,32 @@ async def _stored(conn: asyncpg.Connection, prefix: str) -> set[str]:
     return {r["requestId"] for r in rows}
 
 
+@contextlib.asynccontextmanager
+async def _service_behind_a_row_lock(
+    settings: Settings, database_url: str, key: str
+) -> AsyncIterator[tuple[asyncpg.Connection, Transaction, Service, asyncio.Task[int]]]:
+    """A service started while another session holds the row lock of ``key`` (roll the lock
+    back to release it); the service must then stop cleanly."""
+    blocker = await asyncpg.connect(database_url)
+    service = Service(settings, metrics_port=0)
+    task: asyncio.Task[int] | None = None
+    try:
+        lock = blocker.transaction()
+        await lock.start()
+        await blocker.execute(
+            'SELECT 1 FROM "ExecutionRecord" WHERE "requestId" = $1 FOR UPDATE', key
+        )
+        task = asyncio.create_task(service.run())
+        yield blocker, lock, service, task
+        service.request_stop()
+        assert await asyncio.wait_for(task, 60) == 0
+    finally:
+        await blocker.close()
+        if task is not None and not task.done():
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+
+
 async def _until(check: Callable[[], Awaitable[bool]], task: asyncio.Task[int], what: str) -> None:
     deadline = time.monotonic() + 30
     while not await check():
@@ -70,16 +98,7 @@ async def test_a_lane_held_by_a_lock_holds_up_only_its_own_rows_and_no_offset_pa
     await publish(settings, snapshots(prefix, rows, tenant))  # one partition, in key order
     held = keys[0]  # the first record of the first batch
     own_lane = {k for k in keys if lane_of(k, 2) == lane_of(held, 2)}
-    blocker = await asyncpg.connect(database.url)
-    service = Service(settings, metrics_port=0)
-    task: asyncio.Task[int] | None = None
-    try:
-        lock = blocker.transaction()
-        await lock.start()
-        await blocker.execute(
-            'SELECT 1 FROM "ExecutionRecord" WHERE "requestId" = $1 FOR UPDATE', held
-        )
-        task = asyncio.create_task(service.run())
+    async with _service_behind_a_row_lock(settings, database.url, held) as (blocker, lock, _, task):
 
         async def other_lane_written() -> bool:
             return bool(await _stored(blocker, prefix))
@@ -100,13 +119,6 @@ async def test_a_lane_held_by_a_lock_holds_up_only_its_own_rows_and_no_offset_pa
         assert await snapshots_stored(database.url, prefix) == rows
         ends = await end_offsets(settings, settings.source_topics)
         assert await committed_offsets(settings) == {tp: n for tp, n in ends.items() if n > 0}
-        service.request_stop()
-        assert await asyncio.wait_for(task, 60) == 0
-    finally:
-        await blocker.close()
-        if task is not None and not task.done():
-            task.cancel()
-            await asyncio.gather(task, return_exceptions=True)
 
 
 async def test_hot_rows_in_every_batch_converge_without_deadlocks_or_retries(
@@ -167,16 +179,12 @@ async def test_live_traffic_below_the_batch_bound_is_one_transaction_as_it_comes
     keys = [f"{prefix}-{i}" for i in range(40)]
     await seed_rows(database.url, keys, tenant)
     await publish(settings, snapshots(prefix, len(keys), tenant))
-    blocker = await asyncpg.connect(database.url)
-    service = Service(settings, metrics_port=0)
-    task: asyncio.Task[int] | None = None
-    try:
-        lock = blocker.transaction()
-        await lock.start()
-        await blocker.execute(
-            'SELECT 1 FROM "ExecutionRecord" WHERE "requestId" = $1 FOR UPDATE', keys[0]
-        )
-        task = asyncio.create_task(service.run())
+    async with _service_behind_a_row_lock(settings, database.url, keys[0]) as (
+        blocker,
+        lock,
+        service,
+        task,
+    ):
 
         async def fetched() -> bool:
             metrics = parse_metrics(service.metrics.render().decode())
@@ -193,10 +201,3 @@ async def test_live_traffic_below_the_batch_bound_is_one_transaction_as_it_comes
         await lock.rollback()
         await wait_caught_up(settings)
         assert await snapshots_stored(database.url, prefix) == len(keys)
-        service.request_stop()
-        assert await asyncio.wait_for(task, 60) == 0
-    finally:
-        await blocker.close()
-        if task is not None and not task.done():
-            task.cancel()
-            await asyncio.gather(task, return_exceptions=True)

@@ -4,9 +4,9 @@
 
 1. decode each record where its topic, partition and offset are known: a tombstone is
    ``ignored``, a rejection becomes a dead letter (:mod:`.decode`);
-2. apply the valid events in one transaction per lane (:mod:`.lanes`: split by row key, run
-   at once, ``ROUTING_DB_LANES``), each retried while the database is unavailable or the
-   transaction lost a race; under ``ROUTING_MISSING_ROW_POLICY=park`` the
+2. apply the valid events in one transaction, or a full batch in one per lane (:mod:`.lanes`:
+   split by row key, run at once, ``ROUTING_DB_LANES``), each retried while the database is
+   unavailable or the transaction lost a race; under ``ROUTING_MISSING_ROW_POLICY=park`` the
    snapshots and costs whose row does not exist yet are held in the same transaction
    (:mod:`.held`; :mod:`.release` writes them once the row exists);
 3. the database's own rejections (``tenant_mismatch``, ``unknown_tenant``, ``db_rejected``)
@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -90,7 +90,7 @@ class Decoded:
 
 
 class BatchProcessor:
-    """Processes one batch at a time (see the module docstring).
+    """Makes batches durable (see the module docstring).
 
     ``producer`` is started by the caller and built by
     :func:`~consumer.pipeline.deadletter.new_dead_letter_producer`; it may be ``None`` only
@@ -133,23 +133,28 @@ class BatchProcessor:
     def decode(self, batch: Batch) -> Decoded:
         """Step 1 for all of ``batch``: CPU only, nothing written."""
         decoded = Decoded()
-        for tp, records in batch.items():
-            if records:
-                decoded.result.commit_offsets[tp] = records[-1].offset + 1
-                self._decode_into(decoded, records)
+        for _ in self._decoding(batch, decoded, every=None):
+            pass
         return decoded
 
     async def decode_yielding(self, batch: Batch, *, every: int) -> Decoded:
         """:meth:`decode`, letting other tasks (the batches in the database) run after each
         ``every`` records."""
         decoded = Decoded()
+        for _ in self._decoding(batch, decoded, every=every):
+            await asyncio.sleep(0)
+        return decoded
+
+    def _decoding(self, batch: Batch, decoded: Decoded, *, every: int | None) -> Iterator[None]:
+        """Decode ``batch`` into ``decoded``, pausing after each ``every`` records (or each
+        partition's records)."""
         for tp, records in batch.items():
             if records:
                 decoded.result.commit_offsets[tp] = records[-1].offset + 1
-                for start in range(0, len(records), every):
-                    self._decode_into(decoded, records[start : start + every])
-                    await asyncio.sleep(0)
-        return decoded
+                step = every or len(records)
+                for start in range(0, len(records), step):
+                    self._decode_into(decoded, records[start : start + step])
+                    yield
 
     def submit(self, decoded: Decoded, *, in_lanes: bool) -> asyncio.Task[BatchResult]:
         """Steps 2 to 5 for a decoded batch, started now; the task's result is the batch's.

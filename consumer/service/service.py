@@ -4,10 +4,9 @@ One :class:`Service` owns one aiokafka consumer (group ``settings.group_id``, ma
 ``read_committed``), one ``acks=all`` producer for dead letters, one database engine and the
 HTTP endpoint. Its loop fetches a bounded batch, has :class:`~consumer.pipeline.batch.
 BatchProcessor` make it durable, hands the offsets to the :class:`.committer.OffsetCommitter`
-and fetches the next. In a backlog (full batches, more records buffered already) batches overlap:
-up to two are in the database while the next is decoded, and they are handed over in the order
-fetched.
-The parts that own state are apart: :class:`.assignment.Assignment`
+and fetches the next. In a backlog (full batches, more records buffered already) batches
+overlap: up to two are in the database while the next is decoded, and they are handed over in
+the order fetched. The parts that own state are apart: :class:`.assignment.Assignment`
 (partitions, rebalances), :class:`.committer.OffsetCommitter`, :class:`.lag.LagGauges`,
 :class:`.health.HealthState`, and :class:`.held.HeldFieldsTimer`, which releases held fields
 beside the loop (a bug there stops the service like one in the loop).
@@ -359,12 +358,11 @@ class Service:
         self, processor: BatchProcessor, batch: Batch, decoded: Decoded, backlog: bool
     ) -> _InFlight:
         assert self._gauges is not None  # set by _consume before its loop starts
-        size = 0
         for tp, records in batch.items():
-            size += len(records)
             if records:
                 self._gauges.fetched(tp, records[0].timestamp)
-        return _InFlight(processor.submit(decoded, in_lanes=backlog), size, time.monotonic())
+        task = processor.submit(decoded, in_lanes=backlog)
+        return _InFlight(task, decoded.result.records, time.monotonic())
 
     async def _hand(self, handling: _InFlight) -> None:
         """Wait for a batch in flight to be durable, then hand its offsets to the committer."""

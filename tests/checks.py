@@ -333,7 +333,7 @@ def result_differences(
     out: list[str] = []
     if isinstance(fast, ConsumerEvent) and isinstance(reference, DecodedEvent):
         if fast.payload_json is not None:
-            if value is not None and fast.payload_json.encode() not in value:
+            if value is not None and fast.payload_json not in value:
                 out.append(f"payload text not in the record: {fast.payload_json!r:.100}")
             _value_differences(loads(fast.payload_json), reference.payload, "payload", out)
         return _envelope_differences(fast, reference, out)

@@ -12,7 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from consumer.db import create_engine
 from consumer.outcomes import Outcome
 from consumer.pipeline.apply import apply_events
-from consumer.pipeline.sql import round_sql
+from consumer.pipeline.sql import SEPARATOR, round_sql
 from consumer.settings import MissingRowPolicy, Settings
 from consumer.tables import EXECUTION_RECORD
 from schemas import ReasonCode
@@ -572,7 +572,8 @@ async def test_batches_probe_the_index_whatever_the_table_size(
     await database.execute('ANALYZE "ExecutionRecord"')
     keys = [f"r{n}" for n in range(1, 400, 2)]  # a live batch: a few hundred rows
     nulls: list[None] = [None] * len(keys)
-    params = (keys, ["t"] * len(keys), *[nulls] * 8)  # per field: o, e, raw, payload
+    no_texts = SEPARATOR * (len(keys) - 1)  # a column of NULL texts (consumer.pipeline.sql)
+    params = (keys, ["t"] * len(keys), *[nulls, nulls, no_texts, no_texts] * 2)  # per field
     sql = "EXPLAIN " + round_sql(EXECUTION_RECORD)
 
     async def plan(setting: str | None) -> str:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 from collections.abc import AsyncIterator
 
+import msgspec
 import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -19,8 +20,9 @@ from consumer.outcomes import Outcome
 from consumer.pipeline.apply import EventResult, PendingEvent, apply_events
 from consumer.pipeline.decode import ConsumerEvent
 from consumer.pipeline.decode import decode_event as fast_decode_event
+from consumer.pipeline.sql import SEPARATOR
 from consumer.settings import MissingRowPolicy
-from schemas import DecodedEvent, ReasonCode, decode_event
+from schemas import DecodedEvent, EventType, ReasonCode, decode_event
 from tests.apply_helpers import at, cost, engine_for, policy, snapshot, with_raw_payload
 from tests.conftest import Database
 
@@ -148,3 +150,53 @@ async def test_payload_texts_store_and_fail_exactly_as_whole_records(
     )
     assert '"extraField": {"nested": [1, "two", null]}' in stored["r-plain"]
     assert '"x": "fine"' not in stored["r-dup"]  # the last "payload" key's value, as before
+
+
+async def test_each_row_stores_its_own_text_whatever_texts_surround_it(
+    engine: AsyncEngine, database: Database
+) -> None:
+    """The texts travel as one ``bytea`` per column (``consumer.pipeline.sql``: joined, NULL as
+    an empty text): each row gets its own, among payload texts, whole records and fields with
+    no candidate, in a batch and alone."""
+    events = []
+    for n in range(7):
+        note = f'é中🙂 "{n}"\n'
+        if n % 3 != 1:
+            events.append(snapshot(f"r{n}", "t1", at(0), note=note))
+        if n % 2 == 0:
+            events.append(cost(f"r{n}", "t1", at(0), note=note))
+    pending = []
+    for i, sent in enumerate(events):
+        event = fast_decode_event(sent.value)
+        assert isinstance(event, ConsumerEvent)
+        assert event.payload_json is not None
+        if i % 2:  # every other one as its whole record
+            event = msgspec.structs.replace(event, payload_json=None)
+        pending.append(PendingEvent.of(event, sent.value))
+    for batch in (pending, pending[:1]):
+        await database.execute('DELETE FROM "ExecutionRecord"')
+        outcome = await apply_events(engine, batch, policy=MissingRowPolicy.CREATE)
+        assert [r.outcome for r in outcome.results] == [Outcome.APPLIED] * len(batch)
+        rows = await database.fetch(
+            'SELECT "requestId", "routingSnapshot"->>\'note\', "actualCost"->>\'note\' '
+            'FROM "ExecutionRecord"'
+        )
+        expected: dict[str, list[str | None]] = {}
+        for p in batch:
+            key = p.event.request_id or ""
+            notes = expected.setdefault(key, [None, None])
+            notes[p.event.type is EventType.COST] = f'é中🙂 "{key[1:]}"\n'
+        assert {r[0]: [r[1], r[2]] for r in rows} == expected
+
+
+async def test_a_text_holding_the_separator_never_reaches_postgresql(
+    engine: AsyncEngine, database: Database
+) -> None:
+    """No JSON text holds the separator byte (JSON escapes control characters); one that did (a
+    bug upstream) would shift the texts after it into other rows, so the statement stops."""
+    event = fast_decode_event(snapshot("r-sep", "t1", at(0)).value)
+    assert isinstance(event, ConsumerEvent)
+    broken = PendingEvent(event, None, b'{"x": "' + SEPARATOR + b'"}')
+    with pytest.raises(AssertionError, match="separator"):
+        await apply_events(engine, [broken], policy=MissingRowPolicy.CREATE)
+    assert await database.fetch('SELECT 1 FROM "ExecutionRecord"') == []

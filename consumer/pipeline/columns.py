@@ -38,17 +38,17 @@ HELD: Final = EventResult(Outcome.HELD)
 
 @dataclass(frozen=True, slots=True)
 class PendingEvent:
-    """A decoded event and the JSON text PostgreSQL stores its payload from.
+    """A decoded event and the JSON text (UTF-8) PostgreSQL stores its payload from.
 
     Exactly one text is set: ``payload``, the payload's JSON text as it stands in the record
-    (:attr:`.decode.ConsumerEvent.payload_json`), or else ``raw``, the whole record's text,
+    (:attr:`.decode.ConsumerEvent.payload_json`), or else ``raw``, the whole record,
     whose ``payload`` PostgreSQL then takes. ``source`` is the Kafka record it came from: what
     holding it needs (``park``), and its dead letter.
     """
 
     event: ConsumerEvent
-    raw: str | None
-    payload: str | None = None
+    raw: bytes | None
+    payload: bytes | None = None
     source: ConsumerRecord[Any, Any] | None = None
 
     @classmethod
@@ -57,7 +57,7 @@ class PendingEvent:
     ) -> PendingEvent:
         """The event the consumer decoded from record ``value`` (valid, so UTF-8)."""
         if event.payload_json is None:
-            return cls(event, value.decode("utf-8"), None, source)
+            return cls(event, value, None, source)
         return cls(event, None, event.payload_json, source)
 
 
@@ -69,8 +69,8 @@ class Columns:
     tenant: list[str]
     occurred: list[datetime]
     event_id: list[uuid.UUID]
-    raw: list[str | None]
-    payload: list[str | None]
+    raw: list[bytes | None]
+    payload: list[bytes | None]
 
     @classmethod
     def of(cls, events: Sequence[PendingEvent]) -> Columns:

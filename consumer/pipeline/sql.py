@@ -1,9 +1,11 @@
 """The round statements: one per table, a whole batch's candidates in one set-based statement.
 
 Built once, from the definitions of :mod:`consumer.tables`. A statement takes, per row, ``$1``
-the row key, ``$2`` the candidates' tenant, then per field of the table four arrays: occurredAt,
-eventId, the whole record's text and the payload's text (NULLs where the row has no candidate
-for that field; of a candidate's two texts one is NULL, see :class:`.apply.PendingEvent`).
+the row key, ``$2`` the candidates' tenant, then per field of the table four columns:
+occurredAt, eventId, the whole record's text and the payload's text (NULLs where the row has no
+candidate for that field; of a candidate's two texts one is NULL, see
+:class:`.apply.PendingEvent`). The texts come as one ``bytea`` per column: UTF-8, the texts
+joined by :data:`SEPARATOR`, NULL as an empty text (no JSON text is empty).
 
 It returns rows ``(written, key, found, tenant, eid_1, pass_1[, eid_2, pass_2])`` of two kinds:
 
@@ -33,7 +35,11 @@ from typing import Final
 
 from consumer.tables import EXECUTION_RECORD, TENANT, JsonField, TargetTable
 
-__all__ = ["PARK_ROUND_SQL", "ROUND_SQL", "round_sql"]
+__all__ = ["PARK_ROUND_SQL", "ROUND_SQL", "SEPARATOR", "round_sql"]
+
+#: Between the JSON texts of a column: the unit separator, a control character no JSON text
+#: holds (JSON escapes it in strings, and allows none outside them).
+SEPARATOR: Final = b"\x1f"
 
 
 def _q(name: str) -> str:
@@ -51,6 +57,13 @@ def _newer(row: str, field: JsonField, occurred: str, event_id: str) -> str:
     # null comparison (a foreign writer's null eventId) into "not newer".
     at, eid = _q(field.occurred_at), _q(field.event_id)
     return f"({row}.{at} IS NULL OR ({row}.{at}, {row}.{eid}) < ({occurred}, {event_id}))"
+
+
+def _texts(param: str) -> str:
+    # A column of texts sent as one bytea (module docstring). convert_from checks the UTF-8, as
+    # PostgreSQL checks a text parameter; unnest pads a shorter array with NULLs, so the one
+    # case string_to_array reads as no element (a single NULL: '') still lines up.
+    return f"string_to_array(convert_from({param}::bytea, 'UTF8'), E'\\x{SEPARATOR[0]:02x}', '')"
 
 
 def _columns(field: JsonField) -> tuple[str, str, str]:
@@ -114,8 +127,8 @@ def _execution_record_sql(table: TargetTable, *, creates_rows: bool) -> str:
     return f"""
 WITH i AS (
     SELECT * FROM unnest($1::text[], $2::text[],
-        $3::timestamptz[], $4::uuid[], $5::text[], $6::text[],
-        $7::timestamptz[], $8::uuid[], $9::text[], $10::text[])
+        $3::timestamptz[], $4::uuid[], {_texts("$5")}, {_texts("$6")},
+        $7::timestamptz[], $8::uuid[], {_texts("$9")}, {_texts("$10")})
         AS u(k, t, o1, e1, raw1, pl1, o2, e2, raw2, pl2)
 ), c AS (
     SELECT i.*, (cur.{key} IS NOT NULL) AS found, cur.{tenant} AS cur_t,
@@ -146,8 +159,8 @@ def _tenant_sql(table: TargetTable) -> str:
     column, at, eid = _columns(policy)
     return f"""
 WITH i AS (
-    SELECT * FROM unnest($1::text[], $2::text[], $3::timestamptz[], $4::uuid[], $5::text[],
-        $6::text[]) AS u(k, t, o1, e1, raw1, pl1)
+    SELECT * FROM unnest($1::text[], $2::text[], $3::timestamptz[], $4::uuid[],
+        {_texts("$5")}, {_texts("$6")}) AS u(k, t, o1, e1, raw1, pl1)
 ), c AS (
     SELECT i.k, i.o1, i.e1, i.raw1, i.pl1, (cur.{key} IS NOT NULL) AS found,
         (cur.{key} IS NOT NULL AND coalesce({_newer("cur", policy, "i.o1", "i.e1")}, false))

@@ -20,7 +20,7 @@ from consumer.db import ErrorClass, classify_error
 from consumer.errors import error_text, sqlstate_of
 from consumer.outcomes import Outcome
 from consumer.pipeline.columns import Columns, EventResult
-from consumer.pipeline.sql import round_sql
+from consumer.pipeline.sql import SEPARATOR, round_sql
 from consumer.tables import TargetTable
 from schemas import ReasonCode
 
@@ -163,7 +163,7 @@ class RoundStatement:
 
     async def _execute(self, items: Sequence[Item]) -> Report:
         cols = self._cols
-        params: list[list[Any]] = [
+        params: list[list[Any] | bytes] = [
             [item.key for item in items],
             [cols.tenant[_first(item.heads)] for item in items],
         ]
@@ -171,8 +171,8 @@ class RoundStatement:
             heads = [item.heads[n] for item in items]
             params.append([None if i is None else cols.occurred[i] for i in heads])
             params.append([None if i is None else cols.event_id[i] for i in heads])
-            params.append([None if i is None else cols.raw[i] for i in heads])
-            params.append([None if i is None else cols.payload[i] for i in heads])
+            params.append(_texts([None if i is None else cols.raw[i] for i in heads]))
+            params.append(_texts([None if i is None else cols.payload[i] for i in heads]))
         result = await self._conn.exec_driver_sql(self._sql, tuple(params))
         report = Report({}, {})
         width = len(self._table.fields)
@@ -187,6 +187,19 @@ class RoundStatement:
                 passes = tuple(row[5 + 2 * n] for n in range(width))
                 report.unwritten[row[1]] = Unwritten(row[2], row[3], passes)
         return report
+
+
+def _texts(texts: list[bytes | None]) -> bytes:
+    """A column of JSON texts as one parameter (:data:`.sql.SEPARATOR` between them, NULL as
+    nothing): one bytes to send instead of an array of ``str`` to encode element by element.
+
+    No JSON text holds the separator (a control character, escaped in strings): a text that
+    did would be a bug upstream, and would shift every text after it, so it raises here.
+    """
+    joined = SEPARATOR.join([b"" if text is None else text for text in texts])
+    if joined.count(SEPARATOR) != max(len(texts) - 1, 0):
+        raise AssertionError("a JSON text holds the separator byte: the decoder let it through")
+    return joined
 
 
 def _first(heads: tuple[int | None, ...]) -> int:

@@ -176,7 +176,7 @@ class Settings(BaseSettings):
     #: wait on each other): Python builds one's statements while PostgreSQL runs another's. A
     #: smaller batch (live traffic) is one transaction. Capped at ``db_pool_size - 1``
     #: (:attr:`lanes`): one connection stays for the held-field release.
-    db_lanes: int = Field(default=2, ge=1, le=32)
+    db_lanes: int = Field(default=3, ge=1, le=32)
     db_statement_timeout_ms: int = Field(default=60_000, ge=0)
     #: A statement waits at most this long for a row or table lock held by another session
     #: (a long transaction, another team's migration), then gives up and the batch is retried

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Final
 
+import msgspec
 from aiokafka.structs import ConsumerRecord
 
 from consumer.outcomes import Outcome
@@ -36,14 +37,14 @@ STALE: Final = EventResult(Outcome.STALE)
 HELD: Final = EventResult(Outcome.HELD)
 
 
-@dataclass(frozen=True, slots=True)
-class PendingEvent:
+class PendingEvent(msgspec.Struct, frozen=True, gc=False):
     """A decoded event and the JSON text (UTF-8) PostgreSQL stores its payload from.
 
     Exactly one text is set: ``payload``, the payload's JSON text as it stands in the record
     (:attr:`.decode.ConsumerEvent.payload_json`), or else ``raw``, the whole record,
     whose ``payload`` PostgreSQL then takes. ``source`` is the Kafka record it came from: what
-    holding it needs (``park``), and its dead letter.
+    holding it needs (``park``), and its dead letter. A msgspec struct, not a frozen
+    dataclass: one is made per record, and it is built in a tenth of the time.
     """
 
     event: ConsumerEvent

@@ -228,7 +228,7 @@ def _headline(results: dict[str, Any]) -> list[str]:
     for key, r in results["ratios"].items():
         if r.get("value") is None:
             shown = "not measured"
-        elif key.startswith(("service", "baseline")):
+        elif key in _PAIRED:  # a ratio; the baseline's and the peer's p99 are milliseconds
             shown = _range(r, ".2f") + "x" if "min" in r else f"{r['value']:.2f}x"
         elif key.startswith("cost_growth"):
             shown = f"{r['value']:+.1%}"

@@ -21,7 +21,7 @@ from bench.latency import template_events
 from bench.limit import final_versions
 from bench.oracle import Oracle
 from bench.peer import flatten
-from bench.report import ratios
+from bench.report import _headline, ratios
 from bench.summary import summarise
 from bench.workload import WORKLOADS, Workload, generate, tenant_ids
 from schemas import EventType, Rejection, decode_event, loads, parse_rfc3339
@@ -138,6 +138,24 @@ def test_ratios_are_taken_within_each_round_and_a_run_with_wrong_rows_gets_none(
     assert got["service_vs_debezium1_per_cpu"]["met"] is True
     assert got["p99_ms_at_50pct"]["met"] is False  # < 100 ms
     assert "service2_vs_debezium2" not in got  # not measured: no row
+
+
+def test_the_headline_shows_ratios_as_ratios_and_milliseconds_as_milliseconds() -> None:
+    results = {
+        "runs": {"service": [_run(12_000)], "baseline": [_run(10_000)]},
+        "latency": {
+            "50%": {"systems": {s: {"p99_ms": {"median": 385.5}} for s in ("service", "baseline")}}
+        },
+    }
+    rows = {
+        line.split(" | ")[0]: line.split(" | ")[1]
+        for line in _headline({"ratios": ratios(results)})[2:]  # after the table's header
+    }
+    assert rows["| one process vs the baseline checkout (today's main), events/s"] == "1.20x"
+    assert (
+        rows["| baseline checkout live p99 (ms) at the same 50 % rate (this one's maximum)"]
+        == "386"
+    )
 
 
 def test_summaries_are_medians_with_their_spread_of_the_runs_that_count() -> None:

@@ -49,7 +49,7 @@ class ConsumerEvent(msgspec.Struct, frozen=True, gc=False):
     fields, number literals, escapes, key order, duplicate keys as written): PostgreSQL stores
     it as ``jsonb``. ``None`` when that text alone might not store (or fail) as the whole record
     does: then PostgreSQL stores ``(record::jsonb) -> 'payload'``. Bytes, not ``str``: PostgreSQL
-    takes UTF-8, and decoding it here only to encode it again costs a microsecond per record.
+    takes UTF-8, so the text goes on as it came (its UTF-8 checked here, no ``str`` kept).
     """
 
     event_id: uuid.UUID

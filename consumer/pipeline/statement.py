@@ -171,8 +171,8 @@ class RoundStatement:
             heads = [item.heads[n] for item in items]
             params.append([None if i is None else cols.occurred[i] for i in heads])
             params.append([None if i is None else cols.event_id[i] for i in heads])
-            params.append(_texts([None if i is None else cols.raw[i] for i in heads]))
-            params.append(_texts([None if i is None else cols.payload[i] for i in heads]))
+            params.append(_joined([None if i is None else cols.raw[i] for i in heads]))
+            params.append(_joined([None if i is None else cols.payload[i] for i in heads]))
         result = await self._conn.exec_driver_sql(self._sql, tuple(params))
         report = Report({}, {})
         width = len(self._table.fields)
@@ -189,7 +189,7 @@ class RoundStatement:
         return report
 
 
-def _texts(texts: list[bytes | None]) -> bytes:
+def _joined(texts: list[bytes | None]) -> bytes:
     """A column of JSON texts as one parameter (:data:`.sql.SEPARATOR` between them, NULL as
     nothing): one bytes to send instead of an array of ``str`` to encode element by element.
 

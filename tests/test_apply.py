@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncIterator
 from typing import Any
@@ -159,6 +160,60 @@ async def test_within_a_batch_only_the_newest_is_written_the_rest_are_stale(
     assert outcome.results[1].outcome is Outcome.APPLIED
     assert json.loads((await _record(database, "req-c"))["snap_text"])["strategy"] == "s9"
     assert outcome.statements == 1  # one statement for the whole field, whatever the batch
+
+
+async def test_a_candidate_that_loses_a_race_to_another_session_is_settled_against_the_winner(
+    engine: AsyncEngine, database: Database
+) -> None:
+    await apply_in_transaction(engine, [snapshot("req-r", "t1", at(0)), cost("req-r", "t1", at(0))])
+    winner = snapshot("req-r", "t1", at(20), strategy="winner")
+    other = await database.connect()
+    try:
+        # Another writer (a second consumer after a rebalance) holds the row with a newer
+        # snapshot, not committed yet: the batch reads the old row, then waits on its lock.
+        held = other.transaction()
+        await held.start()
+        await other.execute(
+            'UPDATE "ExecutionRecord" SET "routingSnapshot" = $1::jsonb -> \'payload\', '
+            '"routingSnapshotOccurredAt" = $2, "routingSnapshotEventId" = $3 '
+            'WHERE "requestId" = $4',
+            winner.value.decode(),
+            at(20),
+            winner.event_id,
+            "req-r",
+        )
+        batch = [
+            snapshot("req-r", "t1", at(10), strategy="ours"),
+            snapshot("req-r", "t1", at(5), strategy="older"),
+            cost("req-r", "t1", at(10), provider="ours"),
+        ]
+        applying = asyncio.create_task(apply_in_transaction(engine, batch))
+        await _until_waiting_on_a_lock(database)
+        await held.commit()
+        outcome = await asyncio.wait_for(applying, 30)
+    finally:
+        await other.close()
+
+    # The cost was written beside the winner's snapshot; ours lost the race, was offered again
+    # and is stale against the winner, like everything older.
+    assert [r.outcome for r in outcome.results] == [Outcome.STALE, Outcome.STALE, Outcome.APPLIED]
+    assert outcome.statements == 2
+    row = await _record(database, "req-r")
+    assert json.loads(row["snap_text"])["strategy"] == "winner"
+    assert row["routingSnapshotEventId"] == winner.event_id
+    assert json.loads(row["cost_text"])["provider"] == "ours"
+
+
+async def _until_waiting_on_a_lock(database: Database) -> None:
+    for _ in range(300):
+        waiting = await database.fetch(
+            "SELECT count(*) AS n FROM pg_stat_activity "
+            "WHERE datname = current_database() AND wait_event_type = 'Lock'"
+        )
+        if waiting[0]["n"]:
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError("the batch never waited on the row lock")
 
 
 async def test_tenant_mismatch_leaves_the_row_untouched_and_older_matching_event_applies(

@@ -146,10 +146,10 @@ class Rounds:
         """
         cols, results = self._cols, self._results
         head = queue[0]
-        unwritten = report.unwritten.get(key)
-        if unwritten is not None and unwritten.passes[n] is False:
+        row = report.rows.get(key)
+        if row is not None and row.passes[n] is False:
             # Refused by the guards before writing: no row, another tenant, or stale.
-            if not unwritten.found:
+            if not row.found:
                 if self._creates_rows:  # a missing row is always offered: cannot happen
                     return queue
                 # Every version is held, not just the newest: which one wins is decided once
@@ -158,7 +158,7 @@ class Rounds:
                 for i in queue:
                     results[i] = verdict or _unknown_tenant(cols.tenant[i])
                 return []
-            row_tenant = unwritten.tenant if self._is_execution else None
+            row_tenant = row.tenant if self._is_execution else None
             remaining: list[int] = []
             for i in queue:
                 if row_tenant is not None and cols.tenant[i] != row_tenant:
@@ -172,16 +172,21 @@ class Rounds:
                     results[i] = STALE
                 return []
             return remaining  # the newest of the row's tenant goes next round
-        written = report.written.get(key)
-        if written is not None and written.event_ids[n] == cols.event_id[head]:
-            results[head] = APPLIED
-            row_tenant = written.tenant if self._is_execution else None
-            for i in queue[1:]:
-                tenant = cols.tenant[i]
-                mismatched = row_tenant is not None and tenant != row_tenant
-                results[i] = _mismatch(tenant, key) if mismatched else STALE
-            return []
-        return queue  # offered, yet not the row's value: a concurrent writer won. Next round.
+        if row is not None and row.lost[n]:
+            return queue  # offered, yet not the row's value: a concurrent writer won. Next round.
+        # Written as offered. A row not reported keeps the candidates' tenant.
+        results[head] = APPLIED
+        if not self._is_execution:
+            row_tenant = None
+        elif row is None:
+            row_tenant = cols.tenant[head]
+        else:
+            row_tenant = row.tenant_after
+        for i in queue[1:]:
+            tenant = cols.tenant[i]
+            mismatched = row_tenant is not None and tenant != row_tenant
+            results[i] = _mismatch(tenant, key) if mismatched else STALE
+        return []
 
 
 def _mismatch(tenant: str, request: str) -> EventResult:

@@ -7,16 +7,18 @@ candidate for that field; of a candidate's two texts one is NULL, see
 :class:`.apply.PendingEvent`). The texts come as one ``bytea`` per column: UTF-8, the texts
 joined by :data:`SEPARATOR`, NULL as an empty text (no JSON text is empty).
 
-It returns rows ``(written, key, found, tenant, eid_1, pass_1[, eid_2, pass_2])`` of two kinds:
+It returns a row only for what the caller cannot take for granted: a row whose candidates
+were all written as offered, into a row of their own tenant, comes back not at all (most rows;
+decoding and settling a row each cost the caller more than the rest of its work). A row comes
+back as ``(key, found, tenant, written, tenant_after, pass_1, lost_1[, pass_2, lost_2])`` when a
+candidate failed the guards, was not the row's value afterwards, or the row's tenant after the
+statement is not the candidates' (a row without a tenant keeps none):
 
-* ``written``: a row written; ``tenant`` and ``eid_n`` are its tenant and the stored eventId of
-  field n after the statement;
-* not ``written``: a row with a candidate that was not offered for writing; ``found`` says
-  whether the row existed, ``tenant`` is its tenant then, ``pass_n`` whether field n's
-  candidate passed the guards.
-
-A candidate offered for writing that is not the row's value afterwards lost a race with a
-concurrent writer: the caller offers it again in the next round.
+* ``found``, ``tenant``: whether the row existed before the statement, and its tenant then;
+* ``written``, ``tenant_after``: whether the statement wrote the row, and its tenant after;
+* ``pass_n``: whether field n's candidate passed the guards (NULL: no candidate for field n);
+* ``lost_n``: it passed, yet is not the row's value afterwards: a concurrent writer won, and
+  the caller offers it again in the next round (NULL: no candidate).
 
 ``"ExecutionRecord"`` has two statements: :data:`ROUND_SQL` creates a missing row with its key
 columns (``ROUTING_MISSING_ROW_POLICY=create``); :data:`PARK_ROUND_SQL` never inserts, and a
@@ -66,6 +68,27 @@ def _texts(param: str) -> str:
     return f"string_to_array(convert_from({param}::bytea, 'UTF8'), E'\\x{SEPARATOR[0]:02x}', '')"
 
 
+def _lost(n: int, stored_event_id: str) -> str:
+    # Passed the guards, yet the row (u: as the statement left it; NULL when it did not write
+    # the row) does not hold it: a concurrent writer won.
+    return f"(c.pass{n} AND {stored_event_id} IS DISTINCT FROM c.e{n})"
+
+
+def _reported(n: int, stored_event_id: str) -> str:
+    # pass_n and lost_n of the returned row; NULL where the row had no candidate for field n,
+    # so that the reports of a row split into its two records merge field by field.
+    offered = f"c.o{n} IS NOT NULL"
+    return (
+        f"CASE WHEN {offered} THEN c.pass{n} END, "
+        f"CASE WHEN {offered} THEN {_lost(n, stored_event_id)} END"
+    )
+
+
+def _exceptional(n: int, stored_event_id: str) -> str:
+    # Field n's candidate was not written as offered: refused by the guards, or lost.
+    return f"((c.o{n} IS NOT NULL AND NOT c.pass{n}) OR {_lost(n, stored_event_id)})"
+
+
 def _columns(field: JsonField) -> tuple[str, str, str]:
     return _q(field.column), _q(field.occurred_at), _q(field.event_id)
 
@@ -109,6 +132,12 @@ def _execution_record_sql(table: TargetTable, *, creates_rows: bool) -> str:
         values = (_stored(f"c.raw{n}", f"c.pl{n}"), f"c.o{n}", f"c.e{n}")
         return ", ".join(f"CASE WHEN c.pass{n} THEN {v} END" for v in values)
 
+    def reported(n: int, field: JsonField) -> str:
+        return _reported(n, f"u.{_q(field.event_id)}")
+
+    def exceptional(n: int, field: JsonField) -> str:
+        return _exceptional(n, f"u.{_q(field.event_id)}")
+
     returned = f"r.{key}, r.{tenant}, r.{_q(snapshot.event_id)}, r.{_q(cost.event_id)}"
     insert_columns = ", ".join(c for f in (snapshot, cost) for c in _columns(f))
     # Under park nothing is inserted: a missing row's candidates come back not written.
@@ -144,12 +173,11 @@ WITH i AS (
 ), up AS (
     SELECT * FROM upd{inserted_rows}
 )
-SELECT true, {key}, NULL::boolean, {tenant}, {_q(snapshot.event_id)}, NULL::boolean,
-    {_q(cost.event_id)}, NULL::boolean
-FROM up
-UNION ALL
-SELECT false, k, found, cur_t, NULL, pass1, NULL, pass2 FROM c
-WHERE (o1 IS NOT NULL AND NOT pass1) OR (o2 IS NOT NULL AND NOT pass2)
+SELECT c.k, c.found, c.cur_t, u.{key} IS NOT NULL, u.{tenant},
+    {reported(1, snapshot)}, {reported(2, cost)}
+FROM c LEFT JOIN up AS u ON u.{key} = c.k
+WHERE {exceptional(1, snapshot)} OR {exceptional(2, cost)}
+    OR (u.{key} IS NOT NULL AND u.{tenant} IS DISTINCT FROM c.t)
 """
 
 
@@ -173,9 +201,9 @@ WITH i AS (
     WHERE c.pass1 AND r.{key} = c.k AND {_newer("r", policy, "c.o1", "c.e1")}
     RETURNING r.{key}, r.{eid}
 )
-SELECT true, {key}, NULL::boolean, NULL::text, {eid}, NULL::boolean FROM up
-UNION ALL
-SELECT false, k, found, NULL, NULL, pass1 FROM c WHERE NOT pass1
+SELECT c.k, c.found, NULL::text, u.{key} IS NOT NULL, NULL::text, {_reported(1, f"u.{eid}")}
+FROM c LEFT JOIN up AS u ON u.{key} = c.k
+WHERE {_exceptional(1, f"u.{eid}")}
 """
 
 

@@ -1,15 +1,15 @@
 """One round's statement for one table, and what PostgreSQL reported back.
 
 :class:`RoundStatement` offers an :class:`Item` per row (the newest remaining candidate of each
-of its fields) in one statement (:mod:`.sql`) and returns a :class:`Report`: per row key, what
-was written, or what stood in the way. With ``isolate``, the statement runs under a savepoint
-and a record PostgreSQL refuses is isolated by halving the statement's input, its verdict
-(``db_rejected``) recorded; without, the first refusal raises :class:`Refused`.
+of its fields) in one statement (:mod:`.sql`) and returns a :class:`Report`: the rows whose
+candidates were not all written as offered, and why. With ``isolate``, the statement runs
+under a savepoint and a record PostgreSQL refuses is isolated by halving the statement's
+input, its verdict (``db_rejected``) recorded; without, the first refusal raises
+:class:`Refused`.
 """
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -24,7 +24,7 @@ from consumer.pipeline.sql import SEPARATOR, round_sql
 from consumer.tables import TargetTable
 from schemas import ReasonCode
 
-__all__ = ["Item", "Refused", "Report", "RoundStatement", "Unwritten", "Written"]
+__all__ = ["Item", "Refused", "Report", "Reported", "RoundStatement"]
 
 
 class Refused(Exception):
@@ -40,42 +40,51 @@ class Item:
 
 
 @dataclass(slots=True)
-class Written:
-    """A row the statement wrote."""
-
-    tenant: str | None  # the row's tenant after the statement
-    event_ids: tuple[uuid.UUID | None, ...]  # per field, the stored eventId after it
-
-
-@dataclass(slots=True)
-class Unwritten:
-    """A row the statement offered candidates for and did not write."""
+class Reported:
+    """A row the statement reported: not all of its candidates were written as offered, or
+    its tenant afterwards is not theirs (see :mod:`.sql`). Per-field tuples are ``None`` where
+    the row had no candidate for that field."""
 
     found: bool  # the row existed before the statement
     tenant: str | None  # its tenant then
-    passes: tuple[bool | None, ...]  # per field: could its candidate be written (None: none)
+    written: bool  # the statement wrote the row
+    tenant_after: str | None  # its tenant after the statement, when written
+    passes: tuple[bool | None, ...]  # could field n's candidate be written (False: the guards)
+    lost: tuple[bool | None, ...]  # it could, yet is not the row's value: offer it again
+
+    def joined(self, later: Reported) -> Reported:
+        """This report and a later statement's on the same row (a row split into its two
+        records): each field as the statement that offered it said."""
+        written = later if later.written else self
+        return Reported(
+            self.found or later.found,
+            self.tenant,
+            self.written or later.written,
+            written.tenant_after,
+            _either(self.passes, later.passes),
+            _either(self.lost, later.lost),
+        )
 
 
 @dataclass(slots=True)
 class Report:
-    """Per row key, what the statement did."""
+    """Per row key, what the statement reported; a row offered and not here had every
+    candidate written as offered, and keeps the candidates' tenant (or its own)."""
 
-    written: dict[str, Written]
-    unwritten: dict[str, Unwritten]
+    rows: dict[str, Reported]
 
     def merge(self, other: Report) -> None:
-        """Add a part's report. Parts hold different keys, except a row split into its two
-        records: keep what each statement said about its own field."""
-        self.written.update(other.written)
-        for key, theirs in other.unwritten.items():
-            mine = self.unwritten.get(key)
-            if mine is None:
-                self.unwritten[key] = theirs
-                continue
-            passes = tuple(
-                a if a is not None else b for a, b in zip(mine.passes, theirs.passes, strict=True)
-            )
-            self.unwritten[key] = Unwritten(mine.found or theirs.found, mine.tenant, passes)
+        """Add a later part's report (parts hold different keys, except a row split into its
+        two records)."""
+        for key, theirs in other.rows.items():
+            mine = self.rows.get(key)
+            self.rows[key] = theirs if mine is None else mine.joined(theirs)
+
+
+def _either(
+    first: tuple[bool | None, ...], second: tuple[bool | None, ...]
+) -> tuple[bool | None, ...]:
+    return tuple(a if a is not None else b for a, b in zip(first, second, strict=True))
 
 
 class RoundStatement:
@@ -123,7 +132,7 @@ class RoundStatement:
             if classify_error(exc) is not ErrorClass.RECORD:
                 raise
             parts = self._split(items, exc, rejected, unfillable)
-        report = Report({}, {})
+        report = Report({})
         for part in parts:
             report.merge(await self.offer(part, rejected, unfillable))
         return report
@@ -174,19 +183,15 @@ class RoundStatement:
             params.append(_joined([None if i is None else cols.raw[i] for i in heads]))
             params.append(_joined([None if i is None else cols.payload[i] for i in heads]))
         result = await self._conn.exec_driver_sql(self._sql, tuple(params))
-        report = Report({}, {})
-        width = len(self._table.fields)
-        rows: list[Any] = list(result.all())
-        for row in rows:
-            # (written, key, found, tenant, eid_1, pass_1[, eid_2, pass_2]): see .sql
-            if row[0]:
-                report.written[row[1]] = Written(
-                    row[3], tuple(row[4 + 2 * n] for n in range(width))
-                )
-            else:
-                passes = tuple(row[5 + 2 * n] for n in range(width))
-                report.unwritten[row[1]] = Unwritten(row[2], row[3], passes)
-        return report
+        rows: dict[str, Reported] = {}
+        returned: list[Any] = list(result.all())
+        for row in returned:
+            # (key, found, tenant, written, tenant_after, pass_1, lost_1[, ...]): see .sql
+            key, found, tenant, written, tenant_after, *flags = row
+            rows[key] = Reported(
+                found, tenant, written, tenant_after, tuple(flags[0::2]), tuple(flags[1::2])
+            )
+        return Report(rows)
 
 
 def _joined(texts: list[bytes | None]) -> bytes:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -14,6 +15,7 @@ from consumer.db import create_engine
 from consumer.outcomes import Outcome
 from consumer.pipeline.apply import apply_events
 from consumer.pipeline.sql import SEPARATOR, round_sql
+from consumer.pipeline.statement import literal
 from consumer.settings import MissingRowPolicy, Settings
 from consumer.tables import EXECUTION_RECORD
 from schemas import ReasonCode
@@ -160,6 +162,47 @@ async def test_within_a_batch_only_the_newest_is_written_the_rest_are_stale(
     assert outcome.results[1].outcome is Outcome.APPLIED
     assert json.loads((await _record(database, "req-c"))["snap_text"])["strategy"] == "s9"
     assert outcome.statements == 1  # one statement for the whole field, whatever the batch
+
+
+async def test_keys_tenants_and_times_of_any_shape_are_stored_exactly(
+    engine: AsyncEngine, database: Database
+) -> None:
+    # The statement's columns go as array literals (consumer.pipeline.statement.literal):
+    # characters JSON escapes differently, braces, commas, a key spelled NULL; times at the
+    # ends of the contract's range and around the epoch, to the microsecond.
+    keys = [
+        'q"uote',
+        "back\\slash",
+        "line\nbreak",
+        "unit\x1fsep",
+        "café-東京",
+        "NULL",
+        "{a,b}",
+        " x ",
+    ]
+    tenants = ["t\\1", 't"2', "t\t3", "t4", "t5", "NULL", "t,7", "é8"]
+    times = [
+        datetime(1, 1, 1, 0, 0, 0, 1, tzinfo=UTC),
+        datetime(9999, 12, 31, 23, 59, 59, 999999, tzinfo=UTC),
+        datetime(1969, 12, 31, 23, 59, 59, 999999, tzinfo=UTC),
+        datetime(1970, 1, 1, 0, 0, 0, 1, tzinfo=UTC),
+        at(0.000001),
+        at(123.456789),
+        datetime(2262, 4, 11, 23, 47, 16, 854775, tzinfo=UTC),
+        datetime(2038, 1, 19, 3, 14, 8, 999999, tzinfo=UTC),
+    ]
+    events = [
+        snapshot(key, tenant, when) for key, tenant, when in zip(keys, tenants, times, strict=True)
+    ]
+    events.append(cost(keys[0], tenants[0], times[1]))
+
+    outcome = await apply_in_transaction(engine, events)
+
+    assert [r.outcome for r in outcome.results] == [Outcome.APPLIED] * len(events)
+    for key, tenant, when in zip(keys, tenants, times, strict=True):
+        row = await _record(database, key)
+        assert (row["tenantId"], row["routingSnapshotOccurredAt"]) == (tenant, when)
+    assert (await _record(database, keys[0]))["actualCostOccurredAt"] == times[1]
 
 
 async def test_a_candidate_that_loses_a_race_to_another_session_is_settled_against_the_winner(
@@ -618,7 +661,9 @@ async def test_batches_probe_the_index_whatever_the_table_size(
 
     With PostgreSQL's default planner costs (``random_page_cost`` 4) a table of this size is
     scanned whole for every batch (a hash join), which doubled PostgreSQL's CPU per event on the
-    benchmark's live runs; the service's sessions use 1.1 (consumer.db.create_engine).
+    benchmark's live runs; the service's sessions use 1.1 (consumer.db.create_engine). The
+    keys' collation too: keys in "C" (what convert_from returns) cannot use the index of a
+    column in the default collation, and the plan is the same whole-table scan.
     """
     await database.execute(
         'INSERT INTO "ExecutionRecord" ("id", "requestId", "tenantId") '
@@ -626,9 +671,9 @@ async def test_batches_probe_the_index_whatever_the_table_size(
     )
     await database.execute('ANALYZE "ExecutionRecord"')
     keys = [f"r{n}" for n in range(1, 400, 2)]  # a live batch: a few hundred rows
-    nulls: list[None] = [None] * len(keys)
+    nulls = literal([None] * len(keys))
     no_texts = SEPARATOR * (len(keys) - 1)  # a column of NULL texts (consumer.pipeline.sql)
-    params = (keys, ["t"] * len(keys), *[nulls, nulls, no_texts, no_texts] * 2)  # per field
+    params = (literal(keys), literal(["t"] * len(keys)), *[nulls, nulls, no_texts, no_texts] * 2)
     sql = "EXPLAIN " + round_sql(EXECUTION_RECORD)
 
     async def plan(setting: str | None) -> str:

@@ -4,8 +4,15 @@ Built once, from the definitions of :mod:`consumer.tables`. A statement takes, p
 the row key, ``$2`` the candidates' tenant, then per field of the table four columns:
 occurredAt, eventId, the whole record's text and the payload's text (NULLs where the row has no
 candidate for that field; of a candidate's two texts one is NULL, see
-:class:`.apply.PendingEvent`). The texts come as one ``bytea`` per column: UTF-8, the texts
-joined by :data:`SEPARATOR`, NULL as an empty text (no JSON text is empty).
+:class:`.columns.PendingEvent`). Every column is one ``bytea`` parameter, not an array that
+asyncpg would encode element by element (Python work per element, a microsecond for a
+``datetime``):
+
+* the JSON texts: UTF-8, joined by :data:`SEPARATOR`, NULL as an empty text (no JSON text is
+  empty);
+* keys, tenants, eventIds and occurredAt: a PostgreSQL array literal (:func:`.statement.literal`),
+  occurredAt as integer microseconds since 1970-01-01 UTC, turned back into a ``timestamptz``
+  here by exact integer arithmetic (``to_timestamp`` of whole seconds, plus the microseconds).
 
 It returns a row only for what the caller cannot take for granted: a row whose candidates
 were all written as offered, into a row of their own tenant, comes back not at all (most rows;
@@ -59,6 +66,46 @@ def _newer(row: str, field: JsonField, occurred: str, event_id: str) -> str:
     # null comparison (a foreign writer's null eventId) into "not newer".
     at, eid = _q(field.occurred_at), _q(field.event_id)
     return f"({row}.{at} IS NULL OR ({row}.{at}, {row}.{eid}) < ({occurred}, {event_id}))"
+
+
+def _array(param: str, element: str) -> str:
+    # A column sent as an array literal (module docstring); array_in checks it as PostgreSQL
+    # checks any input of the type. convert_from's text has the collation "C" (that of its
+    # `name` argument), and an index on a key column of the default collation cannot serve a
+    # comparison in "C": keys and tenants take the default collation, as a text[] parameter has.
+    collation = ' COLLATE "default"' if element == "text" else ""
+    return f"convert_from({param}::bytea, 'UTF8')::{element}[]{collation}"
+
+
+def _moment(micros: str) -> str:
+    # Microseconds since the Unix epoch as a timestamptz, exactly: to_timestamp takes a float8,
+    # exact for whole seconds (|s| * 10^6 needs at most 53 bits in every year 0001-9999); the
+    # rest is an exact interval of whole microseconds. NULL stays NULL.
+    return (
+        f"to_timestamp(({micros} / 1000000)::float8)"
+        f" + ({micros} % 1000000) * interval '1 microsecond'"
+    )
+
+
+def _inputs(width: int) -> str:
+    # The statement's inputs as rows (k, t, o1, e1, raw1, pl1[, o2, ...]), from its parameters.
+    arrays = [_array("$1", "text"), _array("$2", "text")]
+    columns, moments = ["k", "t"], ["k", "t"]
+    for n in range(1, width + 1):
+        first = 3 + 4 * (n - 1)
+        arrays += [
+            _array(f"${first}", "int8"),
+            _array(f"${first + 1}", "uuid"),
+            _texts(f"${first + 2}"),
+            _texts(f"${first + 3}"),
+        ]
+        columns += [f"m{n}", f"e{n}", f"raw{n}", f"pl{n}"]
+        moments += [f"{_moment(f'm{n}')} AS o{n}", f"e{n}", f"raw{n}", f"pl{n}"]
+    return (
+        f"SELECT {', '.join(moments)}\n"
+        f"    FROM unnest({', '.join(arrays)})\n"
+        f"        AS u({', '.join(columns)})"
+    )
 
 
 def _texts(param: str) -> str:
@@ -155,10 +202,7 @@ def _execution_record_sql(table: TargetTable, *, creates_rows: bool) -> str:
     inserted_rows = " UNION ALL SELECT * FROM ins" if creates_rows else ""
     return f"""
 WITH i AS (
-    SELECT * FROM unnest($1::text[], $2::text[],
-        $3::timestamptz[], $4::uuid[], {_texts("$5")}, {_texts("$6")},
-        $7::timestamptz[], $8::uuid[], {_texts("$9")}, {_texts("$10")})
-        AS u(k, t, o1, e1, raw1, pl1, o2, e2, raw2, pl2)
+    {_inputs(2)}
 ), c AS (
     SELECT i.*, (cur.{key} IS NOT NULL) AS found, cur.{tenant} AS cur_t,
         {passes(1, snapshot)}, {passes(2, cost)}
@@ -187,8 +231,7 @@ def _tenant_sql(table: TargetTable) -> str:
     column, at, eid = _columns(policy)
     return f"""
 WITH i AS (
-    SELECT * FROM unnest($1::text[], $2::text[], $3::timestamptz[], $4::uuid[],
-        {_texts("$5")}, {_texts("$6")}) AS u(k, t, o1, e1, raw1, pl1)
+    {_inputs(1)}
 ), c AS (
     SELECT i.k, i.o1, i.e1, i.raw1, i.pl1, (cur.{key} IS NOT NULL) AS found,
         (cur.{key} IS NOT NULL AND coalesce({_newer("cur", policy, "i.o1", "i.e1")}, false))

@@ -417,8 +417,10 @@ async def produce_at_rate(
     producer: its scheduled time (start + n / rate), but never more than the linger before the
     tick that sends it, so a tick that comes late (the generator starved of CPU) does not charge
     its lateness to the system under test. Records are 5 ms or less in the "producer" before the
-    batch goes out, as with a real producer's ``linger_ms=5``. The value is the pre-rendered head
-    + the timestamp + the tail: no JSON is built and no bytes are searched per record.
+    batch goes out, as with a real producer's ``linger_ms=5``. The record's CreateTime is that
+    same moment in ms, from the same clock reading, so a stall of the generator between stamping
+    and appending cannot set them apart. The value is the pre-rendered head + the timestamp + the
+    tail: no JSON is built and no bytes are searched per record.
 
     ``track`` receives (field, row key, occurredAt in epoch microseconds, counted) for each
     tracked event; ``counted`` is false in the first ``_WARMUP_S`` seconds.
@@ -458,10 +460,11 @@ async def produce_at_rate(
             batch = open_batches.get(slot)
             if batch is None:
                 batch = open_batches[slot] = producer.create_batch()
-            if batch.append(key=keys[n], value=value, timestamp=None) is None:  # full
+            stamp_ms = at // 1000
+            if batch.append(key=keys[n], value=value, timestamp=stamp_ms) is None:  # full
                 ready.append((slot, batch))
                 batch = open_batches[slot] = producer.create_batch()
-                batch.append(key=keys[n], value=value, timestamp=None)
+                batch.append(key=keys[n], value=value, timestamp=stamp_ms)
             row = tracked[n]
             if row is not None and track is not None:
                 track.put((row[0], row[1], at, at - wall0_us >= warmup_us))

@@ -83,6 +83,10 @@ class LatencyResult:
     #: The poller's CPU seconds over its life (its thread) and that life's length.
     poller_cpu_seconds: float
     poller_seconds: float
+    #: How long each of the poller's lookups took (ms): a round whose lookups are slow is one
+    #: where the machine, not only the system under test, was slow (its latencies are inflated
+    #: by up to one lookup).
+    poll_lookups_ms: list[float]
     #: Where the machine's CPU went while producing (:func:`bench.cpu.breakdown`).
     cpu: dict[str, Any]
 
@@ -98,6 +102,7 @@ class LatencyResult:
     def as_dict(self) -> dict[str, Any]:
         """JSON-ready summary plus the CDF (up to 50 quantile points)."""
         lat = sorted(self.latencies)
+        lookups = sorted(self.poll_lookups_ms)
         points = min(50, len(lat))
         cdf = (
             [
@@ -133,6 +138,9 @@ class LatencyResult:
                 if self.poller_seconds
                 else None,
                 "seconds": round(self.poller_seconds, 3),
+                "polls": len(lookups),
+                "lookup_p50_ms": round(percentile(lookups, 0.50), 2) if lookups else None,
+                "lookup_p99_ms": round(percentile(lookups, 0.99), 2) if lookups else None,
             },
             "cpu": self.cpu,
             "service_histogram": self.service_histogram,
@@ -278,6 +286,7 @@ async def measure_latency(
         stats,
         poller.cpu_seconds,
         poller.seconds,
+        poller.lookups_ms,
         cpu,
     )
 
@@ -325,6 +334,7 @@ async def _peer_latency(
         stats,
         poller.cpu_seconds,
         poller.seconds,
+        poller.lookups_ms,
         cpu,
     )
 
@@ -506,7 +516,7 @@ class _Poller(threading.Thread):
         self.unresolved = 0
         self.cpu_seconds = 0.0
         self.seconds = 0.0
-        self.polls = 0
+        self.lookups_ms: list[float] = []
         self.error: BaseException | None = None
         #: The pid of the poller's PostgreSQL backend, set once connected (``ready``): its CPU
         #: is inside PostgreSQL's figure, and reported apart so it can be taken out.
@@ -546,7 +556,9 @@ class _Poller(threading.Thread):
                     if not pending or time.monotonic() > deadline:
                         break
                 if pending:
+                    started = time.perf_counter()
                     await self._poll_once(conn, pending)
+                    self.lookups_ms.append((time.perf_counter() - started) * 1000)
         finally:
             self.unresolved = sum(len(v) for v in pending.values())
             await conn.close()
@@ -569,7 +581,6 @@ class _Poller(threading.Thread):
             elif first is not None:
                 stored[("policy", key)] = (first - _EPOCH) // _US
         seen_us = time.time_ns() // 1000
-        self.polls += 1
         for key in window:
             at_row = stored.get(key)
             if at_row is None:

@@ -563,7 +563,8 @@ class Run:
                         f"events/s): p50 {summary['p50_ms']} ms, p99 {summary['p99_ms']} ms, "
                         f"max {summary['max_ms']} ms, unresolved {summary['unresolved']}; "
                         f"generator {summary['producer']['cpu_s_per_1000_events'] * 1000:.2f} "
-                        f"ms CPU per 1,000 events, poller {summary['poller']['cores']} cores; "
+                        f"ms CPU per 1,000 events, poller {summary['poller']['cores']} cores "
+                        f"(lookups p50 {summary['poller']['lookup_p50_ms']} ms); "
                         f"service batch mean {_mean_batch(summary['service_histogram'])}"
                         f"{_cpu_line(summary)}",
                         flush=True,

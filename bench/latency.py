@@ -83,9 +83,9 @@ class LatencyResult:
     #: The poller's CPU seconds over its life (its thread) and that life's length.
     poller_cpu_seconds: float
     poller_seconds: float
-    #: How long each of the poller's lookups took (ms): a round whose lookups are slow is one
-    #: where the machine, not only the system under test, was slow (its latencies are inflated
-    #: by up to one lookup).
+    #: How long each of the poller's lookups took (ms). Slow lookups mark a round where
+    #: PostgreSQL, or the machine under it, was slow for every session, not only the system
+    #: under test's (each latency is also late by up to one lookup).
     poll_lookups_ms: list[float]
     #: Where the machine's CPU went while producing (:func:`bench.cpu.breakdown`).
     cpu: dict[str, Any]

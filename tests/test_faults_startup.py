@@ -173,8 +173,23 @@ async def test_a_database_refusing_later_is_reported_and_probed_again(
             within=30,
             what="database.unavailable with 3D000",
         )
+        # The held-field timer (every held_release_interval_s) meets the refusal too: it says
+        # so and tries again, and the process stays up (readyz fails if it has exited).
+        await until(
+            lambda: asyncio.sleep(0, logged(consumer.log_path, "held.release_failed")),
+            lambda lines: any("3D000" in str(line.get("error")) for line in lines),
+            within=30,
+            what="held.release_failed with 3D000",
+        )
+        assert await readyz(consumer) == 503
         await admin.execute(f'CREATE DATABASE "{database.name}" TEMPLATE "{migrated_template}"')
         await until(lambda: readyz(consumer), lambda s: s == 200, within=30, what="/readyz 200")
+        await until(
+            lambda: asyncio.sleep(0, logged(consumer.log_path, "held.release_resumed")),
+            bool,
+            within=30,
+            what="held.release_resumed",
+        )
         assert await consumer.terminate() == 0
     finally:
         await admin.close()

@@ -4,8 +4,10 @@
 every ``held_release_interval_s`` (each instance: ``SKIP LOCKED`` splits the work) and refreshes
 the gauges ``routing_consumer_held_fields`` / ``_held_oldest_age_seconds`` every
 ``lag_refresh_interval_s``, never during a scrape. A transient fault (database or broker
-unavailable) is logged when it starts and when it clears, and the next cycle tries again;
-anything else (a bug, a permission missing) is raised: the service stops with exit code 1.
+unavailable), or the database refusing this service after start-up (a password rotated, the
+database dropped: the readiness probe reports it too), is logged when it starts and when it
+clears, and the next cycle tries again; anything else (a bug, a permission missing) is raised:
+the service stops with exit code 1.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ import time
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from consumer.db import translate_error
-from consumer.errors import ConfigurationError, TransientError, describe_error
+from consumer.errors import TransientError, describe_error
 from consumer.logs import get_logger
 from consumer.pipeline.deadletter import DeadLetterWriter
 from consumer.pipeline.held import held_stats
@@ -93,8 +95,9 @@ class HeldFieldsTimer:
         error = exc if isinstance(exc, TransientError) else translate_error(exc, operation="held")
         if error is None:
             raise exc
-        if isinstance(error, ConfigurationError):
-            raise error from exc
+        # A refusal (ConfigurationError) is fatal at start-up only, which is over by now: idle,
+        # the service waits for the database to take it again, as its probe does. A batch
+        # that meets the refusal still stops the process.
         if not self._failing:
             self._failing = True
             _log.warning("held.release_failed", error=describe_error(error))

@@ -95,6 +95,22 @@ def logged(path: Path, event: str) -> list[dict[str, Any]]:
     return [e for e in log_events(path) if e.get("event") == event]
 
 
+async def until_logged(
+    path: Path,
+    event: str,
+    ok: Callable[[list[dict[str, Any]]], bool] = bool,
+    *,
+    within: float,
+    what: str,
+) -> list[dict[str, Any]]:
+    """:func:`until` ``ok`` of the log lines of ``event`` (by default: until there is one)."""
+
+    async def lines() -> list[dict[str, Any]]:
+        return logged(path, event)
+
+    return await until(lines, ok, within=within, what=what)
+
+
 def start_consumer(
     settings: Settings, workdir: Path, name: str = "run", **env: Any
 ) -> ConsumerProcess:

@@ -28,6 +28,7 @@ from tests.fault_helpers import (
     snapshots_stored,
     start_consumer,
     until,
+    until_logged,
 )
 from tests.security_helpers import publish
 from tests.service_helpers import ConsumerProcess
@@ -120,9 +121,9 @@ async def test_an_unreachable_database_is_reported_at_once_and_waited_for(
     settings = settings.model_copy(update={"database_url": SecretStr(private_stack.database_url)})
     consumer = start_consumer(settings, tmp_path)
     try:
-        await until(
-            lambda: asyncio.sleep(0, logged(consumer.log_path, "database.unavailable")),
-            bool,
+        await until_logged(
+            consumer.log_path,
+            "database.unavailable",
             within=30,
             what="database.unavailable logged",
         )
@@ -167,16 +168,18 @@ async def test_a_database_refusing_later_is_reported_and_probed_again(
         await consumer.wait_ready()
         await admin.execute(f'DROP DATABASE "{database.name}" WITH (FORCE)')
         await until(lambda: readyz(consumer), lambda s: s == 503, within=30, what="/readyz 503")
-        await until(
-            lambda: asyncio.sleep(0, logged(consumer.log_path, "database.unavailable")),
+        await until_logged(
+            consumer.log_path,
+            "database.unavailable",
             lambda lines: any("3D000" in str(line.get("error")) for line in lines),
             within=30,
             what="database.unavailable with 3D000",
         )
         # The held-field timer (every held_release_interval_s) meets the refusal too: it says
         # so and tries again, and the process stays up (readyz fails if it has exited).
-        await until(
-            lambda: asyncio.sleep(0, logged(consumer.log_path, "held.release_failed")),
+        await until_logged(
+            consumer.log_path,
+            "held.release_failed",
             lambda lines: any("3D000" in str(line.get("error")) for line in lines),
             within=30,
             what="held.release_failed with 3D000",
@@ -184,9 +187,9 @@ async def test_a_database_refusing_later_is_reported_and_probed_again(
         assert await readyz(consumer) == 503
         await admin.execute(f'CREATE DATABASE "{database.name}" TEMPLATE "{migrated_template}"')
         await until(lambda: readyz(consumer), lambda s: s == 200, within=30, what="/readyz 200")
-        await until(
-            lambda: asyncio.sleep(0, logged(consumer.log_path, "held.release_resumed")),
-            bool,
+        await until_logged(
+            consumer.log_path,
+            "held.release_resumed",
             within=30,
             what="held.release_resumed",
         )
